@@ -1,0 +1,173 @@
+/*
+ * pgsession.c - libpq conversation of a backup.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "cbfs/util.h"
+#include "cbfs/wal.h"
+#include "pgsession.h"
+
+static int query_error(PgSession *s, CbfsError *err, const char *what)
+{
+    char *msg = cbfs_xstrdup(PQerrorMessage(s->conn));
+    char *nl = strchr(msg, '\n');
+    int rc;
+    if (nl)
+        *nl = '\0';
+    if (strncmp(msg, "ERROR:  ", 8) == 0)
+        memmove(msg, msg + 8, strlen(msg + 8) + 1);
+    rc = cbfs_error_set(err, EIO, CBFS_EXIT_DATABASE, "could not %s: %s", what, msg);
+    free(msg);
+    return rc;
+}
+
+/* Run a query returning one row; *ret gets a PGresult the caller clears. */
+static int query(PgSession *s, const char *sql, const char *param, const char *what,
+                 PGresult **ret, CbfsError *err)
+{
+    PGresult *res = PQexecParams(s->conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL,
+                                 NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        int rc = query_error(s, err, what);
+        PQclear(res);
+        return rc;
+    }
+    *ret = res;
+    return 0;
+}
+
+int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err)
+{
+    PgSession *s = cbfs_xcalloc(1, sizeof(*s));
+    const char *keys[4], *vals[4];
+    PGresult *res;
+    int n = 0, rc;
+
+    keys[n] = "dbname";
+    vals[n++] = conninfo ? conninfo : "dbname=postgres";
+    if (!conninfo && geteuid() == 0 && !getenv("PGUSER")) {
+        keys[n] = "user";
+        vals[n++] = "postgres";
+    }
+    keys[n] = "fallback_application_name";
+    vals[n++] = "cbfs";
+    keys[n] = NULL;
+    vals[n] = NULL;
+    s->conn = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        char *msg = cbfs_xstrdup(PQerrorMessage(s->conn));
+        char *nl = strchr(msg, '\n');
+        if (nl)
+            *nl = '\0';
+        rc = cbfs_error_set(err, ECONNREFUSED, CBFS_EXIT_DATABASE,
+                            "could not connect to the server: %s", msg);
+        free(msg);
+        pg_session_free(s);
+        return rc;
+    }
+    s->server_version = PQserverVersion(s->conn);
+    if (s->server_version < 100000) {
+        int major = s->server_version / 10000;
+        pg_session_free(s);
+        return cbfs_error_set(err, ENOTSUP, CBFS_EXIT_DATABASE,
+                              "PostgreSQL %d is not supported (10 or later is required)", major);
+    }
+    rc = query(s,
+               "SELECT (SELECT system_identifier FROM pg_control_system())::text,"
+               " pg_is_in_recovery()::text, current_setting('wal_level'),"
+               " current_setting('data_checksums'),"
+               " (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'),"
+               " current_setting('data_directory'),"
+               " coalesce((SELECT string_agg(oid::text || '=' || spcname, E'\\n' ORDER BY oid)"
+               "  FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')), '')",
+               NULL, "read the server settings", &res, err);
+    if (rc < 0) {
+        pg_session_free(s);
+        return rc;
+    }
+    s->system_identifier = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    s->in_recovery = strcmp(PQgetvalue(res, 0, 1), "true") == 0;
+    s->wal_level = cbfs_xstrdup(PQgetvalue(res, 0, 2));
+    s->data_checksums = strcmp(PQgetvalue(res, 0, 3), "on") == 0;
+    s->wal_segment_size = (uint32_t) strtoul(PQgetvalue(res, 0, 4), NULL, 10);
+    s->data_directory = cbfs_xstrdup(PQgetvalue(res, 0, 5));
+    s->tablespaces = cbfs_xstrdup(PQgetvalue(res, 0, 6));
+    PQclear(res);
+    if (s->server_version < 110000)
+        s->wal_segment_size *= 8192; /* PostgreSQL 10 reports it in 8 kB units */
+    *ret = s;
+    return 0;
+}
+
+void pg_session_free(PgSession *s)
+{
+    if (!s)
+        return;
+    PQfinish(s->conn);
+    free(s->wal_level);
+    free(s->data_directory);
+    free(s->tablespaces);
+    free(s);
+}
+
+int pg_session_reserve_wal(PgSession *s, CbfsError *err)
+{
+    char name[64];
+    PGresult *res;
+    uint8_t rnd[4];
+    char hex[9];
+    int rc;
+
+    cbfs_random_bytes(rnd, sizeof(rnd));
+    cbfs_hex_encode(rnd, sizeof(rnd), hex);
+    snprintf(name, sizeof(name), "cbfs_backup_%d_%s", (int) getpid(), hex);
+    rc = query(s, "SELECT slot_name FROM pg_create_physical_replication_slot($1, true, true)",
+               name, "create a temporary replication slot", &res, err);
+    if (rc == 0)
+        PQclear(res);
+    return rc;
+}
+
+int pg_session_backup_start(PgSession *s, const char *label, uint64_t *ret_lsn, CbfsError *err)
+{
+    PGresult *res;
+    int rc = query(s,
+                   s->server_version >= 150000
+                       ? "SELECT pg_backup_start($1, true)::text"
+                       : "SELECT pg_start_backup($1, true, false)::text",
+                   label, "start the backup", &res, err);
+    if (rc < 0)
+        return rc;
+    rc = cbfs_lsn_parse(PQgetvalue(res, 0, 0), ret_lsn);
+    if (rc < 0)
+        rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_DATABASE, "server returned an invalid LSN");
+    PQclear(res);
+    return rc;
+}
+
+int pg_session_backup_stop(PgSession *s, uint64_t *ret_lsn, char **ret_label_file,
+                           char **ret_tablespace_map, CbfsError *err)
+{
+    PGresult *res;
+    int rc = query(s,
+                   s->server_version >= 150000
+                       ? "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+                       : "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)",
+                   NULL, "stop the backup", &res, err);
+    if (rc < 0)
+        return rc;
+    rc = cbfs_lsn_parse(PQgetvalue(res, 0, 0), ret_lsn);
+    if (rc < 0) {
+        PQclear(res);
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_DATABASE, "server returned an invalid LSN");
+    }
+    *ret_label_file = cbfs_xstrdup(PQgetvalue(res, 0, 1));
+    *ret_tablespace_map = cbfs_xstrdup(PQgetisnull(res, 0, 2) ? "" : PQgetvalue(res, 0, 2));
+    PQclear(res);
+    return 0;
+}

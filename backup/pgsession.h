@@ -1,0 +1,42 @@
+/*
+ * pgsession.h - the libpq session a backup holds open from
+ * pg_backup_start to pg_backup_stop (non-exclusive backups end with the
+ * session, so a killed backup never leaves the server in backup mode).
+ */
+#ifndef CBFS_PGSESSION_H
+#define CBFS_PGSESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cbfs/error.h"
+
+typedef struct PgSession {
+    struct pg_conn *conn;
+    int server_version;     /* server_version_num, e.g. 150018 */
+    uint64_t system_identifier;
+    bool in_recovery;
+    char *wal_level;
+    bool data_checksums;
+    uint32_t wal_segment_size;
+    char *data_directory;   /* as the server reports it */
+    char *tablespaces;      /* "oid=name\n" lines for every user tablespace */
+} PgSession;
+
+/* Connect and read the facts above.  conninfo may be NULL (libpq defaults,
+ * dbname=postgres, user=postgres when root and PGUSER is unset).  Errors:
+ * "could not connect to the server: ..." (CBFS_EXIT_DATABASE). */
+int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err);
+void pg_session_free(PgSession *s);
+
+/* Temporary physical replication slot holding WAL from now on, so the
+ * backup can copy its WAL from pg_wal even when the server does not archive. */
+int pg_session_reserve_wal(PgSession *s, CbfsError *err);
+/* pg_backup_start / pg_start_backup (fast checkpoint).  Returns start LSN. */
+int pg_session_backup_start(PgSession *s, const char *label, uint64_t *ret_lsn, CbfsError *err);
+/* pg_backup_stop / pg_stop_backup without waiting for archiving; the
+ * backup_label and tablespace_map texts are returned (caller frees). */
+int pg_session_backup_stop(PgSession *s, uint64_t *ret_lsn, char **ret_label_file,
+                           char **ret_tablespace_map, CbfsError *err);
+
+#endif

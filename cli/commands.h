@@ -1,0 +1,22 @@
+/*
+ * commands.h - entry points of the cbfs subcommands.  Each takes the
+ * arguments after the subcommand name (argv[0] is the subcommand) and
+ * returns the process exit code (enum cbfs_exit).
+ */
+#ifndef CBFS_COMMANDS_H
+#define CBFS_COMMANDS_H
+
+int cmd_init(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_wal_push(int argc, char **argv);
+int cmd_wal_fetch(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+
+/* Shared by the commands: print err as one line and return its exit code. */
+int cmd_fail(const struct CbfsError *err);
+/* "try \"cbfs CMD --help\"" after a usage error; returns CBFS_EXIT_USAGE. */
+int cmd_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

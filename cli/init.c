@@ -1,0 +1,67 @@
+/*
+ * init.c - `cbfs init REPO [--block-size SIZE] [--compress-level N]`.
+ */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "cbfs/repo.h"
+#include "cbfs/util.h"
+#include "commands.h"
+
+int cmd_init(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"block-size", required_argument, NULL, 'b'},
+        {"compress-level", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    uint64_t block_size = 65536;
+    long level = 3;
+    CbfsLocation loc;
+    CbfsError err;
+    int c, rc;
+
+    cbfs_error_init(&err);
+    while ((c = getopt_long(argc, argv, "b:c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            if (cbfs_parse_size(optarg, &block_size) < 0 || block_size < 8192 ||
+                block_size > (1u << 20) || block_size % 8192 != 0)
+                return cmd_usage_error("init",
+                                       "invalid block size \"%s\": must be a multiple of 8k "
+                                       "from 8k to 1M",
+                                       optarg);
+            break;
+        case 'c':
+            if (cbfs_parse_int(optarg, 1, 19, &level) < 0)
+                return cmd_usage_error("init", "invalid compression level \"%s\": must be 1 to 19",
+                                       optarg);
+            break;
+        case 'h':
+            printf("Usage: cbfs init REPO [OPTIONS]\n"
+                   "\n"
+                   "Create a repository: a local directory (/path, file:/path) or, later,\n"
+                   "an S3 location (s3://bucket/prefix, bucket:/prefix).\n"
+                   "\n"
+                   "Options:\n"
+                   "  -b, --block-size SIZE     deduplication block size, a multiple of 8k\n"
+                   "                            from 8k to 1M (default 64k)\n"
+                   "  -c, --compress-level N    zstd level 1-19 (default 3)\n"
+                   "  -h, --help                show this help\n");
+            return 0;
+        default:
+            return cmd_usage_error("init", NULL);
+        }
+    }
+    if (optind + 1 != argc)
+        return cmd_usage_error("init", optind >= argc ? "no repository given" : "too many arguments");
+    if (cbfs_location_parse(argv[optind], false, &loc, &err) < 0)
+        return cmd_fail(&err);
+    rc = cbfs_repo_init(&loc, (uint32_t) block_size, (int) level, &err);
+    if (rc == 0)
+        printf("initialized repository \"%s\" (block size %llu, zstd level %ld)\n", loc.spec,
+               (unsigned long long) block_size, level);
+    cbfs_location_release(&loc);
+    return rc < 0 ? cmd_fail(&err) : 0;
+}

@@ -1,0 +1,76 @@
+/*
+ * main.c - the cbfs executable: git-style subcommands.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cbfs/error.h"
+#include "cbfs/log.h"
+#include "commands.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"init", cmd_init, "create a repository"},
+    {"backup", cmd_backup, "back up a running PostgreSQL cluster"},
+    {"wal-push", cmd_wal_push, "store a WAL file (archive_command)"},
+    {"wal-fetch", cmd_wal_fetch, "restore a WAL file (restore_command)"},
+    {"list", cmd_list, "list the backups in a repository"},
+    {"info", cmd_info, "show one backup"},
+    {"restore", cmd_restore, "restore a backup into a new data directory"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: cbfs COMMAND [ARGS...]\n\nPostgreSQL physical backups that you can "
+                 "mount.\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun \"cbfs COMMAND --help\" for a command's options.\n");
+}
+
+int cmd_fail(const CbfsError *err)
+{
+    cbfs_error("%s", err->msg[0] ? err->msg : "unknown error");
+    return cbfs_error_exit_code(err);
+}
+
+int cmd_usage_error(const char *cmd, const char *fmt, ...)
+{
+    if (fmt) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        cbfs_error("%s", msg);
+    }
+    fprintf(stderr, "Try \"cbfs %s --help\" for more information.\n", cmd);
+    return CBFS_EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CBFS_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+        printf("cbfs %s\n", CBFS_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    cbfs_error("unknown command \"%s\"", argv[1]);
+    fprintf(stderr, "Try \"cbfs --help\" for more information.\n");
+    return CBFS_EXIT_USAGE;
+}

@@ -1,0 +1,174 @@
+/*
+ * report.c - `cbfs list` and `cbfs info`: what the repository holds.
+ * Both read only backup records (never manifests), so they stay fast.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbfs/json.h"
+#include "cbfs/repo.h"
+#include "cbfs/util.h"
+#include "commands.h"
+
+/* The fields shown, in order; numeric ones are emitted as JSON numbers. */
+static const struct {
+    const char *key;
+    bool number;
+} fields[] = {
+    {"label", false},          {"start_time", false},   {"stop_time", false},
+    {"start_lsn", false},      {"stop_lsn", false},     {"timeline", true},
+    {"pg_version", true},      {"system_identifier", false}, {"file_count", true},
+    {"logical_size", true},    {"stored_size", true},   {"bad_pages", true},
+    {"wal_start", false},      {"wal_stop", false},     {"block_size", true},
+    {"cbfs_version", false},
+};
+
+static void json_record(CbfsJson *j, const CbfsKv *rec)
+{
+    cbfs_json_begin_object(j);
+    for (size_t i = 0; i < CBFS_ARRAY_LEN(fields); i++) {
+        const char *v = cbfs_kv_get(rec, fields[i].key);
+        uint64_t n;
+        cbfs_json_key(j, fields[i].key);
+        if (fields[i].number && cbfs_kv_get_u64(rec, fields[i].key, &n) == 0)
+            cbfs_json_uint(j, n);
+        else
+            cbfs_json_string(j, v);
+    }
+    cbfs_json_end_object(j);
+}
+
+static int open_repo(const char *spec, bool allow_point, CbfsRepo **ret, char **ret_point)
+{
+    CbfsLocation loc;
+    CbfsError err;
+    int rc;
+
+    cbfs_error_init(&err);
+    if (cbfs_location_parse(spec, allow_point, &loc, &err) < 0)
+        return cmd_fail(&err);
+    if (ret_point)
+        *ret_point = loc.point ? cbfs_xstrdup(loc.point) : NULL;
+    rc = cbfs_repo_open(&loc, ret, &err);
+    cbfs_location_release(&loc);
+    return rc < 0 ? cmd_fail(&err) : 0;
+}
+
+static int parse_json_flag(int argc, char **argv, const char *cmd, const char *help, bool *json)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'J'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'J') {
+            *json = true;
+        } else if (c == 'h') {
+            fputs(help, stdout);
+            return -1;
+        } else {
+            return cmd_usage_error(cmd, NULL);
+        }
+    }
+    if (optind + 1 != argc)
+        return cmd_usage_error(cmd, optind >= argc ? "no repository given" : "too many arguments");
+    return 0;
+}
+
+int cmd_list(int argc, char **argv)
+{
+    bool json = false;
+    CbfsRepo *repo;
+    CbfsKv **list;
+    size_t n;
+    CbfsError err;
+    int rc = parse_json_flag(argc, argv, "list",
+                             "Usage: cbfs list REPO [--json]\n\nList the backups in the "
+                             "repository, oldest first.\n",
+                             &json);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    if ((rc = open_repo(argv[optind], false, &repo, NULL)) != 0)
+        return rc;
+    cbfs_error_init(&err);
+    if (cbfs_repo_list_backups(repo, &list, &n, &err) < 0) {
+        cbfs_repo_free(repo);
+        return cmd_fail(&err);
+    }
+    if (json) {
+        CbfsJson j;
+        cbfs_json_init(&j);
+        cbfs_json_begin_array(&j);
+        for (size_t i = 0; i < n; i++)
+            json_record(&j, list[i]);
+        cbfs_json_end_array(&j);
+        printf("%s\n", j.out.data);
+        cbfs_json_release(&j);
+    } else {
+        printf("%-24s %-20s %-13s %-13s %3s %9s %10s %10s %4s\n", "label", "stop time",
+               "start lsn", "stop lsn", "tli", "files", "size", "stored", "bad");
+        for (size_t i = 0; i < n; i++) {
+            uint64_t files = 0, size = 0, stored = 0, bad = 0;
+            char s1[32], s2[32];
+            cbfs_kv_get_u64(list[i], "file_count", &files);
+            cbfs_kv_get_u64(list[i], "logical_size", &size);
+            cbfs_kv_get_u64(list[i], "stored_size", &stored);
+            cbfs_kv_get_u64(list[i], "bad_pages", &bad);
+            cbfs_format_size(size, s1, sizeof(s1));
+            cbfs_format_size(stored, s2, sizeof(s2));
+            printf("%-24s %-20s %-13s %-13s %3s %9llu %10s %10s %4llu\n",
+                   cbfs_kv_get(list[i], "label"), cbfs_kv_get(list[i], "stop_time"),
+                   cbfs_kv_get(list[i], "start_lsn"), cbfs_kv_get(list[i], "stop_lsn"),
+                   cbfs_kv_get(list[i], "timeline"), (unsigned long long) files, s1, s2,
+                   (unsigned long long) bad);
+        }
+    }
+    cbfs_repo_free_backups(list, n);
+    cbfs_repo_free(repo);
+    return 0;
+}
+
+int cmd_info(int argc, char **argv)
+{
+    bool json = false;
+    CbfsRepo *repo;
+    CbfsKv *rec;
+    char *point = NULL, *label = NULL;
+    CbfsError err;
+    int rc = parse_json_flag(argc, argv, "info",
+                             "Usage: cbfs info REPO[@LABEL|@latest] [--json]\n\nShow one "
+                             "backup (the newest by default).\n",
+                             &json);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    if ((rc = open_repo(argv[optind], true, &repo, &point)) != 0)
+        return rc;
+    cbfs_error_init(&err);
+    if (cbfs_repo_resolve(repo, point, &label, &err) < 0 ||
+        cbfs_repo_read_backup(repo, label, &rec, &err) < 0) {
+        rc = cmd_fail(&err);
+        goto out;
+    }
+    if (json) {
+        CbfsJson j;
+        cbfs_json_init(&j);
+        json_record(&j, rec);
+        printf("%s\n", j.out.data);
+        cbfs_json_release(&j);
+    } else {
+        for (size_t i = 0; i < CBFS_ARRAY_LEN(fields); i++) {
+            const char *v = cbfs_kv_get(rec, fields[i].key);
+            printf("%-18s %s\n", fields[i].key, v ? v : "");
+        }
+    }
+    cbfs_kv_free(rec);
+out:
+    free(point);
+    free(label);
+    cbfs_repo_free(repo);
+    return rc;
+}

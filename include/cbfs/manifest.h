@@ -1,0 +1,103 @@
+/*
+ * manifest.h - the per-backup SQLite manifest (DESIGN §3.5).
+ *
+ * Schema (format 1):
+ *   meta(key TEXT PRIMARY KEY, value TEXT)       backup metadata, see below
+ *   files(id INTEGER PRIMARY KEY, path TEXT UNIQUE, type INT, mode INT,
+ *         uid INT, gid INT, size INT, mtime INT, target TEXT)
+ *   packs(id INTEGER PRIMARY KEY, name TEXT UNIQUE)
+ *   blocks(file INT, blockno INT, id BLOB, pack INT, offset INT,
+ *          stored_len INT, raw_len INT, PRIMARY KEY(file, blockno)) WITHOUT ROWID
+ *   bad_pages(file INT, page INT, lsn INT)
+ *
+ * Paths are relative to the data directory ("base/1/1259"); tablespace
+ * contents appear below "pg_tblspc/<oid>/", whose entry is a symlink whose
+ * target is the tablespace's original location.  A block absent from the
+ * block map is all zeros.  Block n of a file covers bytes
+ * [n * block_size, n * block_size + raw_len).
+ *
+ * Meta keys: format, label, cbfs_version, pg_version, system_identifier,
+ * timeline, start_lsn, stop_lsn, start_time, stop_time, backup_label,
+ * tablespace_map, block_size, based_on, wal_segment_size, data_checksums.
+ *
+ * Thread safety: one CbfsManifest per thread.
+ */
+#ifndef CBFS_MANIFEST_H
+#define CBFS_MANIFEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbfs/codec.h"
+#include "cbfs/error.h"
+#include "cbfs/pack.h"
+
+#define CBFS_MANIFEST_FORMAT "1"
+
+enum cbfs_file_type { CBFS_FILE_REG = 1, CBFS_FILE_DIR = 2, CBFS_FILE_SYMLINK = 3 };
+
+typedef struct CbfsFileEntry {
+    int64_t id;
+    const char *path;   /* borrowed (see each function) */
+    enum cbfs_file_type type;
+    uint32_t mode;      /* permission bits only */
+    uint32_t uid, gid;
+    uint64_t size;
+    int64_t mtime;
+    const char *target; /* symlinks, else NULL */
+} CbfsFileEntry;
+
+typedef struct CbfsBlockRef {
+    int64_t file;
+    uint64_t blockno;
+    uint8_t id[CBFS_BLOCK_ID_LEN];
+    char pack[CBFS_PACK_NAME_LEN + 1];
+    uint64_t offset;
+    uint32_t stored_len;
+    uint32_t raw_len;
+} CbfsBlockRef;
+
+typedef struct CbfsManifest CbfsManifest;
+
+/* Create a new manifest database at path (the file must not exist). */
+int cbfs_manifest_create(const char *path, CbfsManifest **ret, CbfsError *err);
+/* Open an existing manifest read-only; checks the format. */
+int cbfs_manifest_open(const char *path, CbfsManifest **ret, CbfsError *err);
+void cbfs_manifest_free(CbfsManifest *m);
+
+int cbfs_manifest_begin(CbfsManifest *m, CbfsError *err);
+int cbfs_manifest_commit(CbfsManifest *m, CbfsError *err);
+
+int cbfs_manifest_set_meta(CbfsManifest *m, const char *key, const char *value, CbfsError *err);
+/* Caller frees; NULL if absent. */
+char *cbfs_manifest_get_meta(CbfsManifest *m, const char *key);
+
+int cbfs_manifest_add_file(CbfsManifest *m, const CbfsFileEntry *f, int64_t *ret_id,
+                           CbfsError *err);
+int cbfs_manifest_set_file_size(CbfsManifest *m, int64_t file, uint64_t size, CbfsError *err);
+/* Drop a file (and its blocks), e.g. one removed while being backed up. */
+int cbfs_manifest_remove_file(CbfsManifest *m, int64_t file, CbfsError *err);
+int cbfs_manifest_add_blocks(CbfsManifest *m, const CbfsBlockRef *refs, size_t n,
+                             CbfsError *err);
+int cbfs_manifest_add_bad_page(CbfsManifest *m, int64_t file, uint64_t page, uint64_t lsn,
+                               CbfsError *err);
+
+/* Callback for each file, in path order; f->path and f->target are
+ * borrowed for the call.  Return non-zero to stop (returned as is). */
+typedef int (*cbfs_manifest_file_cb)(const CbfsFileEntry *f, void *ctx);
+int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *ctx,
+                               CbfsError *err);
+/* All block refs of one file in block order; *ret: caller frees. */
+int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,
+                              CbfsError *err);
+/* Totals: number of files (all types) and sum of regular file sizes. */
+int cbfs_manifest_totals(CbfsManifest *m, uint64_t *ret_files, uint64_t *ret_bytes,
+                         CbfsError *err);
+int cbfs_manifest_bad_page_count(CbfsManifest *m, uint64_t *ret, CbfsError *err);
+
+/* A path from a manifest is used only if relative, without empty, "." or
+ * ".." components and without control characters. */
+bool cbfs_manifest_path_valid(const char *path);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * pack.h - pack objects: many stored blocks in one object (DESIGN §3.4).
+ *
+ * Format of packs/XX/<name>.pack (name: 32 lowercase hex digits, random;
+ * XX its first two):
+ *
+ *   block data     stored blocks back to back (see codec.h)
+ *   index          count entries of 48 bytes: id[32], offset u64le,
+ *                  stored_len u32le, raw_len u32le
+ *   trailer        56 bytes: magic "CBFSPK01", count u32le, reserved u32le
+ *                  (0), index offset u64le, SHA-256 of the index [32]
+ *
+ * The trailer index lets the repository be re-indexed from packs alone; a
+ * reader of one block needs only (pack, offset, stored_len, raw_len, id),
+ * which the manifest's block map holds, and fetches it with one ranged GET.
+ */
+#ifndef CBFS_PACK_H
+#define CBFS_PACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbfs/codec.h"
+#include "cbfs/error.h"
+#include "cbfs/store.h"
+
+#define CBFS_PACK_NAME_LEN 32
+#define CBFS_PACK_TRAILER_LEN 56
+#define CBFS_PACK_ENTRY_LEN 48
+#define CBFS_PACK_TARGET_SIZE (16u << 20) /* seal a pack once it holds this much */
+
+typedef struct CbfsPackEntry {
+    uint8_t id[CBFS_BLOCK_ID_LEN];
+    uint64_t offset;
+    uint32_t stored_len;
+    uint32_t raw_len;
+} CbfsPackEntry;
+
+typedef struct CbfsPackWriter CbfsPackWriter;
+
+/* A new, empty pack with a fresh random name.  Caller frees. */
+CbfsPackWriter *cbfs_pack_writer_new(void);
+void cbfs_pack_writer_free(CbfsPackWriter *w);
+/* Borrowed for the writer's lifetime. */
+const char *cbfs_pack_writer_name(const CbfsPackWriter *w);
+/* Append a stored block; returns its offset in the pack. */
+uint64_t cbfs_pack_writer_append(CbfsPackWriter *w, const uint8_t id[CBFS_BLOCK_ID_LEN],
+                                 const void *stored, uint32_t stored_len, uint32_t raw_len);
+size_t cbfs_pack_writer_size(const CbfsPackWriter *w);
+size_t cbfs_pack_writer_count(const CbfsPackWriter *w);
+/* Seal (index + trailer) and store the pack.  After this the writer may only
+ * be freed.  An empty pack is not stored. */
+int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsError *err);
+
+bool cbfs_pack_name_valid(const char *name);
+/* "packs/XX/<name>.pack"; caller frees. */
+char *cbfs_pack_key(const char *name);
+
+/* Read and check a pack's trailer index.  *ret_entries: caller frees.
+ * -ENOENT if the pack is absent; -EBADMSG (err names the pack) if the
+ * trailer or index is damaged. */
+int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_entries,
+                         size_t *ret_n, CbfsError *err);
+
+/* Fetch one block with a ranged read, decompress it into out (raw_len
+ * bytes) and verify it against id.  Missing pack, short read or mismatch is
+ * an error naming the pack and offset. */
+int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
+                         uint32_t stored_len, uint32_t raw_len,
+                         const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err);
+
+#endif

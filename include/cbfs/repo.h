@@ -1,0 +1,83 @@
+/*
+ * repo.h - a cbfs repository: its configuration, the cluster it belongs to,
+ * and the records of its backups.
+ *
+ * Objects (keys in the store):
+ *   config                          kv: format, repository_id, block_size,
+ *                                   compress_level, created
+ *   cluster                         kv: system_identifier (create-once: the
+ *                                   first backup or wal-push claims it)
+ *   packs/XX/<name>.pack            pack.h
+ *   backups/<label>.<rand>.db       a backup's SQLite manifest
+ *   backups/<label>.info            kv: the backup's record, written last:
+ *                                   its existence is the backup's existence
+ *   wal/<TTTTTTTT>/<name>           walarchive.h
+ */
+#ifndef CBFS_REPO_H
+#define CBFS_REPO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbfs/error.h"
+#include "cbfs/kv.h"
+#include "cbfs/location.h"
+#include "cbfs/store.h"
+
+#define CBFS_REPO_FORMAT "1"
+#define CBFS_LABEL_MAX 64
+
+typedef struct CbfsRepo {
+    CbfsLocation loc;
+    CbfsStore *store;
+    const char *display;   /* borrowed from loc.spec: the name in messages */
+    char id[33];           /* repository_id, 32 hex digits */
+    uint32_t block_size;   /* bytes, multiple of 8192 */
+    int compress_level;    /* zstd level */
+} CbfsRepo;
+
+/* Create a repository at loc.  Refuses a non-empty directory and an
+ * existing repository. */
+int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_level,
+                   CbfsError *err);
+/* Open; err is "could not open repository \"%s\": ..." with CBFS_EXIT_REPO.
+ * loc is copied.  Caller frees. */
+int cbfs_repo_open(const CbfsLocation *loc, CbfsRepo **ret, CbfsError *err);
+void cbfs_repo_free(CbfsRepo *r);
+
+/* The system identifier the repository belongs to: -ENOENT if none yet. */
+int cbfs_repo_cluster(CbfsRepo *r, uint64_t *ret_sysid, CbfsError *err);
+/* Claim the repository for sysid if unclaimed; *ret_owner gets the system
+ * identifier the repository belongs to afterwards (compare with sysid). */
+int cbfs_repo_claim(CbfsRepo *r, uint64_t sysid, uint64_t *ret_owner, CbfsError *err);
+
+/* A label is 1..64 of [A-Za-z0-9._-], not starting with '.' and not "latest". */
+bool cbfs_label_valid(const char *label);
+
+/* The record of one backup: -ENOENT if there is no such backup. */
+int cbfs_repo_read_backup(CbfsRepo *r, const char *label, CbfsKv **ret, CbfsError *err);
+/* All backup records, oldest first (by stop_time, then label). */
+int cbfs_repo_list_backups(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError *err);
+void cbfs_repo_free_backups(CbfsKv **list, size_t n);
+/* Resolve a point (NULL or "latest" for the newest; else a label) to a
+ * label.  Unknown: "backup \"%s\" not found in repository \"%s\"" with
+ * CBFS_EXIT_NOT_FOUND.  *ret_label: caller frees. */
+int cbfs_repo_resolve(CbfsRepo *r, const char *point, char **ret_label, CbfsError *err);
+
+/* Store a backup: the manifest file first, then its record (which gets the
+ * keys label, manifest, manifest_size, manifest_sha256 added).  Once this
+ * returns 0 the backup exists; before, it does not. */
+int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest_path,
+                            CbfsKv *record, CbfsError *err);
+/* Fetch a backup's manifest into dir (a local directory), verified against
+ * the record's checksum.  *ret_path: caller frees (and unlinks when done). */
+int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
+                             char **ret_path, CbfsError *err);
+
+/* Local cache directory for this repository ($CBFS_CACHE_DIR,
+ * $XDG_CACHE_HOME/cbfs or ~/.cache/cbfs, then the repository id); created.
+ * Caller frees. */
+int cbfs_repo_cache_dir(CbfsRepo *r, char **ret, CbfsError *err);
+
+#endif

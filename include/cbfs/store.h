@@ -1,0 +1,106 @@
+/*
+ * store.h - the object store: one interface, a driver per backend (posix,
+ * in-memory for unit tests; s3 later).
+ *
+ * Keys are '/'-separated relative names made of [A-Za-z0-9._-] components,
+ * never starting with '.' (such names are the drivers' temp files), never
+ * containing "..".  Objects are immutable and created once (DESIGN §3.1):
+ * there is no overwrite.
+ *
+ * Every op returns 0 or a negative errno.  -ENOENT ("not found") is a result,
+ * not a failure: ops return it without setting err.  Any other error sets err
+ * with a message naming the object.
+ *
+ * Thread safety: every op may be called concurrently on one CbfsStore.
+ */
+#ifndef CBFS_STORE_H
+#define CBFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbfs/error.h"
+#include "cbfs/location.h"
+
+typedef struct CbfsStore CbfsStore;
+
+/* Called once per listed key (relative to the store root); return 0 to go
+ * on, non-zero to stop the listing (that value is returned by list). */
+typedef int (*cbfs_store_list_cb)(const char *key, uint64_t size, void *ctx);
+
+typedef struct CbfsStoreOps {
+    const char *name;
+    /* Read up to len bytes at off into buf; *ret_n is the count read (short
+     * only at the end of the object).  -ENOENT if the object is absent. */
+    int (*get_range)(CbfsStore *st, const char *key, uint64_t off, size_t len, void *buf,
+                     size_t *ret_n, CbfsError *err);
+    /* Whole object into a new buffer (caller frees *ret_buf; NUL-terminated
+     * for convenience, the NUL not counted).  -ENOENT if absent. */
+    int (*get)(CbfsStore *st, const char *key, uint8_t **ret_buf, size_t *ret_len,
+               CbfsError *err);
+    /* Create the object durably, all or nothing.  -EEXIST if it already
+     * exists (err not set; the existing object is untouched). */
+    int (*put)(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err);
+    /* Size of the object.  -ENOENT if absent. */
+    int (*stat)(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsError *err);
+    /* Every key under prefix ("" for all; "wal/" for a folder), in no
+     * particular order. */
+    int (*list)(CbfsStore *st, const char *prefix, cbfs_store_list_cb cb, void *ctx,
+                CbfsError *err);
+    /* Delete; -ENOENT if absent. */
+    int (*remove)(CbfsStore *st, const char *key, CbfsError *err);
+    void (*free)(CbfsStore *st);
+} CbfsStoreOps;
+
+struct CbfsStore {
+    const CbfsStoreOps *ops;
+    char *display; /* the location as shown in messages (no secrets) */
+};
+
+/* Open the backend for loc.  For a posix location the directory must exist
+ * unless create is set (then it is created, with its parents).  Caller frees
+ * with cbfs_store_free. */
+int cbfs_store_open(const CbfsLocation *loc, bool create, CbfsStore **ret, CbfsError *err);
+/* An in-memory store (unit tests). */
+CbfsStore *cbfs_store_mem_new(void);
+/* A posix store rooted at directory root; display names it in messages. */
+int cbfs_store_posix_new(const char *root, const char *display, bool create, CbfsStore **ret,
+                         CbfsError *err);
+void cbfs_store_free(CbfsStore *st);
+
+/* True if key is well formed (see above). */
+bool cbfs_store_key_valid(const char *key);
+
+/* Convenience wrappers over the ops table. */
+static inline int cbfs_store_get_range(CbfsStore *st, const char *key, uint64_t off, size_t len,
+                                       void *buf, size_t *ret_n, CbfsError *err)
+{
+    return st->ops->get_range(st, key, off, len, buf, ret_n, err);
+}
+static inline int cbfs_store_get(CbfsStore *st, const char *key, uint8_t **ret_buf,
+                                 size_t *ret_len, CbfsError *err)
+{
+    return st->ops->get(st, key, ret_buf, ret_len, err);
+}
+static inline int cbfs_store_put(CbfsStore *st, const char *key, const void *data, size_t len,
+                                 CbfsError *err)
+{
+    return st->ops->put(st, key, data, len, err);
+}
+static inline int cbfs_store_stat(CbfsStore *st, const char *key, uint64_t *ret_size,
+                                  CbfsError *err)
+{
+    return st->ops->stat(st, key, ret_size, err);
+}
+static inline int cbfs_store_list(CbfsStore *st, const char *prefix, cbfs_store_list_cb cb,
+                                  void *ctx, CbfsError *err)
+{
+    return st->ops->list(st, prefix, cb, ctx, err);
+}
+static inline int cbfs_store_remove(CbfsStore *st, const char *key, CbfsError *err)
+{
+    return st->ops->remove(st, key, err);
+}
+
+#endif

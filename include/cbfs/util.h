@@ -1,0 +1,76 @@
+/*
+ * util.h - small helpers every module uses: allocation that never returns
+ * NULL, hashing and hex, sizes and times, durable local file writes.
+ */
+#ifndef CBFS_UTIL_H
+#define CBFS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "cbfs/error.h"
+
+#define CBFS_SHA256_LEN 32
+#define CBFS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation: on failure print "out of memory" and abort.  Caller frees. */
+void *cbfs_xmalloc(size_t n);
+void *cbfs_xcalloc(size_t n, size_t size);
+void *cbfs_xrealloc(void *p, size_t n);
+char *cbfs_xstrdup(const char *s);
+char *cbfs_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* SHA-256 of a buffer. */
+void cbfs_sha256(const void *data, size_t len, uint8_t out[CBFS_SHA256_LEN]);
+/* Lowercase hex of n bytes into out (2n+1 bytes). */
+void cbfs_hex_encode(const uint8_t *in, size_t n, char *out);
+/* Parse exactly 2n hex digits into n bytes: 0 or -EINVAL. */
+int cbfs_hex_decode(const char *in, uint8_t *out, size_t n);
+/* n random bytes from the OS. */
+void cbfs_random_bytes(void *buf, size_t n);
+
+/* "64k", "64K", "65536", "1M", "2G": 0 or -EINVAL. */
+int cbfs_parse_size(const char *s, uint64_t *ret);
+/* Non-negative decimal integer within [min,max]: 0 or -EINVAL. */
+int cbfs_parse_int(const char *s, long min, long max, long *ret);
+/* "1.5 GB"-style human size into buf. */
+void cbfs_format_size(uint64_t bytes, char *buf, size_t len);
+/* ISO 8601 UTC "2026-11-21T10:30:00Z" into buf (>= 21 bytes). */
+void cbfs_format_time(time_t t, char *buf, size_t len);
+/* Monotonic seconds. */
+double cbfs_now(void);
+
+/* Local files.  All return 0 or -errno and set err naming the path. */
+int cbfs_mkdir_p(const char *path, mode_t mode, CbfsError *err);
+int cbfs_read_file(const char *path, uint8_t **ret_buf, size_t *ret_len, CbfsError *err);
+/* Write data to path through a temp file in the same directory, fsync, rename,
+ * fsync the directory.  The file is either absent or complete. */
+int cbfs_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                           CbfsError *err);
+int cbfs_fsync_dir(const char *path, CbfsError *err);
+/* Read/write the whole buffer, retrying on EINTR and short transfers. */
+int cbfs_pread_full(int fd, void *buf, size_t len, off_t off, size_t *ret_n);
+int cbfs_pwrite_full(int fd, const void *buf, size_t len, off_t off);
+int cbfs_write_full(int fd, const void *buf, size_t len);
+
+/* True if every byte is zero. */
+bool cbfs_is_zero(const void *buf, size_t len);
+
+/* Single-quote a string for a PostgreSQL configuration file value. buf caller frees. */
+char *cbfs_pg_quote(const char *s);
+
+/* Simple growable string. */
+typedef struct CbfsBuf {
+    char *data; /* NUL-terminated; owned */
+    size_t len;
+    size_t cap;
+} CbfsBuf;
+void cbfs_buf_init(CbfsBuf *b);
+void cbfs_buf_release(CbfsBuf *b);
+void cbfs_buf_append(CbfsBuf *b, const void *data, size_t len);
+void cbfs_buf_printf(CbfsBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

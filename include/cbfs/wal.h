@@ -1,0 +1,48 @@
+/*
+ * wal.h - WAL file naming, LSNs, segment headers and timeline history files.
+ *
+ * Names: segment "TTTTTTTTLLLLLLLLSSSSSSSS" (24 hex digits), partial segment
+ * "<segment>.partial", history file "TTTTTTTT.history", backup history file
+ * "<segment>.XXXXXXXX.backup".
+ */
+#ifndef CBFS_WAL_H
+#define CBFS_WAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CBFS_WAL_NAME_MAX 64
+
+enum cbfs_wal_kind {
+    CBFS_WAL_INVALID = 0,
+    CBFS_WAL_SEGMENT,
+    CBFS_WAL_PARTIAL,
+    CBFS_WAL_HISTORY,
+    CBFS_WAL_BACKUP_HISTORY,
+};
+
+/* Classify a WAL file name (no directory part); CBFS_WAL_INVALID for anything
+ * else, including names with '/' or wrong length/case.  ret_tli may be NULL. */
+enum cbfs_wal_kind cbfs_wal_classify(const char *name, uint32_t *ret_tli);
+
+/* Parse "X/Y" (hex, as PostgreSQL prints LSNs).  0 or -EINVAL. */
+int cbfs_lsn_parse(const char *s, uint64_t *ret_lsn);
+/* Format as "X/Y" with uppercase hex into buf (at least 20 bytes). */
+void cbfs_lsn_format(uint64_t lsn, char *buf, size_t len);
+
+/* Segment number containing byte lsn for segment size seg_size (a power of two). */
+uint64_t cbfs_wal_segno(uint64_t lsn, uint32_t seg_size);
+/* Segment file name for timeline tli and segment number segno. buf >= 25 bytes. */
+void cbfs_wal_segname(uint32_t tli, uint64_t segno, uint32_t seg_size, char *buf, size_t len);
+/* Parse a segment name back: 0 or -EINVAL. */
+int cbfs_wal_parse_segname(const char *name, uint32_t seg_size, uint32_t *ret_tli,
+                           uint64_t *ret_segno);
+
+/* From the first page of a WAL segment (at least 40 bytes): the long page
+ * header's system identifier, segment size and timeline.  -EINVAL if the
+ * buffer does not start with a valid long page header (magic, XLP_LONG_HEADER). */
+int cbfs_wal_segment_header(const uint8_t *buf, size_t len, uint64_t *ret_sysid,
+                            uint32_t *ret_seg_size, uint32_t *ret_tli);
+
+#endif

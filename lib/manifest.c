@@ -1,0 +1,422 @@
+/*
+ * manifest.c - SQLite manifest.  See manifest.h for the schema.
+ *
+ * A manifest is written by one backup into a local temporary file with
+ * journaling off (it becomes durable only when uploaded; a crash leaves a
+ * temp file nobody references), then opened read-only by readers.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "cbfs/manifest.h"
+#include "cbfs/util.h"
+
+struct CbfsManifest {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *ins_block;
+    sqlite3_stmt *find_pack;
+    sqlite3_stmt *ins_pack;
+    char last_pack[CBFS_PACK_NAME_LEN + 1]; /* cache of the last pack looked up */
+    int64_t last_pack_id;
+};
+
+static const char schema[] =
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE files(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, type INT NOT NULL,"
+    " mode INT NOT NULL, uid INT NOT NULL, gid INT NOT NULL, size INT NOT NULL,"
+    " mtime INT NOT NULL, target TEXT);"
+    "CREATE TABLE packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE blocks(file INT NOT NULL, blockno INT NOT NULL, id BLOB NOT NULL,"
+    " pack INT NOT NULL, offset INT NOT NULL, stored_len INT NOT NULL, raw_len INT NOT NULL,"
+    " PRIMARY KEY(file, blockno)) WITHOUT ROWID;"
+    "CREATE TABLE bad_pages(file INT NOT NULL, page INT NOT NULL, lsn INT NOT NULL);";
+
+static int db_error(CbfsManifest *m, CbfsError *err, const char *what)
+{
+    return cbfs_error_set(err, EIO, CBFS_EXIT_ERROR, "could not %s manifest \"%s\": %s", what,
+                          m->path, sqlite3_errmsg(m->db));
+}
+
+static int exec(CbfsManifest *m, const char *sql, CbfsError *err)
+{
+    if (sqlite3_exec(m->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(m, err, "update");
+    return 0;
+}
+
+static int prepare(CbfsManifest *m, const char *sql, sqlite3_stmt **st, CbfsError *err)
+{
+    if (sqlite3_prepare_v2(m->db, sql, -1, st, NULL) != SQLITE_OK)
+        return db_error(m, err, "query");
+    return 0;
+}
+
+static int open_db(const char *path, int flags, CbfsManifest **ret, CbfsError *err)
+{
+    CbfsManifest *m = cbfs_xcalloc(1, sizeof(*m));
+    m->path = cbfs_xstrdup(path);
+    if (sqlite3_open_v2(path, &m->db, flags, NULL) != SQLITE_OK) {
+        int rc = cbfs_error_set(err, EIO, CBFS_EXIT_ERROR, "could not open manifest \"%s\": %s",
+                                path, m->db ? sqlite3_errmsg(m->db) : "out of memory");
+        cbfs_manifest_free(m);
+        return rc;
+    }
+    sqlite3_busy_timeout(m->db, 10000);
+    *ret = m;
+    return 0;
+}
+
+int cbfs_manifest_create(const char *path, CbfsManifest **ret, CbfsError *err)
+{
+    CbfsManifest *m;
+    int rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &m, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = exec(m, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;", err)) < 0 ||
+        (rc = exec(m, schema, err)) < 0 ||
+        (rc = cbfs_manifest_set_meta(m, "format", CBFS_MANIFEST_FORMAT, err)) < 0 ||
+        (rc = prepare(m,
+                      "INSERT INTO blocks(file, blockno, id, pack, offset, stored_len, raw_len)"
+                      " VALUES (?,?,?,?,?,?,?)",
+                      &m->ins_block, err)) < 0 ||
+        (rc = prepare(m, "SELECT id FROM packs WHERE name = ?", &m->find_pack, err)) < 0 ||
+        (rc = prepare(m, "INSERT INTO packs(name) VALUES (?)", &m->ins_pack, err)) < 0) {
+        cbfs_manifest_free(m);
+        return rc;
+    }
+    *ret = m;
+    return 0;
+}
+
+int cbfs_manifest_open(const char *path, CbfsManifest **ret, CbfsError *err)
+{
+    CbfsManifest *m;
+    char *format;
+    int rc = open_db(path, SQLITE_OPEN_READONLY, &m, err);
+    if (rc < 0)
+        return rc;
+    format = cbfs_manifest_get_meta(m, "format");
+    if (!format || strcmp(format, CBFS_MANIFEST_FORMAT) != 0) {
+        rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_CORRUPT,
+                            "manifest \"%s\" is not a cbfs manifest of format %s", path,
+                            CBFS_MANIFEST_FORMAT);
+        free(format);
+        cbfs_manifest_free(m);
+        return rc;
+    }
+    free(format);
+    *ret = m;
+    return 0;
+}
+
+void cbfs_manifest_free(CbfsManifest *m)
+{
+    if (!m)
+        return;
+    sqlite3_finalize(m->ins_block);
+    sqlite3_finalize(m->find_pack);
+    sqlite3_finalize(m->ins_pack);
+    sqlite3_close(m->db);
+    free(m->path);
+    free(m);
+}
+
+int cbfs_manifest_begin(CbfsManifest *m, CbfsError *err)
+{
+    return exec(m, "BEGIN", err);
+}
+
+int cbfs_manifest_commit(CbfsManifest *m, CbfsError *err)
+{
+    return exec(m, "COMMIT", err);
+}
+
+int cbfs_manifest_set_meta(CbfsManifest *m, const char *key, const char *value, CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", &st, err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_error(m, err, "update");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+char *cbfs_manifest_get_meta(CbfsManifest *m, const char *key)
+{
+    sqlite3_stmt *st;
+    char *v = NULL;
+    if (sqlite3_prepare_v2(m->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return NULL;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = cbfs_xstrdup((const char *) sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return v;
+}
+
+int cbfs_manifest_add_file(CbfsManifest *m, const CbfsFileEntry *f, int64_t *ret_id,
+                           CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m,
+                     "INSERT INTO files(path, type, mode, uid, gid, size, mtime, target)"
+                     " VALUES (?,?,?,?,?,?,?,?)",
+                     &st, err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(st, 1, f->path, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, f->type);
+    sqlite3_bind_int(st, 3, (int) f->mode);
+    sqlite3_bind_int64(st, 4, f->uid);
+    sqlite3_bind_int64(st, 5, f->gid);
+    sqlite3_bind_int64(st, 6, (int64_t) f->size);
+    sqlite3_bind_int64(st, 7, f->mtime);
+    if (f->target)
+        sqlite3_bind_text(st, 8, f->target, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 8);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_error(m, err, "update");
+    else if (ret_id)
+        *ret_id = sqlite3_last_insert_rowid(m->db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int exec_ids(CbfsManifest *m, const char *sql, int64_t a, int64_t b, CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, sql, &st, err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_error(m, err, "update");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cbfs_manifest_set_file_size(CbfsManifest *m, int64_t file, uint64_t size, CbfsError *err)
+{
+    return exec_ids(m, "UPDATE files SET size = ?2 WHERE id = ?1", file, (int64_t) size, err);
+}
+
+int cbfs_manifest_remove_file(CbfsManifest *m, int64_t file, CbfsError *err)
+{
+    int rc = exec_ids(m, "DELETE FROM blocks WHERE file = ?1 AND ?2 = ?2", file, 0, err);
+    if (rc == 0)
+        rc = exec_ids(m, "DELETE FROM bad_pages WHERE file = ?1 AND ?2 = ?2", file, 0, err);
+    if (rc == 0)
+        rc = exec_ids(m, "DELETE FROM files WHERE id = ?1 AND ?2 = ?2", file, 0, err);
+    return rc;
+}
+
+static int pack_id(CbfsManifest *m, const char *name, int64_t *ret, CbfsError *err)
+{
+    sqlite3_stmt *st = m->find_pack;
+    int rc;
+
+    if (m->last_pack[0] && strcmp(m->last_pack, name) == 0) {
+        *ret = m->last_pack_id;
+        return 0;
+    }
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *ret = sqlite3_column_int64(st, 0);
+    } else if (rc == SQLITE_DONE) {
+        sqlite3_reset(m->ins_pack);
+        sqlite3_bind_text(m->ins_pack, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(m->ins_pack) != SQLITE_DONE)
+            return db_error(m, err, "update");
+        *ret = sqlite3_last_insert_rowid(m->db);
+    } else {
+        return db_error(m, err, "query");
+    }
+    strcpy(m->last_pack, name);
+    m->last_pack_id = *ret;
+    return 0;
+}
+
+int cbfs_manifest_add_blocks(CbfsManifest *m, const CbfsBlockRef *refs, size_t n,
+                             CbfsError *err)
+{
+    sqlite3_stmt *st = m->ins_block;
+    for (size_t i = 0; i < n; i++) {
+        int64_t pid = 0;
+        int rc = pack_id(m, refs[i].pack, &pid, err);
+        if (rc < 0)
+            return rc;
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, refs[i].file);
+        sqlite3_bind_int64(st, 2, (int64_t) refs[i].blockno);
+        sqlite3_bind_blob(st, 3, refs[i].id, CBFS_BLOCK_ID_LEN, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, pid);
+        sqlite3_bind_int64(st, 5, (int64_t) refs[i].offset);
+        sqlite3_bind_int64(st, 6, refs[i].stored_len);
+        sqlite3_bind_int64(st, 7, refs[i].raw_len);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            return db_error(m, err, "update");
+    }
+    return 0;
+}
+
+int cbfs_manifest_add_bad_page(CbfsManifest *m, int64_t file, uint64_t page, uint64_t lsn,
+                               CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, "INSERT INTO bad_pages(file, page, lsn) VALUES (?,?,?)", &st, err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, file);
+    sqlite3_bind_int64(st, 2, (int64_t) page);
+    sqlite3_bind_int64(st, 3, (int64_t) lsn);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_error(m, err, "update");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *ctx,
+                               CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m,
+                     "SELECT id, path, type, mode, uid, gid, size, mtime, target FROM files"
+                     " ORDER BY path",
+                     &st, err);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        CbfsFileEntry f = {
+            .id = sqlite3_column_int64(st, 0),
+            .path = (const char *) sqlite3_column_text(st, 1),
+            .type = (enum cbfs_file_type) sqlite3_column_int(st, 2),
+            .mode = (uint32_t) sqlite3_column_int(st, 3),
+            .uid = (uint32_t) sqlite3_column_int64(st, 4),
+            .gid = (uint32_t) sqlite3_column_int64(st, 5),
+            .size = (uint64_t) sqlite3_column_int64(st, 6),
+            .mtime = sqlite3_column_int64(st, 7),
+            .target = (const char *) sqlite3_column_text(st, 8),
+        };
+        int r = cb(&f, ctx);
+        if (r != 0) {
+            sqlite3_finalize(st);
+            return r;
+        }
+    }
+    rc = rc == SQLITE_DONE ? 0 : db_error(m, err, "read");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,
+                              CbfsError *err)
+{
+    sqlite3_stmt *st;
+    CbfsBlockRef *refs = NULL;
+    size_t n = 0, cap = 0;
+    int rc = prepare(m,
+                     "SELECT b.blockno, b.id, p.name, b.offset, b.stored_len, b.raw_len"
+                     " FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.file = ?"
+                     " ORDER BY b.blockno",
+                     &st, err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, file);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        CbfsBlockRef *r;
+        const char *pack = (const char *) sqlite3_column_text(st, 2);
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            refs = cbfs_xrealloc(refs, cap * sizeof(*refs));
+        }
+        r = &refs[n++];
+        r->file = file;
+        r->blockno = (uint64_t) sqlite3_column_int64(st, 0);
+        if (sqlite3_column_bytes(st, 1) != CBFS_BLOCK_ID_LEN || !pack ||
+            !cbfs_pack_name_valid(pack)) {
+            free(refs);
+            sqlite3_finalize(st);
+            return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                                  "manifest \"%s\" has an invalid block entry", m->path);
+        }
+        memcpy(r->id, sqlite3_column_blob(st, 1), CBFS_BLOCK_ID_LEN);
+        strcpy(r->pack, pack);
+        r->offset = (uint64_t) sqlite3_column_int64(st, 3);
+        r->stored_len = (uint32_t) sqlite3_column_int64(st, 4);
+        r->raw_len = (uint32_t) sqlite3_column_int64(st, 5);
+    }
+    if (rc != SQLITE_DONE) {
+        free(refs);
+        rc = db_error(m, err, "read");
+    } else {
+        *ret = refs;
+        *ret_n = n;
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int count(CbfsManifest *m, const char *sql, uint64_t *ret, CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, sql, &st, err);
+    if (rc < 0)
+        return rc;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *ret = (uint64_t) sqlite3_column_int64(st, 0);
+    else
+        rc = db_error(m, err, "read");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cbfs_manifest_totals(CbfsManifest *m, uint64_t *ret_files, uint64_t *ret_bytes,
+                         CbfsError *err)
+{
+    int rc = count(m, "SELECT count(*) FROM files", ret_files, err);
+    if (rc == 0)
+        rc = count(m, "SELECT coalesce(sum(size), 0) FROM files WHERE type = 1", ret_bytes, err);
+    return rc;
+}
+
+int cbfs_manifest_bad_page_count(CbfsManifest *m, uint64_t *ret, CbfsError *err)
+{
+    return count(m, "SELECT count(*) FROM bad_pages", ret, err);
+}
+
+bool cbfs_manifest_path_valid(const char *path)
+{
+    const char *s = path;
+    if (!*s || *s == '/')
+        return false;
+    for (const char *c = path; *c; c++)
+        if ((unsigned char) *c < 0x20 || *c == 0x7f)
+            return false;
+    while (*s) {
+        const char *e = strchr(s, '/');
+        size_t n = e ? (size_t) (e - s) : strlen(s);
+        if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+            return false;
+        s += n;
+        if (*s == '/') {
+            s++;
+            if (!*s)
+                return false;
+        }
+    }
+    return true;
+}

@@ -1,0 +1,231 @@
+/*
+ * pack.c - build, seal, index and read pack objects.  See pack.h for the
+ * format.  A writer keeps the pack in memory (CBFS_PACK_TARGET_SIZE plus one
+ * block) and stores it with a single create-once put.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbfs/pack.h"
+#include "cbfs/util.h"
+
+static const char pack_magic[8] = {'C', 'B', 'F', 'S', 'P', 'K', '0', '1'};
+
+struct CbfsPackWriter {
+    char name[CBFS_PACK_NAME_LEN + 1];
+    CbfsBuf data;          /* block data so far */
+    CbfsPackEntry *entries;
+    size_t n, cap;
+};
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    return (uint64_t) get_le32(p) | (uint64_t) get_le32(p + 4) << 32;
+}
+
+CbfsPackWriter *cbfs_pack_writer_new(void)
+{
+    CbfsPackWriter *w = cbfs_xcalloc(1, sizeof(*w));
+    uint8_t rnd[CBFS_PACK_NAME_LEN / 2];
+
+    cbfs_random_bytes(rnd, sizeof(rnd));
+    cbfs_hex_encode(rnd, sizeof(rnd), w->name);
+    cbfs_buf_init(&w->data);
+    return w;
+}
+
+void cbfs_pack_writer_free(CbfsPackWriter *w)
+{
+    if (!w)
+        return;
+    cbfs_buf_release(&w->data);
+    free(w->entries);
+    free(w);
+}
+
+const char *cbfs_pack_writer_name(const CbfsPackWriter *w)
+{
+    return w->name;
+}
+
+uint64_t cbfs_pack_writer_append(CbfsPackWriter *w, const uint8_t id[CBFS_BLOCK_ID_LEN],
+                                 const void *stored, uint32_t stored_len, uint32_t raw_len)
+{
+    uint64_t off = w->data.len;
+
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 256;
+        w->entries = cbfs_xrealloc(w->entries, w->cap * sizeof(CbfsPackEntry));
+    }
+    memcpy(w->entries[w->n].id, id, CBFS_BLOCK_ID_LEN);
+    w->entries[w->n].offset = off;
+    w->entries[w->n].stored_len = stored_len;
+    w->entries[w->n].raw_len = raw_len;
+    w->n++;
+    cbfs_buf_append(&w->data, stored, stored_len);
+    return off;
+}
+
+size_t cbfs_pack_writer_size(const CbfsPackWriter *w)
+{
+    return w->data.len;
+}
+
+size_t cbfs_pack_writer_count(const CbfsPackWriter *w)
+{
+    return w->n;
+}
+
+int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsError *err)
+{
+    uint64_t index_off = w->data.len;
+    size_t index_len = w->n * CBFS_PACK_ENTRY_LEN;
+    uint8_t *index, trailer[CBFS_PACK_TRAILER_LEN];
+    char *key;
+    int rc;
+
+    if (w->n == 0)
+        return 0;
+    index = cbfs_xmalloc(index_len);
+    for (size_t i = 0; i < w->n; i++) {
+        uint8_t *e = index + i * CBFS_PACK_ENTRY_LEN;
+        memcpy(e, w->entries[i].id, CBFS_BLOCK_ID_LEN);
+        put_le64(e + 32, w->entries[i].offset);
+        put_le32(e + 40, w->entries[i].stored_len);
+        put_le32(e + 44, w->entries[i].raw_len);
+    }
+    memcpy(trailer, pack_magic, 8);
+    put_le32(trailer + 8, (uint32_t) w->n);
+    put_le32(trailer + 12, 0);
+    put_le64(trailer + 16, index_off);
+    cbfs_sha256(index, index_len, trailer + 24);
+    cbfs_buf_append(&w->data, index, index_len);
+    cbfs_buf_append(&w->data, trailer, sizeof(trailer));
+    free(index);
+
+    key = cbfs_pack_key(w->name);
+    rc = cbfs_store_put(st, key, w->data.data, w->data.len, err);
+    if (rc == -EEXIST) /* 128 random bits: only a bug gets here */
+        rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_ERROR, "pack \"%s\" already exists", key);
+    else if (rc < 0)
+        cbfs_error_prefix(err, "could not store pack \"%s\"", key);
+    free(key);
+    return rc;
+}
+
+bool cbfs_pack_name_valid(const char *name)
+{
+    if (strlen(name) != CBFS_PACK_NAME_LEN)
+        return false;
+    for (const char *s = name; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return false;
+    return true;
+}
+
+char *cbfs_pack_key(const char *name)
+{
+    return cbfs_xasprintf("packs/%.2s/%s.pack", name, name);
+}
+
+int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_entries,
+                         size_t *ret_n, CbfsError *err)
+{
+    char *key = cbfs_pack_key(name);
+    uint8_t trailer[CBFS_PACK_TRAILER_LEN], sum[CBFS_SHA256_LEN];
+    uint8_t *index = NULL;
+    uint64_t size, index_off;
+    uint32_t count;
+    size_t n, index_len;
+    CbfsPackEntry *entries = NULL;
+    int rc;
+
+    rc = cbfs_store_stat(st, key, &size, err);
+    if (rc < 0)
+        goto out;
+    if (size < CBFS_PACK_TRAILER_LEN)
+        goto corrupt;
+    rc = cbfs_store_get_range(st, key, size - CBFS_PACK_TRAILER_LEN, CBFS_PACK_TRAILER_LEN,
+                              trailer, &n, err);
+    if (rc < 0)
+        goto out;
+    if (n != CBFS_PACK_TRAILER_LEN || memcmp(trailer, pack_magic, 8) != 0)
+        goto corrupt;
+    count = get_le32(trailer + 8);
+    index_off = get_le64(trailer + 16);
+    index_len = (size_t) count * CBFS_PACK_ENTRY_LEN;
+    if (index_off + index_len + CBFS_PACK_TRAILER_LEN != size)
+        goto corrupt;
+    index = cbfs_xmalloc(index_len ? index_len : 1);
+    rc = cbfs_store_get_range(st, key, index_off, index_len, index, &n, err);
+    if (rc < 0)
+        goto out;
+    cbfs_sha256(index, index_len, sum);
+    if (n != index_len || memcmp(sum, trailer + 24, CBFS_SHA256_LEN) != 0)
+        goto corrupt;
+    entries = cbfs_xcalloc(count ? count : 1, sizeof(CbfsPackEntry));
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = index + (size_t) i * CBFS_PACK_ENTRY_LEN;
+        memcpy(entries[i].id, e, CBFS_BLOCK_ID_LEN);
+        entries[i].offset = get_le64(e + 32);
+        entries[i].stored_len = get_le32(e + 40);
+        entries[i].raw_len = get_le32(e + 44);
+        if (entries[i].offset + entries[i].stored_len > index_off)
+            goto corrupt;
+    }
+    *ret_entries = entries;
+    *ret_n = count;
+    entries = NULL;
+    rc = 0;
+    goto out;
+corrupt:
+    rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT, "pack \"%s\" has a damaged index", key);
+out:
+    free(entries);
+    free(index);
+    free(key);
+    return rc;
+}
+
+int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
+                         uint32_t stored_len, uint32_t raw_len,
+                         const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err)
+{
+    char *key = cbfs_pack_key(name);
+    uint8_t *stored = cbfs_xmalloc(stored_len ? stored_len : 1);
+    size_t n;
+    int rc;
+
+    rc = cbfs_store_get_range(st, key, offset, stored_len, stored, &n, err);
+    if (rc == -ENOENT)
+        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT, "pack \"%s\" is missing", key);
+    else if (rc < 0)
+        ;
+    else if (n != stored_len)
+        rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                            "pack \"%s\" is truncated at offset %llu", key,
+                            (unsigned long long) offset);
+    else if ((rc = cbfs_codec_decode(codec, stored, stored_len, out, raw_len, id, err)) < 0)
+        cbfs_error_prefix(err, "pack \"%s\" offset %llu", key, (unsigned long long) offset);
+    free(stored);
+    free(key);
+    return rc;
+}

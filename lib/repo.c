@@ -1,0 +1,437 @@
+/*
+ * repo.c - repository configuration, cluster identity and backup records.
+ *
+ * Invariant: a backup exists exactly when backups/<label>.info exists; the
+ * record is stored after everything it references (packs, manifest), so an
+ * interrupted backup leaves only unreferenced objects behind.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "cbfs/repo.h"
+#include "cbfs/util.h"
+
+static int open_error(const CbfsLocation *loc, CbfsError *err, int errnum, int code,
+                      const char *why)
+{
+    return cbfs_error_set(err, errnum, code, "could not open repository \"%s\": %s", loc->spec,
+                          why);
+}
+
+int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_level,
+                   CbfsError *err)
+{
+    CbfsStore *st = NULL;
+    CbfsKv *kv;
+    uint8_t rnd[16];
+    char id[33], now[32], *text;
+    int rc;
+
+    if (loc->kind == CBFS_LOCATION_POSIX) {
+        DIR *d = opendir(loc->path);
+        if (d) {
+            struct dirent *de;
+            bool has_config = false, empty = true;
+            while ((de = readdir(d)) != NULL) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                    continue;
+                empty = false;
+                if (strcmp(de->d_name, "config") == 0)
+                    has_config = true;
+            }
+            closedir(d);
+            if (has_config)
+                return cbfs_error_set(err, EEXIST, CBFS_EXIT_REPO,
+                                      "could not create repository \"%s\": repository already "
+                                      "exists",
+                                      loc->spec);
+            if (!empty)
+                return cbfs_error_set(err, ENOTEMPTY, CBFS_EXIT_REPO,
+                                      "could not create repository \"%s\": directory is not empty",
+                                      loc->spec);
+        }
+    }
+    rc = cbfs_store_open(loc, true, &st, err);
+    if (rc < 0)
+        return rc;
+    cbfs_random_bytes(rnd, sizeof(rnd));
+    cbfs_hex_encode(rnd, sizeof(rnd), id);
+    cbfs_format_time(time(NULL), now, sizeof(now));
+    kv = cbfs_kv_new();
+    cbfs_kv_set(kv, "format", CBFS_REPO_FORMAT);
+    cbfs_kv_set(kv, "repository_id", id);
+    cbfs_kv_set_u64(kv, "block_size", block_size);
+    cbfs_kv_set_u64(kv, "compress_level", (uint64_t) compress_level);
+    cbfs_kv_set(kv, "created", now);
+    text = cbfs_kv_format(kv);
+    rc = cbfs_store_put(st, "config", text, strlen(text), err);
+    if (rc == -EEXIST)
+        rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_REPO,
+                            "could not create repository \"%s\": repository already exists",
+                            loc->spec);
+    else if (rc < 0)
+        cbfs_error_prefix(err, "could not create repository \"%s\"", loc->spec);
+    free(text);
+    cbfs_kv_free(kv);
+    cbfs_store_free(st);
+    return rc;
+}
+
+static void copy_location(CbfsLocation *dst, const CbfsLocation *src)
+{
+    dst->kind = src->kind;
+#define DUP(f) dst->f = src->f ? cbfs_xstrdup(src->f) : NULL
+    DUP(spec);
+    DUP(path);
+    DUP(bucket);
+    DUP(prefix);
+    DUP(point);
+#undef DUP
+}
+
+int cbfs_repo_open(const CbfsLocation *loc, CbfsRepo **ret, CbfsError *err)
+{
+    CbfsRepo *r;
+    CbfsStore *st;
+    uint8_t *text;
+    size_t len;
+    CbfsKv *kv = NULL;
+    uint64_t bs, level;
+    const char *v;
+    int rc;
+
+    rc = cbfs_store_open(loc, false, &st, err);
+    if (rc < 0)
+        return rc;
+    rc = cbfs_store_get(st, "config", &text, &len, err);
+    if (rc == -ENOENT) {
+        cbfs_store_free(st);
+        return open_error(loc, err, ENOENT, CBFS_EXIT_REPO, "not a cbfs repository");
+    }
+    if (rc < 0) {
+        cbfs_error_prefix(err, "could not open repository \"%s\"", loc->spec);
+        cbfs_store_free(st);
+        return rc;
+    }
+    rc = cbfs_kv_parse((const char *) text, len, &kv, err);
+    free(text);
+    if (rc < 0 || !(v = cbfs_kv_get(kv, "format")) || cbfs_kv_get_u64(kv, "block_size", &bs) < 0 ||
+        cbfs_kv_get_u64(kv, "compress_level", &level) < 0 || !cbfs_kv_get(kv, "repository_id") ||
+        strlen(cbfs_kv_get(kv, "repository_id")) != 32 || bs == 0 || bs % 8192 != 0 ||
+        bs > (1u << 20)) {
+        cbfs_kv_free(kv);
+        cbfs_store_free(st);
+        return open_error(loc, err, EINVAL, CBFS_EXIT_REPO, "invalid configuration object");
+    }
+    if (strcmp(v, CBFS_REPO_FORMAT) != 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "repository format %.32s is not supported by cbfs %s", v,
+                 CBFS_VERSION);
+        cbfs_kv_free(kv);
+        cbfs_store_free(st);
+        return open_error(loc, err, EINVAL, CBFS_EXIT_REPO, why);
+    }
+    r = cbfs_xcalloc(1, sizeof(*r));
+    copy_location(&r->loc, loc);
+    r->display = r->loc.spec;
+    r->store = st;
+    strcpy(r->id, cbfs_kv_get(kv, "repository_id"));
+    r->block_size = (uint32_t) bs;
+    r->compress_level = (int) level;
+    cbfs_kv_free(kv);
+    *ret = r;
+    return 0;
+}
+
+void cbfs_repo_free(CbfsRepo *r)
+{
+    if (!r)
+        return;
+    cbfs_store_free(r->store);
+    cbfs_location_release(&r->loc);
+    free(r);
+}
+
+int cbfs_repo_cluster(CbfsRepo *r, uint64_t *ret_sysid, CbfsError *err)
+{
+    uint8_t *text;
+    size_t len;
+    CbfsKv *kv;
+    int rc = cbfs_store_get(r->store, "cluster", &text, &len, err);
+    if (rc < 0)
+        return rc;
+    rc = cbfs_kv_parse((const char *) text, len, &kv, err);
+    free(text);
+    if (rc < 0)
+        return rc;
+    if (cbfs_kv_get_u64(kv, "system_identifier", ret_sysid) < 0)
+        rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_REPO,
+                            "repository \"%s\" has an invalid cluster object", r->display);
+    cbfs_kv_free(kv);
+    return rc;
+}
+
+int cbfs_repo_claim(CbfsRepo *r, uint64_t sysid, uint64_t *ret_owner, CbfsError *err)
+{
+    int rc = cbfs_repo_cluster(r, ret_owner, err);
+    if (rc == -ENOENT) {
+        CbfsKv *kv = cbfs_kv_new();
+        char *text;
+        cbfs_kv_set_u64(kv, "system_identifier", sysid);
+        text = cbfs_kv_format(kv);
+        rc = cbfs_store_put(r->store, "cluster", text, strlen(text), err);
+        free(text);
+        cbfs_kv_free(kv);
+        if (rc == 0) {
+            *ret_owner = sysid;
+            return 0;
+        }
+        if (rc != -EEXIST)
+            return rc;
+        /* someone else claimed it first: read what they wrote */
+        rc = cbfs_repo_cluster(r, ret_owner, err);
+    }
+    return rc;
+}
+
+bool cbfs_label_valid(const char *label)
+{
+    size_t n = strlen(label);
+    if (n == 0 || n > CBFS_LABEL_MAX || label[0] == '.' || strcmp(label, "latest") == 0)
+        return false;
+    for (const char *s = label; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-'))
+            return false;
+    return true;
+}
+
+int cbfs_repo_read_backup(CbfsRepo *r, const char *label, CbfsKv **ret, CbfsError *err)
+{
+    char *key;
+    uint8_t *text;
+    size_t len;
+    int rc;
+
+    if (!cbfs_label_valid(label))
+        return -ENOENT;
+    key = cbfs_xasprintf("backups/%s.info", label);
+    rc = cbfs_store_get(r->store, key, &text, &len, err);
+    if (rc == 0) {
+        rc = cbfs_kv_parse((const char *) text, len, ret, err);
+        free(text);
+        if (rc < 0)
+            cbfs_error_prefix(err, "backup record \"%s\" is damaged", key);
+        else if (!cbfs_kv_get(*ret, "label") || strcmp(cbfs_kv_get(*ret, "label"), label) != 0) {
+            cbfs_kv_free(*ret);
+            rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                                "backup record \"%s\" is damaged: wrong label", key);
+        }
+    }
+    free(key);
+    return rc;
+}
+
+typedef struct ListCtx {
+    char **labels;
+    size_t n;
+} ListCtx;
+
+static int collect_label(const char *key, uint64_t size, void *ctx)
+{
+    ListCtx *lc = ctx;
+    const char *name = key + strlen("backups/");
+    size_t n = strlen(name);
+    (void) size;
+    if (n > 5 && strcmp(name + n - 5, ".info") == 0) {
+        lc->labels = cbfs_xrealloc(lc->labels, (lc->n + 1) * sizeof(char *));
+        lc->labels[lc->n++] = cbfs_xasprintf("%.*s", (int) (n - 5), name);
+    }
+    return 0;
+}
+
+static int cmp_record(const void *a, const void *b)
+{
+    const CbfsKv *x = *(CbfsKv *const *) a, *y = *(CbfsKv *const *) b;
+    const char *tx = cbfs_kv_get(x, "stop_time"), *ty = cbfs_kv_get(y, "stop_time");
+    int c = strcmp(tx ? tx : "", ty ? ty : "");
+    return c ? c : strcmp(cbfs_kv_get(x, "label"), cbfs_kv_get(y, "label"));
+}
+
+int cbfs_repo_list_backups(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError *err)
+{
+    ListCtx lc = {0};
+    CbfsKv **list;
+    size_t n = 0;
+    int rc = cbfs_store_list(r->store, "backups/", collect_label, &lc, err);
+
+    list = cbfs_xcalloc(lc.n ? lc.n : 1, sizeof(CbfsKv *));
+    for (size_t i = 0; i < lc.n; i++) {
+        if (rc == 0) {
+            rc = cbfs_repo_read_backup(r, lc.labels[i], &list[n], err);
+            if (rc == 0)
+                n++;
+            else if (rc == -ENOENT) /* an invalid name: not ours */
+                rc = 0;
+        }
+        free(lc.labels[i]);
+    }
+    free(lc.labels);
+    if (rc < 0) {
+        cbfs_repo_free_backups(list, n);
+        return rc;
+    }
+    qsort(list, n, sizeof(CbfsKv *), cmp_record);
+    *ret = list;
+    *ret_n = n;
+    return 0;
+}
+
+void cbfs_repo_free_backups(CbfsKv **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cbfs_kv_free(list[i]);
+    free(list);
+}
+
+int cbfs_repo_resolve(CbfsRepo *r, const char *point, char **ret_label, CbfsError *err)
+{
+    CbfsKv *rec;
+    int rc;
+
+    if (!point || strcmp(point, "latest") == 0) {
+        CbfsKv **list;
+        size_t n;
+        rc = cbfs_repo_list_backups(r, &list, &n, err);
+        if (rc < 0)
+            return rc;
+        if (n == 0)
+            rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND, "repository \"%s\" has no backups",
+                                r->display);
+        else
+            *ret_label = cbfs_xstrdup(cbfs_kv_get(list[n - 1], "label"));
+        cbfs_repo_free_backups(list, n);
+        return rc;
+    }
+    rc = cbfs_repo_read_backup(r, point, &rec, err);
+    if (rc == -ENOENT)
+        return cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND,
+                              "backup \"%s\" not found in repository \"%s\"", point, r->display);
+    if (rc < 0)
+        return rc;
+    cbfs_kv_free(rec);
+    *ret_label = cbfs_xstrdup(point);
+    return 0;
+}
+
+int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest_path,
+                            CbfsKv *record, CbfsError *err)
+{
+    uint8_t *data, sum[CBFS_SHA256_LEN], rnd[4];
+    char hex[2 * CBFS_SHA256_LEN + 1], rhex[9], *mkey, *ikey, *text;
+    size_t len;
+    int rc;
+
+    rc = cbfs_read_file(manifest_path, &data, &len, err);
+    if (rc < 0)
+        return rc;
+    cbfs_sha256(data, len, sum);
+    cbfs_hex_encode(sum, sizeof(sum), hex);
+    cbfs_random_bytes(rnd, sizeof(rnd));
+    cbfs_hex_encode(rnd, sizeof(rnd), rhex);
+    /* a random part, so a retried label never collides with a dead attempt's manifest */
+    mkey = cbfs_xasprintf("backups/%s.%s.db", label, rhex);
+    rc = cbfs_store_put(r->store, mkey, data, len, err);
+    free(data);
+    if (rc < 0) {
+        if (rc == -EEXIST)
+            rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_ERROR, "manifest \"%s\" already exists",
+                                mkey);
+        free(mkey);
+        return rc;
+    }
+    cbfs_kv_set(record, "label", label);
+    cbfs_kv_set(record, "manifest", mkey);
+    cbfs_kv_set_u64(record, "manifest_size", len);
+    cbfs_kv_set(record, "manifest_sha256", hex);
+    text = cbfs_kv_format(record);
+    ikey = cbfs_xasprintf("backups/%s.info", label);
+    rc = cbfs_store_put(r->store, ikey, text, strlen(text), err);
+    if (rc == -EEXIST)
+        rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_ERROR,
+                            "backup \"%s\" already exists in repository \"%s\"", label,
+                            r->display);
+    free(text);
+    free(ikey);
+    free(mkey);
+    return rc;
+}
+
+int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
+                             char **ret_path, CbfsError *err)
+{
+    const char *mkey = cbfs_kv_get(record, "manifest");
+    const char *want = cbfs_kv_get(record, "manifest_sha256");
+    const char *label = cbfs_kv_get(record, "label");
+    uint8_t *data, sum[CBFS_SHA256_LEN];
+    char hex[2 * CBFS_SHA256_LEN + 1], *path;
+    size_t len;
+    int rc;
+
+    if (!mkey || !want || !label || strncmp(mkey, "backups/", 8) != 0 ||
+        !cbfs_store_key_valid(mkey))
+        return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                              "backup record of \"%s\" is damaged", label ? label : "?");
+    rc = cbfs_store_get(r->store, mkey, &data, &len, err);
+    if (rc == -ENOENT)
+        return cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT,
+                              "manifest \"%s\" of backup \"%s\" is missing", mkey, label);
+    if (rc < 0)
+        return rc;
+    cbfs_sha256(data, len, sum);
+    cbfs_hex_encode(sum, sizeof(sum), hex);
+    if (strcmp(hex, want) != 0) {
+        free(data);
+        return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                              "manifest \"%s\" of backup \"%s\" is corrupt: checksum mismatch",
+                              mkey, label);
+    }
+    path = cbfs_xasprintf("%s/manifest.%s.%d.db", dir, label, (int) getpid());
+    unlink(path);
+    rc = cbfs_write_file_atomic(path, data, len, 0600, err);
+    free(data);
+    if (rc < 0) {
+        free(path);
+        return rc;
+    }
+    *ret_path = path;
+    return 0;
+}
+
+int cbfs_repo_cache_dir(CbfsRepo *r, char **ret, CbfsError *err)
+{
+    const char *base = getenv("CBFS_CACHE_DIR");
+    char *dir;
+    int rc;
+
+    if (base && *base) {
+        dir = cbfs_xasprintf("%s/%s", base, r->id);
+    } else if ((base = getenv("XDG_CACHE_HOME")) && *base) {
+        dir = cbfs_xasprintf("%s/cbfs/%s", base, r->id);
+    } else {
+        const char *home = getenv("HOME");
+        dir = cbfs_xasprintf("%s/.cache/cbfs/%s", home && *home ? home : "/tmp", r->id);
+    }
+    rc = cbfs_mkdir_p(dir, 0700, err);
+    if (rc < 0) {
+        free(dir);
+        return rc;
+    }
+    *ret = dir;
+    return 0;
+}

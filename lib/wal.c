@@ -1,0 +1,249 @@
+/*
+ * wal.c - WAL file names, LSNs and segment headers, as PostgreSQL writes them.
+ *
+ * A WAL position (LSN) is a 64-bit byte offset into the WAL stream, printed
+ * as two 32-bit halves "%X/%X".  The stream is cut into segments of seg_size
+ * bytes (a power of two, 1 MB to 1 GB, fixed at initdb); segment number segno
+ * on timeline tli is the file "TTTTTTTTLLLLLLLLSSSSSSSS", where L is segno
+ * divided by the number of segments in 4 GB of WAL and S the remainder.
+ *
+ * Invariants:
+ *  - names are uppercase hex, exactly as PostgreSQL writes them; anything
+ *    else (lowercase, a directory part, extra characters, timeline 0) is not
+ *    a WAL file, so an archive never mixes in files it did not write;
+ *  - cbfs_wal_parse_segname() accepts exactly the names cbfs_wal_segname()
+ *    produces for the same seg_size and a non-zero timeline.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cbfs/wal.h"
+
+#define WAL_SEG_MIN (1u << 20) /* 1 MB */
+#define WAL_SEG_MAX (1u << 30) /* 1 GB */
+
+/* xlp_magic of PostgreSQL 13 (0xD106) through 17 (0xD116) */
+#define XLP_MAGIC_MIN   0xD106
+#define XLP_MAGIC_MAX   0xD116
+#define XLP_LONG_HEADER 0x0002
+
+/* XLogLongPageHeaderData where uint64 is 8-byte aligned (x86-64, arm64): field offsets */
+#define XLP_MAGIC_OFF       0  /* uint16 */
+#define XLP_INFO_OFF        2  /* uint16 */
+#define XLP_TLI_OFF         4  /* uint32 */
+#define XLP_PAGEADDR_OFF    8  /* uint64 */
+#define XLP_SYSID_OFF       24 /* uint64, after xlp_rem_len and padding */
+#define XLP_SEG_SIZE_OFF    32 /* uint32 */
+#define XLP_XLOG_BLCKSZ_OFF 36 /* uint32 */
+#define XLP_LONG_HEADER_LEN 40
+
+static bool is_pow2(uint32_t v)
+{
+    return v != 0 && (v & (v - 1)) == 0;
+}
+
+static bool valid_seg_size(uint32_t seg_size)
+{
+    return is_pow2(seg_size) && seg_size >= WAL_SEG_MIN && seg_size <= WAL_SEG_MAX;
+}
+
+/* Segments per 4 GB of WAL, i.e. per value of the "L" part of a name. */
+static uint64_t segs_per_xlogid(uint32_t seg_size)
+{
+    return UINT64_C(0x100000000) / seg_size;
+}
+
+/* Value of a hex digit, -1 for anything else (lowercase only if allowed). */
+static int hexval(char c, bool lower_ok)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (lower_ok && c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static int uhex(char c)
+{
+    return hexval(c, false);
+}
+
+/* Parse exactly 8 uppercase hex digits at s. */
+static bool parse_hex8(const char *s, uint32_t *ret)
+{
+    uint32_t v = 0;
+
+    for (int i = 0; i < 8; i++) {
+        int d = uhex(s[i]);
+
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint32_t) d;
+    }
+    *ret = v;
+    return true;
+}
+
+/* True if the first n characters of s are uppercase hex digits. */
+static bool all_uhex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (uhex(s[i]) < 0)
+            return false;
+    return true;
+}
+
+enum cbfs_wal_kind cbfs_wal_classify(const char *name, uint32_t *ret_tli)
+{
+    size_t len = strlen(name);
+    enum cbfs_wal_kind kind;
+    uint32_t tli;
+
+    /* every kind is at least 16 characters and starts with the timeline */
+    if (len < 16 || !parse_hex8(name, &tli))
+        return CBFS_WAL_INVALID;
+
+    if (len == 24 && all_uhex(name, 24))
+        kind = CBFS_WAL_SEGMENT;
+    else if (len == 24 + 8 && all_uhex(name, 24) && strcmp(name + 24, ".partial") == 0)
+        kind = CBFS_WAL_PARTIAL;
+    else if (len == 8 + 8 && strcmp(name + 8, ".history") == 0)
+        kind = CBFS_WAL_HISTORY;
+    else if (len == 24 + 1 + 8 + 7 && all_uhex(name, 24) && name[24] == '.' &&
+             all_uhex(name + 25, 8) && strcmp(name + 33, ".backup") == 0)
+        kind = CBFS_WAL_BACKUP_HISTORY;
+    else
+        return CBFS_WAL_INVALID;
+
+    if (tli == 0)
+        return CBFS_WAL_INVALID;
+    if (ret_tli)
+        *ret_tli = tli;
+    return kind;
+}
+
+/*
+ * One half of an LSN: 1 to 8 hex digits ending at stop.  Either case, as
+ * PostgreSQL's pg_lsn input accepts; no sign, space or "0x".
+ */
+static const char *parse_lsn_half(const char *s, char stop, uint32_t *ret)
+{
+    uint32_t v = 0;
+    int n = 0;
+
+    for (; *s != stop; s++, n++) {
+        int d = hexval(*s, true);
+
+        if (d < 0 || n == 8)
+            return NULL;
+        v = v << 4 | (uint32_t) d;
+    }
+    if (n == 0)
+        return NULL;
+    *ret = v;
+    return s;
+}
+
+int cbfs_lsn_parse(const char *s, uint64_t *ret_lsn)
+{
+    uint32_t hi, lo;
+
+    s = parse_lsn_half(s, '/', &hi);
+    if (!s)
+        return -EINVAL;
+    if (!parse_lsn_half(s + 1, '\0', &lo))
+        return -EINVAL;
+    *ret_lsn = (uint64_t) hi << 32 | lo;
+    return 0;
+}
+
+void cbfs_lsn_format(uint64_t lsn, char *buf, size_t len)
+{
+    snprintf(buf, len, "%" PRIX32 "/%" PRIX32, (uint32_t) (lsn >> 32), (uint32_t) lsn);
+}
+
+uint64_t cbfs_wal_segno(uint64_t lsn, uint32_t seg_size)
+{
+    assert(is_pow2(seg_size));
+    return lsn / seg_size;
+}
+
+void cbfs_wal_segname(uint32_t tli, uint64_t segno, uint32_t seg_size, char *buf, size_t len)
+{
+    uint64_t per_id;
+
+    assert(is_pow2(seg_size));
+    per_id = segs_per_xlogid(seg_size);
+    snprintf(buf, len, "%08" PRIX32 "%08" PRIX32 "%08" PRIX32, tli, (uint32_t) (segno / per_id),
+             (uint32_t) (segno % per_id));
+}
+
+int cbfs_wal_parse_segname(const char *name, uint32_t seg_size, uint32_t *ret_tli,
+                           uint64_t *ret_segno)
+{
+    uint32_t tli, log, seg;
+
+    if (!valid_seg_size(seg_size) || strlen(name) != 24)
+        return -EINVAL;
+    if (!parse_hex8(name, &tli) || !parse_hex8(name + 8, &log) || !parse_hex8(name + 16, &seg))
+        return -EINVAL;
+    /* timeline 0 does not exist; S never reaches a whole 4 GB */
+    if (tli == 0 || seg >= segs_per_xlogid(seg_size))
+        return -EINVAL;
+    if (ret_tli)
+        *ret_tli = tli;
+    if (ret_segno)
+        *ret_segno = (uint64_t) log * segs_per_xlogid(seg_size) + seg;
+    return 0;
+}
+
+/*
+ * The long header opens every segment.  Besides magic and XLP_LONG_HEADER,
+ * the other fields must be sane, as PostgreSQL's own page header validation
+ * demands: a non-zero timeline, a valid segment size, a page address on a
+ * segment boundary and a WAL block size that is a power of two from 1 to
+ * 64 kB.  Fields are in host byte order, as the server wrote them.
+ *
+ * A recycled segment (renamed ahead for reuse, not yet overwritten) keeps
+ * the header of its previous life, page address included, so a header that
+ * passes here does not prove that the file belongs at its name.
+ */
+int cbfs_wal_segment_header(const uint8_t *buf, size_t len, uint64_t *ret_sysid,
+                            uint32_t *ret_seg_size, uint32_t *ret_tli)
+{
+    uint16_t magic, info;
+    uint32_t tli, seg_size, blcksz;
+    uint64_t pageaddr, sysid;
+
+    if (len < XLP_LONG_HEADER_LEN)
+        return -EINVAL;
+    memcpy(&magic, buf + XLP_MAGIC_OFF, sizeof(magic));
+    memcpy(&info, buf + XLP_INFO_OFF, sizeof(info));
+    memcpy(&tli, buf + XLP_TLI_OFF, sizeof(tli));
+    memcpy(&pageaddr, buf + XLP_PAGEADDR_OFF, sizeof(pageaddr));
+    memcpy(&sysid, buf + XLP_SYSID_OFF, sizeof(sysid));
+    memcpy(&seg_size, buf + XLP_SEG_SIZE_OFF, sizeof(seg_size));
+    memcpy(&blcksz, buf + XLP_XLOG_BLCKSZ_OFF, sizeof(blcksz));
+
+    if (magic < XLP_MAGIC_MIN || magic > XLP_MAGIC_MAX)
+        return -EINVAL;
+    if (!(info & XLP_LONG_HEADER))
+        return -EINVAL;
+    if (tli == 0 || !valid_seg_size(seg_size) || pageaddr % seg_size != 0)
+        return -EINVAL;
+    if (!is_pow2(blcksz) || blcksz < 1024 || blcksz > 65536)
+        return -EINVAL;
+
+    if (ret_sysid)
+        *ret_sysid = sysid;
+    if (ret_seg_size)
+        *ret_seg_size = seg_size;
+    if (ret_tli)
+        *ret_tli = tli;
+    return 0;
+}

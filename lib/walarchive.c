@@ -1,0 +1,200 @@
+/*
+ * walarchive.c - push and fetch WAL files.  See walarchive.h.
+ *
+ * wal-push is on PostgreSQL's critical path and is the only writer racing
+ * with itself (an old and a new primary may push the same segment): the
+ * create-once put decides, and a loser compares checksums instead of
+ * overwriting.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "cbfs/walarchive.h"
+#include "cbfs/util.h"
+#include "cbfs/wal.h"
+
+static const char wal_magic[8] = {'C', 'B', 'F', 'S', 'W', 'A', 'L', '1'};
+
+char *cbfs_wal_key(const char *name)
+{
+    uint32_t tli;
+    if (cbfs_wal_classify(name, &tli) == CBFS_WAL_INVALID)
+        return NULL;
+    return cbfs_xasprintf("wal/%08X/%s", tli, name);
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Check the cluster a segment belongs to against the repository's. */
+static int check_cluster(CbfsRepo *r, const char *name, const uint8_t *data, size_t len,
+                         CbfsError *err)
+{
+    uint64_t sysid, owner;
+    uint32_t seg_size, tli;
+    int rc;
+
+    if (cbfs_wal_segment_header(data, len, &sysid, &seg_size, &tli) < 0)
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_ERROR,
+                              "WAL file \"%s\" does not start with a valid page header", name);
+    if (cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT && len != seg_size)
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_ERROR,
+                              "WAL file \"%s\" has size %zu, expected %u", name, len, seg_size);
+    rc = cbfs_repo_claim(r, sysid, &owner, err);
+    if (rc < 0)
+        return rc;
+    if (owner != sysid)
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_DATABASE,
+                              "WAL file \"%s\" belongs to database system %llu, not %llu of "
+                              "repository \"%s\"",
+                              name, (unsigned long long) sysid, (unsigned long long) owner,
+                              r->display);
+    return 0;
+}
+
+int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, size_t len,
+                         CbfsError *err)
+{
+    enum cbfs_wal_kind kind = cbfs_wal_classify(name, NULL);
+    char *key;
+    uint8_t *obj, sum[CBFS_SHA256_LEN];
+    size_t cap, n;
+    int rc;
+
+    if (kind == CBFS_WAL_INVALID)
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name",
+                              name);
+    if (kind == CBFS_WAL_SEGMENT || kind == CBFS_WAL_PARTIAL) {
+        rc = check_cluster(r, name, data, len, err);
+        if (rc < 0)
+            return rc;
+    }
+    cbfs_sha256(data, len, sum);
+    cap = CBFS_WAL_OBJECT_HEADER + ZSTD_compressBound(len);
+    obj = cbfs_xmalloc(cap);
+    memcpy(obj, wal_magic, 8);
+    memcpy(obj + 8, sum, CBFS_SHA256_LEN);
+    put_le64(obj + 40, len);
+    n = ZSTD_compress(obj + CBFS_WAL_OBJECT_HEADER, cap - CBFS_WAL_OBJECT_HEADER, data, len,
+                      r->compress_level < 3 ? r->compress_level : 3);
+    if (ZSTD_isError(n) || n >= len) {
+        memcpy(obj + CBFS_WAL_OBJECT_HEADER, data, len);
+        n = len;
+    }
+    key = cbfs_wal_key(name);
+    rc = cbfs_store_put(r->store, key, obj, CBFS_WAL_OBJECT_HEADER + n, err);
+    if (rc == -EEXIST) {
+        uint8_t head[CBFS_WAL_OBJECT_HEADER];
+        size_t got;
+        rc = cbfs_store_get_range(r->store, key, 0, sizeof(head), head, &got, err);
+        if (rc == 0 && (got != sizeof(head) || memcmp(head, wal_magic, 8) != 0 ||
+                        memcmp(head + 8, sum, CBFS_SHA256_LEN) != 0 || get_le64(head + 40) != len))
+            rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_CONFLICT,
+                                "WAL file \"%s\" already exists in repository \"%s\" with "
+                                "different content",
+                                name, r->display);
+    } else if (rc < 0) {
+        cbfs_error_prefix(err, "could not store WAL file \"%s\"", name);
+    }
+    free(key);
+    free(obj);
+    return rc;
+}
+
+int cbfs_wal_push_file(CbfsRepo *r, const char *path, CbfsError *err)
+{
+    const char *name = strrchr(path, '/');
+    uint8_t *data;
+    size_t len;
+    int rc;
+
+    name = name ? name + 1 : path;
+    if (cbfs_wal_classify(name, NULL) == CBFS_WAL_INVALID)
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name",
+                              name);
+    rc = cbfs_read_file(path, &data, &len, err);
+    if (rc < 0)
+        return rc;
+    rc = cbfs_wal_push_buffer(r, name, data, len, err);
+    free(data);
+    return rc;
+}
+
+int cbfs_wal_fetch(CbfsRepo *r, const char *name, const char *dest, CbfsError *err)
+{
+    char *key = cbfs_wal_key(name);
+    uint8_t *obj = NULL, *plain = NULL, sum[CBFS_SHA256_LEN];
+    size_t len;
+    uint64_t plen;
+    const char *why = NULL;
+    int rc;
+
+    if (!key)
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name",
+                              name);
+    rc = cbfs_store_get(r->store, key, &obj, &len, err);
+    if (rc < 0)
+        goto out;
+    if (len < CBFS_WAL_OBJECT_HEADER || memcmp(obj, wal_magic, 8) != 0) {
+        why = "bad header";
+        goto corrupt;
+    }
+    plen = get_le64(obj + 40);
+    if (plen > (1ull << 31)) {
+        why = "bad header";
+        goto corrupt;
+    }
+    plain = cbfs_xmalloc(plen ? plen : 1);
+    if (len - CBFS_WAL_OBJECT_HEADER == plen) {
+        memcpy(plain, obj + CBFS_WAL_OBJECT_HEADER, plen);
+    } else {
+        size_t n = ZSTD_decompress(plain, plen, obj + CBFS_WAL_OBJECT_HEADER,
+                                   len - CBFS_WAL_OBJECT_HEADER);
+        if (ZSTD_isError(n) || n != plen) {
+            why = "could not decompress";
+            goto corrupt;
+        }
+    }
+    cbfs_sha256(plain, plen, sum);
+    if (memcmp(sum, obj + 8, CBFS_SHA256_LEN) != 0) {
+        why = "checksum mismatch";
+        goto corrupt;
+    }
+    rc = cbfs_write_file_atomic(dest, plain, plen, 0600, err);
+    goto out;
+corrupt:
+    rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                        "WAL file \"%s\" in repository \"%s\" is corrupt: %s (object \"%s\")",
+                        name, r->display, why, key);
+out:
+    free(obj);
+    free(plain);
+    free(key);
+    return rc;
+}
+
+int cbfs_wal_exists(CbfsRepo *r, const char *name, CbfsError *err)
+{
+    char *key = cbfs_wal_key(name);
+    int rc;
+    if (!key)
+        return -ENOENT;
+    rc = cbfs_store_stat(r->store, key, NULL, err);
+    free(key);
+    return rc;
+}

@@ -1,0 +1,729 @@
+/*
+ * restore.c - `cbfs restore REPO[@LABEL] DIR`: a full, parallel copy of a
+ * backup into a new data directory, set up to recover to the end of the
+ * backup through `cbfs wal-fetch`.
+ *
+ * Trust: every path comes from the manifest and is checked
+ * (cbfs_manifest_path_valid); the only symbolic links created are the
+ * tablespace links pg_tblspc/<oid>, whose targets are absolute, normalized
+ * and either given by the user (--tablespace-map) or the original location.
+ * Files are created with O_EXCL|O_NOFOLLOW, so nothing is written through a
+ * link the restore did not make.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cbfs/codec.h"
+#include "cbfs/log.h"
+#include "cbfs/manifest.h"
+#include "cbfs/pack.h"
+#include "cbfs/pgfile.h"
+#include "cbfs/repo.h"
+#include "cbfs/util.h"
+#include "commands.h"
+
+typedef struct RFile {
+    int64_t id;
+    char *path; /* relative */
+    uint64_t size;
+    uint32_t mode, uid, gid;
+    int64_t mtime;
+} RFile;
+
+typedef struct Tablespace {
+    char *oid;
+    char *name;
+    char *target; /* where it is restored */
+} Tablespace;
+
+typedef struct Restore {
+    CbfsRepo *repo;
+    const char *manifest_path;
+    char *dir;
+    uint32_t block_size;
+    RFile *files;
+    size_t nfiles;
+    RFile *dirs;
+    size_t ndirs;
+    size_t next; /* atomic */
+    uint64_t bytes; /* atomic */
+    uint64_t total;
+    int failed;  /* atomic */
+    CbfsError err;
+    pthread_mutex_t lock;
+} Restore;
+
+static void restore_fail(Restore *r, const CbfsError *err)
+{
+    pthread_mutex_lock(&r->lock);
+    if (!r->failed) {
+        r->err = *err;
+        __atomic_store_n(&r->failed, 1, __ATOMIC_SEQ_CST);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *buf,
+                        const RFile *f, CbfsError *err)
+{
+    char *path = cbfs_xasprintf("%s/%s", r->dir, f->path);
+    CbfsBlockRef *refs = NULL;
+    size_t n = 0;
+    int fd, rc;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not create file \"%s\": %s",
+                            path, strerror(errno));
+        free(path);
+        return rc;
+    }
+    if (ftruncate(fd, (off_t) f->size) < 0) {
+        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not extend file \"%s\": %s",
+                            path, strerror(errno));
+        goto out;
+    }
+    rc = cbfs_manifest_file_blocks(m, f->id, &refs, &n, err);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint64_t off = refs[i].blockno * r->block_size;
+        if (refs[i].raw_len > r->block_size || off + refs[i].raw_len > f->size) {
+            rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                                "manifest block %llu of \"%s\" lies outside the file",
+                                (unsigned long long) refs[i].blockno, f->path);
+            break;
+        }
+        rc = cbfs_pack_read_block(r->repo->store, codec, refs[i].pack, refs[i].offset,
+                                  refs[i].stored_len, refs[i].raw_len, refs[i].id, buf, err);
+        if (rc < 0) {
+            cbfs_error_prefix(err, "could not restore \"%s\" at offset %llu", f->path,
+                              (unsigned long long) off);
+            break;
+        }
+        rc = cbfs_pwrite_full(fd, buf, refs[i].raw_len, (off_t) off);
+        if (rc < 0)
+            cbfs_error_set(err, -rc, CBFS_EXIT_TARGET, "could not write file \"%s\": %s", path,
+                           strerror(-rc));
+        __atomic_add_fetch(&r->bytes, refs[i].raw_len, __ATOMIC_RELAXED);
+    }
+    if (rc == 0) {
+        struct timespec ts[2] = {{f->mtime, 0}, {f->mtime, 0}};
+        if (geteuid() == 0)
+            (void) !fchown(fd, f->uid, f->gid);
+        if (fchmod(fd, f->mode & 07777) < 0 || futimens(fd, ts) < 0)
+            rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET,
+                                "could not set attributes of \"%s\": %s", path, strerror(errno));
+    }
+out:
+    free(refs);
+    close(fd);
+    free(path);
+    return rc;
+}
+
+typedef struct RWorker {
+    Restore *r;
+    pthread_t thread;
+} RWorker;
+
+static void *rworker_main(void *arg)
+{
+    RWorker *w = arg;
+    Restore *r = w->r;
+    CbfsManifest *m = NULL;
+    CbfsCodec *codec = cbfs_codec_new(1);
+    uint8_t *buf = cbfs_xmalloc(r->block_size);
+    CbfsError err;
+
+    cbfs_error_init(&err);
+    if (cbfs_manifest_open(r->manifest_path, &m, &err) < 0) {
+        restore_fail(r, &err);
+    } else {
+        for (;;) {
+            size_t i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
+            if (i >= r->nfiles || __atomic_load_n(&r->failed, __ATOMIC_RELAXED))
+                break;
+            if (restore_file(r, m, codec, buf, &r->files[i], &err) < 0) {
+                restore_fail(r, &err);
+                break;
+            }
+        }
+    }
+    cbfs_manifest_free(m);
+    cbfs_codec_free(codec);
+    free(buf);
+    return NULL;
+}
+
+/* ---- collecting the manifest ---- */
+
+typedef struct Collect {
+    Restore *r;
+    Tablespace *ts;
+    size_t nts;
+    const char *label;
+    CbfsError *err;
+} Collect;
+
+static Tablespace *find_ts(Collect *c, const char *oid)
+{
+    for (size_t i = 0; i < c->nts; i++)
+        if (strcmp(c->ts[i].oid, oid) == 0)
+            return &c->ts[i];
+    return NULL;
+}
+
+static int collect_cb(const CbfsFileEntry *f, void *ctx)
+{
+    Collect *c = ctx;
+    Restore *r = c->r;
+    RFile rf;
+
+    if (!cbfs_manifest_path_valid(f->path)) {
+        cbfs_error_set(c->err, EBADMSG, CBFS_EXIT_CORRUPT,
+                       "manifest of backup \"%s\" names an invalid path \"%s\"", c->label,
+                       f->path);
+        return -EBADMSG;
+    }
+    rf = (RFile){f->id, cbfs_xstrdup(f->path), f->size, f->mode, f->uid, f->gid, f->mtime};
+    switch (f->type) {
+    case CBFS_FILE_REG:
+        r->files = cbfs_xrealloc(r->files, (r->nfiles + 1) * sizeof(RFile));
+        r->files[r->nfiles++] = rf;
+        r->total += f->size;
+        return 0;
+    case CBFS_FILE_DIR:
+        r->dirs = cbfs_xrealloc(r->dirs, (r->ndirs + 1) * sizeof(RFile));
+        r->dirs[r->ndirs++] = rf;
+        return 0;
+    case CBFS_FILE_SYMLINK: {
+        const char *oid = f->path + strlen("pg_tblspc/");
+        CbfsRelFile rel;
+        Tablespace *t;
+        free(rf.path);
+        if (strncmp(f->path, "pg_tblspc/", 10) != 0 || strchr(oid, '/') ||
+            !cbfs_pg_parse_relfile(oid, &rel) || rel.fork[0] || rel.segno || !f->target ||
+            f->target[0] != '/' || strstr(f->target, "/../") ||
+            strcmp(f->target + strlen(f->target) - 3 < f->target ? f->target
+                                                                   : f->target + strlen(f->target) - 3,
+                   "/..") == 0) {
+            cbfs_error_set(c->err, EBADMSG, CBFS_EXIT_CORRUPT,
+                           "manifest of backup \"%s\" names an invalid link \"%s\"", c->label,
+                           f->path);
+            return -EBADMSG;
+        }
+        t = find_ts(c, oid);
+        if (!t) {
+            c->ts = cbfs_xrealloc(c->ts, (c->nts + 1) * sizeof(Tablespace));
+            t = &c->ts[c->nts++];
+            memset(t, 0, sizeof(*t));
+            t->oid = cbfs_xstrdup(oid);
+        }
+        if (!t->target)
+            t->target = cbfs_xstrdup(f->target);
+        return 0;
+    }
+    }
+    cbfs_error_set(c->err, EBADMSG, CBFS_EXIT_CORRUPT,
+                   "manifest of backup \"%s\" has an entry of unknown type", c->label);
+    free(rf.path);
+    return -EBADMSG;
+}
+
+static bool dir_is_empty_or_absent(const char *path, bool *ret_exists)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    bool empty = true;
+    *ret_exists = d != NULL || errno != ENOENT;
+    if (!d)
+        return errno == ENOENT;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            empty = false;
+            break;
+        }
+    closedir(d);
+    return empty;
+}
+
+/* Append the recovery settings to postgresql.auto.conf and add the signal. */
+static int write_recovery(Restore *r, const char *label, const char *self, bool archive_off,
+                          CbfsError *err)
+{
+    char *conf = cbfs_xasprintf("%s/postgresql.auto.conf", r->dir);
+    char *sig = cbfs_xasprintf("%s/recovery.signal", r->dir);
+    const char *repo = r->repo->loc.kind == CBFS_LOCATION_POSIX ? r->repo->loc.path
+                                                                 : r->repo->loc.spec;
+    char *cmd, *qcmd;
+    CbfsBuf text;
+    int fd, rc = 0;
+
+    /* restore_command runs through the shell: quote both paths for it */
+    {
+        CbfsBuf b;
+        cbfs_buf_init(&b);
+        const char *parts[2] = {self, repo};
+        for (int i = 0; i < 2; i++) {
+            cbfs_buf_append(&b, "'", 1);
+            for (const char *s = parts[i]; *s; s++) {
+                if (*s == '\'')
+                    cbfs_buf_append(&b, "'\\''", 4);
+                else
+                    cbfs_buf_append(&b, s, 1);
+            }
+            cbfs_buf_append(&b, "'", 1);
+            cbfs_buf_append(&b, i == 0 ? " wal-fetch " : " %f %p", i == 0 ? 11 : 6);
+        }
+        cmd = b.data;
+    }
+    qcmd = cbfs_pg_quote(cmd);
+    cbfs_buf_init(&text);
+    cbfs_buf_printf(&text,
+                    "\n# added by cbfs restore of backup %s\n"
+                    "restore_command = %s\n"
+                    "recovery_target = 'immediate'\n"
+                    "recovery_target_action = 'promote'\n",
+                    label, qcmd);
+    if (archive_off)
+        cbfs_buf_printf(&text, "archive_mode = 'off'\n");
+    fd = open(conf, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 || cbfs_write_full(fd, text.data, text.len) < 0)
+        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not write file \"%s\": %s", conf,
+                            strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0) {
+        fd = open(sig, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+            rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not create file \"%s\": %s",
+                                sig, strerror(errno));
+        else
+            close(fd);
+    }
+    cbfs_buf_release(&text);
+    free(cmd);
+    free(qcmd);
+    free(conf);
+    free(sig);
+    return rc;
+}
+
+static int write_small(const char *dir, const char *name, const char *text, CbfsError *err)
+{
+    char *path = cbfs_xasprintf("%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int rc = 0;
+    if (fd < 0 || cbfs_write_full(fd, text, strlen(text)) < 0)
+        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not write file \"%s\": %s", path,
+                            strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+static void usage(void)
+{
+    printf("Usage: cbfs restore REPO[@LABEL|@latest] DIR [OPTIONS]\n"
+           "\n"
+           "Restore a backup into DIR (absent or empty) as a data directory that recovers\n"
+           "to the end of the backup, fetching WAL with \"cbfs wal-fetch\".\n"
+           "\n"
+           "Options:\n"
+           "  -j, --jobs N                    parallel download threads (default: 2)\n"
+           "  -T, --tablespace-map OID_OR_NAME=DIR\n"
+           "                                  restore a tablespace into DIR (repeatable)\n"
+           "      --archive-mode off|preserve off (default) turns archiving off in the copy,\n"
+           "                                  so it never archives into the repository\n"
+           "  -h, --help                      show this help\n");
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"jobs", required_argument, NULL, 'j'},
+        {"tablespace-map", required_argument, NULL, 'T'},
+        {"archive-mode", required_argument, NULL, 'A'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    long jobs = 2;
+    char **maps = NULL;
+    size_t nmaps = 0;
+    bool archive_off = true;
+    CbfsLocation loc;
+    CbfsError err;
+    Restore r;
+    Collect col;
+    CbfsKv *rec = NULL;
+    CbfsManifest *m = NULL;
+    char *label = NULL, *cache = NULL, *manifest_path = NULL, *backup_label = NULL;
+    char *spcmap = NULL, *tsnames = NULL, self[PATH_MAX];
+    RWorker *workers = NULL;
+    double t0 = cbfs_now();
+    int c, rc = 0;
+    bool made_dir = false;
+
+    cbfs_error_init(&err);
+    memset(&r, 0, sizeof(r));
+    memset(&col, 0, sizeof(col));
+    pthread_mutex_init(&r.lock, NULL);
+    while ((c = getopt_long(argc, argv, "j:T:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            if (cbfs_parse_int(optarg, 1, 256, &jobs) < 0)
+                return cmd_usage_error("restore", "invalid value for --jobs: \"%s\"", optarg);
+            break;
+        case 'T':
+            if (!strchr(optarg, '=') || strchr(optarg, '=') == optarg ||
+                strchr(optarg, '=')[1] != '/')
+                return cmd_usage_error("restore",
+                                       "invalid tablespace mapping \"%s\": expected "
+                                       "OID_OR_NAME=/absolute/dir",
+                                       optarg);
+            maps = cbfs_xrealloc(maps, (nmaps + 1) * sizeof(char *));
+            maps[nmaps++] = optarg;
+            break;
+        case 'A':
+            if (strcmp(optarg, "off") == 0)
+                archive_off = true;
+            else if (strcmp(optarg, "preserve") == 0)
+                archive_off = false;
+            else
+                return cmd_usage_error("restore", "invalid value for --archive-mode: \"%s\"",
+                                       optarg);
+            break;
+        case 'h':
+            usage();
+            return 0;
+        default:
+            return cmd_usage_error("restore", NULL);
+        }
+    }
+    if (optind + 2 != argc)
+        return cmd_usage_error("restore", optind + 2 > argc ? "missing arguments"
+                                                            : "too many arguments");
+    {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n < 0)
+            snprintf(self, sizeof(self), "cbfs");
+        else
+            self[n] = '\0';
+    }
+    if (cbfs_location_parse(argv[optind], true, &loc, &err) < 0) {
+        free(maps);
+        return cmd_fail(&err);
+    }
+    rc = cbfs_repo_open(&loc, &r.repo, &err);
+    if (rc == 0)
+        rc = cbfs_repo_resolve(r.repo, loc.point, &label, &err);
+    cbfs_location_release(&loc);
+    if (rc < 0)
+        goto fail;
+    r.block_size = r.repo->block_size;
+
+    /* the target */
+    {
+        const char *d = argv[optind + 1];
+        bool exists;
+        char abs[PATH_MAX];
+        if (!dir_is_empty_or_absent(d, &exists)) {
+            struct stat st;
+            if (stat(d, &st) == 0 && !S_ISDIR(st.st_mode))
+                cbfs_error_set(&err, ENOTDIR, CBFS_EXIT_TARGET,
+                               "could not restore into \"%s\": not a directory", d);
+            else if (errno == ENOTDIR || errno == EACCES)
+                cbfs_error_set(&err, errno, CBFS_EXIT_TARGET, "could not restore into \"%s\": %s",
+                               d, strerror(errno));
+            else
+                cbfs_error_set(&err, ENOTEMPTY, CBFS_EXIT_TARGET,
+                               "could not restore into \"%s\": directory is not empty", d);
+            goto fail;
+        }
+        if (!exists) {
+            if (cbfs_mkdir_p(d, 0700, &err) < 0)
+                goto fail;
+            made_dir = true;
+        }
+        if (!realpath(d, abs)) {
+            cbfs_error_set(&err, errno, CBFS_EXIT_TARGET, "could not restore into \"%s\": %s", d,
+                           strerror(errno));
+            goto fail;
+        }
+        r.dir = cbfs_xstrdup(abs);
+    }
+
+    /* the manifest */
+    if (cbfs_repo_read_backup(r.repo, label, &rec, &err) < 0 ||
+        cbfs_repo_cache_dir(r.repo, &cache, &err) < 0 ||
+        cbfs_repo_fetch_manifest(r.repo, rec, cache, &manifest_path, &err) < 0 ||
+        cbfs_manifest_open(manifest_path, &m, &err) < 0)
+        goto fail;
+    r.manifest_path = manifest_path;
+    {
+        char *bs = cbfs_manifest_get_meta(m, "block_size");
+        if (!bs || strtoul(bs, NULL, 10) != r.block_size) {
+            free(bs);
+            cbfs_error_set(&err, EBADMSG, CBFS_EXIT_CORRUPT,
+                           "manifest of backup \"%s\" has a wrong block size", label);
+            goto fail;
+        }
+        free(bs);
+    }
+    /* the data directory itself: owner and mode as backed up (PostgreSQL wants 0700/0750) */
+    {
+        char *mode = cbfs_manifest_get_meta(m, "pgdata_mode");
+        char *uid = cbfs_manifest_get_meta(m, "pgdata_uid");
+        char *gid = cbfs_manifest_get_meta(m, "pgdata_gid");
+        if (mode && (strtoul(mode, NULL, 8) & 07777) != 0)
+            (void) !chmod(r.dir, (mode_t) (strtoul(mode, NULL, 8) & 0750));
+        if (uid && gid && geteuid() == 0)
+            (void) !chown(r.dir, (uid_t) strtoul(uid, NULL, 10), (gid_t) strtoul(gid, NULL, 10));
+        free(mode);
+        free(uid);
+        free(gid);
+    }
+    backup_label = cbfs_manifest_get_meta(m, "backup_label");
+    spcmap = cbfs_manifest_get_meta(m, "tablespace_map");
+    tsnames = cbfs_manifest_get_meta(m, "tablespaces");
+    if (!backup_label) {
+        cbfs_error_set(&err, EBADMSG, CBFS_EXIT_CORRUPT,
+                       "manifest of backup \"%s\" has no backup_label", label);
+        goto fail;
+    }
+    col.r = &r;
+    col.label = label;
+    col.err = &err;
+    if ((rc = cbfs_manifest_foreach_file(m, collect_cb, &col, &err)) != 0)
+        goto fail;
+
+    /* tablespaces: names, then the user's mappings */
+    for (char *line = tsnames; line && *line;) {
+        char *nl = strchr(line, '\n'), *eq;
+        if (nl)
+            *nl = '\0';
+        eq = strchr(line, '=');
+        if (eq) {
+            Tablespace *t;
+            *eq = '\0';
+            if ((t = find_ts(&col, line)) != NULL)
+                t->name = cbfs_xstrdup(eq + 1);
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    for (size_t i = 0; i < nmaps; i++) {
+        char *key = cbfs_xstrdup(maps[i]);
+        char *val = strchr(key, '=');
+        Tablespace *t = NULL;
+        *val++ = '\0';
+        for (size_t k = 0; k < col.nts; k++)
+            if (strcmp(col.ts[k].oid, key) == 0 ||
+                (col.ts[k].name && strcmp(col.ts[k].name, key) == 0))
+                t = &col.ts[k];
+        if (!t) {
+            cbfs_error_set(&err, ENOENT, CBFS_EXIT_USAGE,
+                           "tablespace \"%s\" is not in backup \"%s\"", key, label);
+            free(key);
+            goto fail;
+        }
+        free(t->target);
+        t->target = cbfs_xstrdup(val);
+        free(key);
+    }
+    for (size_t i = 0; i < col.nts; i++) {
+        Tablespace *t = &col.ts[i];
+        char *link = cbfs_xasprintf("%s/pg_tblspc/%s", r.dir, t->oid);
+        bool exists;
+        if (!dir_is_empty_or_absent(t->target, &exists)) {
+            cbfs_error_set(&err, ENOTEMPTY, CBFS_EXIT_TARGET,
+                           "could not restore tablespace %s into \"%s\": directory is not empty",
+                           t->name ? t->name : t->oid, t->target);
+            free(link);
+            goto fail;
+        }
+        if (cbfs_mkdir_p(r.dir, 0700, &err) < 0 ||
+            cbfs_mkdir_p(t->target, 0700, &err) < 0) {
+            free(link);
+            goto fail;
+        }
+        {
+            char *tsdir = cbfs_xasprintf("%s/pg_tblspc", r.dir);
+            int mk = cbfs_mkdir_p(tsdir, 0700, &err);
+            free(tsdir);
+            if (mk < 0 || symlink(t->target, link) < 0) {
+                if (mk == 0)
+                    cbfs_error_set(&err, errno, CBFS_EXIT_TARGET,
+                                   "could not create symbolic link \"%s\": %s", link,
+                                   strerror(errno));
+                free(link);
+                goto fail;
+            }
+        }
+        if (geteuid() == 0) {
+            struct stat st;
+            if (stat(r.dir, &st) == 0)
+                (void) !chown(t->target, st.st_uid, st.st_gid);
+        }
+        free(link);
+    }
+
+    /* folders (in path order, so parents come first), then files */
+    for (size_t i = 0; i < r.ndirs; i++) {
+        char *p = cbfs_xasprintf("%s/%s", r.dir, r.dirs[i].path);
+        if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+            cbfs_error_set(&err, errno, CBFS_EXIT_TARGET, "could not create directory \"%s\": %s",
+                           p, strerror(errno));
+            free(p);
+            goto fail;
+        }
+        free(p);
+    }
+    workers = cbfs_xcalloc((size_t) jobs, sizeof(RWorker));
+    for (long i = 0; i < jobs; i++) {
+        workers[i].r = &r;
+        if (pthread_create(&workers[i].thread, NULL, rworker_main, &workers[i]) != 0) {
+            cbfs_error_set(&err, EAGAIN, CBFS_EXIT_ERROR, "could not start a thread");
+            restore_fail(&r, &err);
+            jobs = i;
+            break;
+        }
+    }
+    while (__atomic_load_n(&r.next, __ATOMIC_RELAXED) < r.nfiles &&
+           !__atomic_load_n(&r.failed, __ATOMIC_RELAXED)) {
+        char done[32], total[32];
+        cbfs_format_size(__atomic_load_n(&r.bytes, __ATOMIC_RELAXED), done, sizeof(done));
+        cbfs_format_size(r.total, total, sizeof(total));
+        cbfs_progress("restore %s: %s of %s", label, done, total);
+        usleep(200000);
+    }
+    for (long i = 0; i < jobs; i++)
+        pthread_join(workers[i].thread, NULL);
+    cbfs_progress_end();
+    if (r.failed) {
+        err = r.err;
+        goto fail;
+    }
+    /* folder attributes last (deepest first, so parents' mtimes stick) */
+    for (size_t i = r.ndirs; i-- > 0;) {
+        char *p = cbfs_xasprintf("%s/%s", r.dir, r.dirs[i].path);
+        struct timespec ts[2] = {{r.dirs[i].mtime, 0}, {r.dirs[i].mtime, 0}};
+        if (geteuid() == 0)
+            (void) !lchown(p, r.dirs[i].uid, r.dirs[i].gid);
+        (void) !chmod(p, r.dirs[i].mode & 07777);
+        (void) !utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW);
+        free(p);
+    }
+    /* backup_label, tablespace_map (remapped), recovery settings */
+    if (write_small(r.dir, "backup_label", backup_label, &err) < 0)
+        goto fail;
+    if (col.nts > 0) {
+        CbfsBuf map;
+        cbfs_buf_init(&map);
+        for (size_t i = 0; i < col.nts; i++)
+            cbfs_buf_printf(&map, "%s %s\n", col.ts[i].oid, col.ts[i].target);
+        rc = write_small(r.dir, "tablespace_map", map.data, &err);
+        cbfs_buf_release(&map);
+        if (rc < 0)
+            goto fail;
+    }
+    (void) spcmap;
+    if (write_recovery(&r, label, self, archive_off, &err) < 0)
+        goto fail;
+    if (geteuid() == 0) {
+        /* the files cbfs wrote itself belong to the data directory's owner */
+        struct stat st;
+        const char *names[] = {"backup_label", "tablespace_map", "recovery.signal",
+                               "postgresql.auto.conf"};
+        if (stat(r.dir, &st) == 0)
+            for (size_t i = 0; i < CBFS_ARRAY_LEN(names); i++) {
+                char *p = cbfs_xasprintf("%s/%s", r.dir, names[i]);
+                (void) !lchown(p, st.st_uid, st.st_gid);
+                free(p);
+            }
+    }
+    /* make it all durable */
+    {
+        int fd = open(r.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || syncfs(fd) < 0) {
+            cbfs_error_set(&err, errno, CBFS_EXIT_TARGET, "could not sync \"%s\": %s", r.dir,
+                           strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            goto fail;
+        }
+        close(fd);
+        for (size_t i = 0; i < col.nts; i++) {
+            fd = open(col.ts[i].target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (fd >= 0) {
+                (void) !syncfs(fd);
+                close(fd);
+            }
+        }
+    }
+    {
+        double secs = cbfs_now() - t0;
+        char sz[32], tp[32];
+        cbfs_format_size(r.bytes, sz, sizeof(sz));
+        cbfs_format_size((uint64_t) ((double) r.bytes / (secs > 0 ? secs : 1)), tp, sizeof(tp));
+        printf("restore of backup %s complete: %zu files, %s written, %s/s, %.1f s\n", label,
+               r.nfiles, sz, tp, secs);
+        if (archive_off)
+            printf("archive_mode is off in the restored copy; use --archive-mode=preserve to "
+                   "keep archiving\n");
+    }
+    rc = 0;
+    goto out;
+fail:
+    rc = cmd_fail(&err);
+    /* never leave a half-restored directory that looks like a data directory */
+    if (r.dir) {
+        char *pv = cbfs_xasprintf("%s/PG_VERSION", r.dir);
+        char *sig = cbfs_xasprintf("%s/recovery.signal", r.dir);
+        char *bl = cbfs_xasprintf("%s/backup_label", r.dir);
+        unlink(sig);
+        unlink(bl);
+        unlink(pv);
+        free(pv);
+        free(sig);
+        free(bl);
+        cbfs_error("the restore into \"%s\" is incomplete; remove the directory and retry%s",
+                   r.dir, made_dir ? "" : "");
+    }
+out:
+    free(workers);
+    for (size_t i = 0; i < r.nfiles; i++)
+        free(r.files[i].path);
+    for (size_t i = 0; i < r.ndirs; i++)
+        free(r.dirs[i].path);
+    free(r.files);
+    free(r.dirs);
+    for (size_t i = 0; i < col.nts; i++) {
+        free(col.ts[i].oid);
+        free(col.ts[i].name);
+        free(col.ts[i].target);
+    }
+    free(col.ts);
+    cbfs_manifest_free(m);
+    if (manifest_path)
+        unlink(manifest_path);
+    free(manifest_path);
+    free(cache);
+    free(label);
+    free(backup_label);
+    free(spcmap);
+    free(tsnames);
+    free(r.dir);
+    free(maps);
+    cbfs_kv_free(rec);
+    cbfs_repo_free(r.repo);
+    return rc;
+}

@@ -1,0 +1,420 @@
+/*
+ * test-wal.c - unit tests for lib/wal.c: WAL file names, LSNs and segment
+ * headers.
+ *
+ * The expected names and the segment header below come from PostgreSQL 15
+ * itself: pg_walfile_name(), pg_controldata, and the first 40 bytes of a live
+ * segment of a cluster made with initdb --wal-segsize=1 and moved to timeline
+ * 3, WAL position AC/... with pg_resetwal.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cbfs/wal.h"
+#include "tap.h"
+
+#define MB (UINT32_C(1) << 20)
+#define GB (UINT32_C(1) << 30)
+
+/* ---- names ---- */
+
+static void check_kind(const char *name, enum cbfs_wal_kind kind, uint32_t tli)
+{
+    uint32_t got_tli = 0xDEADBEEF;
+
+    is_int(cbfs_wal_classify(name, &got_tli), kind, "classify \"%s\"", name);
+    is_int(got_tli, tli, "\"%s\": timeline", name);
+}
+
+static void test_classify(void)
+{
+    static const char *const invalid[] = {
+        "",
+        "0",
+        "00000001",
+        "00000001000000000000000",   /* 23 digits */
+        "0000000100000000000000010", /* 25 digits */
+        "0000000100000000000000ab",  /* lowercase */
+        "00000001000000000000000G",
+        "X00000010000000000000001",
+        " 000000010000000000000001",
+        "000000010000000000000001 ",
+        "000000010000000000000001\n",
+        "pg_wal/000000010000000000000001",
+        "000000010000000000000001/",
+        "/000000010000000000000001",
+        "000000000000000000000001", /* timeline 0 */
+        "000000000000000000000001.partial",
+        "000000010000000000000001.partia",
+        "000000010000000000000001.partialx",
+        "000000010000000000000001.PARTIAL",
+        "000000010000000000000001.done",
+        "000000010000000000000001.ready",
+        "000000010000000000000001.gz",
+        "0000000100000000000000a1.partial",
+        "00000000.history",
+        "0000000a.history",
+        "0000001.history",
+        "000000001.history",
+        "00000001.History",
+        "00000001.history.tmp",
+        "00000001history",
+        "00000001000000000000000100000001.history",
+        "000000000000000000000002.00000028.backup",
+        "000000010000000000000002.0000028.backup",
+        "000000010000000000000002.000000028.backup",
+        "000000010000000000000002.0000002g.backup",
+        "000000010000000000000002.0000002a.backup",
+        "000000010000000000000002.00000028.backupx",
+        "000000010000000000000002.00000028.backup.gz",
+        "000000010000000000000002.00000028",
+        "000000010000000000000002.backup",
+        "000000010000000000000002-00000028.backup",
+        "00000001000000000000000.200000028.backup",
+        "archive_status",
+    };
+    uint32_t tli = 7;
+
+    check_kind("000000010000000000000001", CBFS_WAL_SEGMENT, 1);
+    check_kind("00000003000000AC00000006", CBFS_WAL_SEGMENT, 3);
+    check_kind("0000ABCD00000000000000FF", CBFS_WAL_SEGMENT, 0xABCD);
+    check_kind("FFFFFFFFFFFFFFFFFFFFFFFF", CBFS_WAL_SEGMENT, 0xFFFFFFFF);
+    check_kind("000000010000000000000001.partial", CBFS_WAL_PARTIAL, 1);
+    check_kind("0000000A00000001000000FF.partial", CBFS_WAL_PARTIAL, 10);
+    check_kind("00000002.history", CBFS_WAL_HISTORY, 2);
+    check_kind("FFFFFFFF.history", CBFS_WAL_HISTORY, 0xFFFFFFFF);
+    check_kind("000000010000000000000002.00000028.backup", CBFS_WAL_BACKUP_HISTORY, 1);
+    check_kind("00000005000000AB00000FFE.00FFE0F0.backup", CBFS_WAL_BACKUP_HISTORY, 5);
+
+    is_int(cbfs_wal_classify("00000002.history", NULL), CBFS_WAL_HISTORY, "ret_tli may be NULL");
+    for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+        tli = 7;
+        is_int(cbfs_wal_classify(invalid[i], &tli), CBFS_WAL_INVALID, "\"%s\" is not a WAL file",
+               invalid[i]);
+        is_int(tli, 7, "\"%s\": ret_tli untouched", invalid[i]);
+    }
+}
+
+/* ---- LSNs ---- */
+
+static void check_lsn(const char *s, uint64_t want, const char *printed)
+{
+    uint64_t lsn = 0xDEADBEEF;
+    char buf[20];
+
+    is_int(cbfs_lsn_parse(s, &lsn), 0, "parse \"%s\"", s);
+    ok(lsn == want, "\"%s\" is %llX", s, (unsigned long long) want);
+    cbfs_lsn_format(want, buf, sizeof(buf));
+    is_str(buf, printed, "format %llX", (unsigned long long) want);
+}
+
+static void test_lsn(void)
+{
+    static const char *const bad[] = {
+        "",
+        "/",
+        "16/",
+        "/B374D848",
+        "16",
+        "16B374D848",
+        "16//B374D848",
+        "16/B374D848/",
+        "16/1/2",
+        "123456789/0",
+        "0/123456789",
+        "000000016/B374D848",
+        " 16/B374D848",
+        "16/B374D848 ",
+        "16 /B374D848",
+        "16/ B374D848",
+        "+16/B374D848",
+        "-1/0",
+        "1/-1",
+        "0x16/B374D848",
+        "16/0xB374D848",
+        "16/B374D848x",
+        "g/0",
+        "16/B374D848\n",
+        "16.B374D848",
+        "16:B374D848",
+    };
+    uint64_t lsn;
+    char buf[32];
+
+    check_lsn("16/B374D848", UINT64_C(0x16B374D848), "16/B374D848");
+    check_lsn("0/0", 0, "0/0");
+    check_lsn("0/1", 1, "0/1");
+    check_lsn("1/0", UINT64_C(1) << 32, "1/0");
+    check_lsn("FFFFFFFF/FFFFFFFF", UINT64_MAX, "FFFFFFFF/FFFFFFFF");
+    check_lsn("AC/600108", UINT64_C(0xAC00600108), "AC/600108");
+    check_lsn("00000000/00000001", 1, "0/1");
+    check_lsn("16/b374d848", UINT64_C(0x16B374D848), "16/B374D848");
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        lsn = 42;
+        is_int(cbfs_lsn_parse(bad[i], &lsn), -EINVAL, "reject LSN \"%s\"", bad[i]);
+        is_int(lsn, 42, "\"%s\": ret_lsn untouched", bad[i]);
+    }
+
+    /* a short buffer is cut, never overrun */
+    memset(buf, 'x', sizeof(buf));
+    cbfs_lsn_format(UINT64_C(0x16B374D848), buf, 5);
+    is_str(buf, "16/B", "format into 5 bytes");
+    ok(buf[5] == 'x', "nothing written past the buffer");
+}
+
+/* ---- segments ---- */
+
+static void check_segname(uint64_t lsn, uint32_t tli, uint32_t seg_size, const char *want)
+{
+    char name[CBFS_WAL_NAME_MAX];
+    uint64_t segno = cbfs_wal_segno(lsn, seg_size), got_segno = 0;
+    uint32_t got_tli = 0;
+
+    cbfs_wal_segname(tli, segno, seg_size, name, sizeof(name));
+    is_str(name, want, "segment of %X/%X on timeline %u, %u MB segments", (unsigned) (lsn >> 32),
+           (unsigned) lsn, tli, seg_size / MB);
+    is_int(cbfs_wal_parse_segname(want, seg_size, &got_tli, &got_segno), 0, "parse %s", want);
+    is_int(got_tli, tli, "%s: timeline", want);
+    ok(got_segno == segno, "%s: segment number %llu", want, (unsigned long long) segno);
+}
+
+static void test_segments(void)
+{
+    static const char *const bad_names[] = {
+        "",
+        "00000001000000000000000",
+        "0000000100000000000000010",
+        "000000010000000000000001.partial",
+        "00000001.history",
+        "0000000100000000000000ab",
+        "000000000000000000000001",
+        " 00000001000000000000001",
+        "00000001000000000000000x",
+    };
+    static const uint32_t bad_sizes[] = {0, 1, 3 * MB, MB / 2, MB + 1, 2 * GB, 0xFFFFFFFF};
+    static const uint32_t sizes[] = {MB, 16 * MB, 64 * MB, GB};
+    uint32_t tli;
+    uint64_t segno;
+    char name[CBFS_WAL_NAME_MAX];
+
+    /* all confirmed with pg_walfile_name() or pg_controldata */
+    check_segname(UINT64_C(0x16B374D848), 1, 16 * MB, "0000000100000016000000B3");
+    check_segname(UINT64_C(0xE611F6C0), 1, 16 * MB, "0000000100000000000000E6");
+    check_segname(UINT64_C(0xAC00600108), 3, MB, "00000003000000AC00000006");
+    check_segname(UINT64_C(0xABFFE000F0), 3, MB, "00000003000000AB00000FFE");
+    check_segname(UINT64_C(0x407414F8), 1, GB, "000000010000000000000001");
+
+    check_segname(0, 1, 16 * MB, "000000010000000000000000");
+    check_segname(16 * MB - 1, 1, 16 * MB, "000000010000000000000000");
+    check_segname(16 * MB, 1, 16 * MB, "000000010000000000000001");
+    check_segname(UINT64_C(0x5C0000000), 2, GB, "000000020000000500000003");
+    check_segname(UINT64_C(0x4000000), 1, 64 * MB, "000000010000000000000001");
+    check_segname(UINT64_MAX, 0xFFFFFFFF, 16 * MB, "FFFFFFFFFFFFFFFF000000FF");
+    check_segname(UINT64_MAX, 1, MB, "00000001FFFFFFFF00000FFF");
+    check_segname(UINT64_MAX, 1, GB, "00000001FFFFFFFF00000003");
+
+    is_int(cbfs_wal_segno(UINT64_C(0x16B374D848), 16 * MB), 0x16B3, "segno of 16/B374D848");
+    is_int(cbfs_wal_segno(UINT64_C(0x16B374D848), GB), 0x5A, "segno with 1 GB segments");
+
+    /* round trip across the log id boundary for each segment size */
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint64_t per_id = UINT64_C(0x100000000) / sizes[i];
+        uint64_t samples[] = {0, 1, per_id - 1, per_id, per_id + 1, 7 * per_id + 3};
+        int all_ok = 1;
+
+        for (size_t j = 0; j < sizeof(samples) / sizeof(samples[0]); j++) {
+            cbfs_wal_segname(9, samples[j], sizes[i], name, sizeof(name));
+            if (cbfs_wal_parse_segname(name, sizes[i], &tli, &segno) != 0 || tli != 9 ||
+                segno != samples[j] || strlen(name) != 24)
+                all_ok = 0;
+        }
+        ok(all_ok, "name round trip with %u MB segments", sizes[i] / MB);
+    }
+
+    /* the S part must stay below the number of segments per 4 GB */
+    is_int(cbfs_wal_parse_segname("000000010000000000000100", 16 * MB, &tli, &segno), -EINVAL,
+           "S part 0x100 is too large for 16 MB segments");
+    is_int(cbfs_wal_parse_segname("0000000100000000000000FF", 16 * MB, &tli, &segno), 0,
+           "S part 0xFF fits 16 MB segments");
+    is_int(cbfs_wal_parse_segname("000000010000000000000100", MB, &tli, &segno), 0,
+           "S part 0x100 fits 1 MB segments");
+    is_int(cbfs_wal_parse_segname("000000010000000000000004", GB, &tli, &segno), -EINVAL,
+           "S part 4 is too large for 1 GB segments");
+    is_int(cbfs_wal_parse_segname("000000010000000000000003", GB, NULL, NULL), 0,
+           "ret pointers may be NULL");
+
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        tli = 77;
+        segno = 77;
+        is_int(cbfs_wal_parse_segname(bad_names[i], 16 * MB, &tli, &segno), -EINVAL,
+               "reject segment name \"%s\"", bad_names[i]);
+        ok(tli == 77 && segno == 77, "\"%s\": results untouched", bad_names[i]);
+    }
+    for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++)
+        is_int(cbfs_wal_parse_segname("000000010000000000000001", bad_sizes[i], &tli, &segno),
+               -EINVAL, "reject segment size %u", bad_sizes[i]);
+}
+
+/* ---- segment headers ---- */
+
+/* First 40 bytes of 00000003000000AC00000006, 1 MB segments (little-endian). */
+static const uint8_t real_header[40] = {
+    0x10, 0xd1, 0x06, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x60, 0x00, 0xac, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x82, 0x52, 0xbd, 0x64,
+    0x03, 0x7b, 0x01, 0x6b, 0x00, 0x00, 0x10, 0x00, 0x00, 0x20, 0x00, 0x00,
+};
+#define REAL_SYSID UINT64_C(7710579291540247170) /* from pg_controldata */
+
+/* The same header built in host byte order, with fields to tamper with. */
+struct hdr {
+    uint16_t magic;
+    uint16_t info;
+    uint32_t tli;
+    uint64_t pageaddr;
+    uint64_t sysid;
+    uint32_t seg_size;
+    uint32_t blcksz;
+};
+
+static void good_hdr(struct hdr *h)
+{
+    h->magic = 0xD110;
+    h->info = 0x0006; /* XLP_LONG_HEADER | XLP_BKP_REMOVABLE */
+    h->tli = 3;
+    h->pageaddr = UINT64_C(0xAC00600000);
+    h->sysid = REAL_SYSID;
+    h->seg_size = MB;
+    h->blcksz = 8192;
+}
+
+static void put_hdr(const struct hdr *h, uint8_t *buf)
+{
+    memset(buf, 0, 64);
+    memcpy(buf + 0, &h->magic, 2);
+    memcpy(buf + 2, &h->info, 2);
+    memcpy(buf + 4, &h->tli, 4);
+    memcpy(buf + 8, &h->pageaddr, 8);
+    memcpy(buf + 24, &h->sysid, 8);
+    memcpy(buf + 32, &h->seg_size, 4);
+    memcpy(buf + 36, &h->blcksz, 4);
+}
+
+static int try_hdr(const struct hdr *h)
+{
+    uint8_t buf[64];
+    uint64_t sysid = 1;
+    uint32_t seg_size = 1, tli = 1;
+    int rc;
+
+    put_hdr(h, buf);
+    rc = cbfs_wal_segment_header(buf, sizeof(buf), &sysid, &seg_size, &tli);
+    if (rc != 0 && (sysid != 1 || seg_size != 1 || tli != 1))
+        return -1000; /* results must stay untouched on failure */
+    return rc;
+}
+
+static void test_header(void)
+{
+    const uint16_t one = 1;
+    uint8_t buf[64];
+    uint64_t sysid;
+    uint32_t seg_size, tli;
+    struct hdr h;
+
+    if (*(const uint8_t *) &one == 1) {
+        sysid = 0;
+        seg_size = tli = 0;
+        is_int(cbfs_wal_segment_header(real_header, sizeof(real_header), &sysid, &seg_size, &tli),
+               0, "header of a real segment");
+        ok(sysid == REAL_SYSID, "real segment: system identifier");
+        is_int(seg_size, MB, "real segment: segment size");
+        is_int(tli, 3, "real segment: timeline");
+        is_int(cbfs_wal_segment_header(real_header, 39, &sysid, &seg_size, &tli), -EINVAL,
+               "39 bytes are too short");
+    } else {
+        for (int i = 0; i < 5; i++)
+            ok(1, "# skip the recorded header is little-endian");
+    }
+
+    good_hdr(&h);
+    put_hdr(&h, buf);
+    is_int(cbfs_wal_segment_header(buf, 40, &sysid, &seg_size, &tli), 0, "built header");
+    ok(sysid == REAL_SYSID && seg_size == MB && tli == 3, "built header: fields");
+    is_int(cbfs_wal_segment_header(buf, 40, NULL, NULL, NULL), 0, "ret pointers may be NULL");
+    is_int(cbfs_wal_segment_header(buf, 39, &sysid, &seg_size, &tli), -EINVAL, "39 bytes");
+    is_int(cbfs_wal_segment_header(buf, 0, &sysid, &seg_size, &tli), -EINVAL, "0 bytes");
+    memset(buf, 0, sizeof(buf));
+    is_int(cbfs_wal_segment_header(buf, sizeof(buf), &sysid, &seg_size, &tli), -EINVAL,
+           "all-zero page (a preallocated segment)");
+
+    /* magic: PostgreSQL 13 (D106) to 17 (D116) */
+    static const struct {
+        uint16_t magic;
+        int rc;
+    } magics[] = {
+        {0xD106, 0},       {0xD10D, 0},       {0xD110, 0},       {0xD113, 0},  {0xD116, 0},
+        {0xD105, -EINVAL}, {0xD117, -EINVAL}, {0x10D1, -EINVAL}, {0, -EINVAL},
+    };
+    for (size_t i = 0; i < sizeof(magics) / sizeof(magics[0]); i++) {
+        good_hdr(&h);
+        h.magic = magics[i].magic;
+        is_int(try_hdr(&h), magics[i].rc, "magic %04X", magics[i].magic);
+    }
+
+    good_hdr(&h);
+    h.info = 0x0002;
+    is_int(try_hdr(&h), 0, "XLP_LONG_HEADER alone");
+    h.info = 0x0003;
+    is_int(try_hdr(&h), 0, "XLP_LONG_HEADER | XLP_FIRST_IS_CONTRECORD");
+    h.info = 0x0005;
+    is_int(try_hdr(&h), -EINVAL, "a short page header");
+    h.info = 0;
+    is_int(try_hdr(&h), -EINVAL, "no flags");
+
+    static const struct {
+        uint32_t seg_size;
+        int rc;
+    } sizes[] = {
+        {MB, 0},           {2 * MB, 0},           {16 * MB, 0},      {GB, 0},
+        {0, -EINVAL},      {MB / 2, -EINVAL},     {MB + 1, -EINVAL}, {3 * MB, -EINVAL},
+        {2 * GB, -EINVAL}, {0xFFFFFFFF, -EINVAL},
+    };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        good_hdr(&h);
+        h.seg_size = sizes[i].seg_size;
+        h.pageaddr = (uint64_t) 5 * GB; /* a boundary for every valid size */
+        is_int(try_hdr(&h), sizes[i].rc, "segment size %u", sizes[i].seg_size);
+    }
+
+    good_hdr(&h);
+    h.tli = 0;
+    is_int(try_hdr(&h), -EINVAL, "timeline 0");
+    good_hdr(&h);
+    h.pageaddr = UINT64_C(0xAC00602000);
+    is_int(try_hdr(&h), -EINVAL, "page address inside a segment");
+    h.pageaddr = UINT64_C(0xAC00700000);
+    is_int(try_hdr(&h), 0, "page address of the next segment");
+
+    static const uint32_t bad_blcksz[] = {0, 512, 3000, 8193, 131072};
+    for (size_t i = 0; i < sizeof(bad_blcksz) / sizeof(bad_blcksz[0]); i++) {
+        good_hdr(&h);
+        h.blcksz = bad_blcksz[i];
+        is_int(try_hdr(&h), -EINVAL, "WAL block size %u", bad_blcksz[i]);
+    }
+    good_hdr(&h);
+    h.blcksz = 65536;
+    is_int(try_hdr(&h), 0, "WAL block size 64 kB");
+    h.blcksz = 1024;
+    is_int(try_hdr(&h), 0, "WAL block size 1 kB");
+}
+
+int main(void)
+{
+    test_classify();
+    test_lsn();
+    test_segments();
+    test_header();
+    return done_testing();
+}
