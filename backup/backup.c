@@ -365,6 +365,11 @@ static int add_regular(Backup *b, const char *src, const char *rel, const struct
 static int walk_dir(Backup *b, const char *src, const char *rel, const char *pg_major,
                     CbfsError *err);
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
 static int walk_entry(Backup *b, const char *src, const char *rel, const char *pg_major,
                       const char *const *siblings, size_t nsiblings, const char *name,
                       CbfsError *err)
@@ -391,9 +396,16 @@ static int walk_entry(Backup *b, const char *src, const char *rel, const char *p
         char *slash = strrchr(dir, '/');
         bool unlogged = false;
         if (slash) {
+            CbfsRelFile rf;
             *slash = '\0';
-            unlogged = cbfs_pg_is_relation_dir(dir) &&
-                       cbfs_pg_is_unlogged_nonInit(name, siblings, nsiblings);
+            /* an unlogged relation has an init fork beside it; siblings is sorted */
+            if (cbfs_pg_is_relation_dir(dir) && cbfs_pg_parse_relfile(name, &rf) &&
+                strcmp(rf.fork, "init") != 0) {
+                char init[32];
+                const char *key = init;
+                snprintf(init, sizeof(init), "%u_init", rf.relfilenode);
+                unlogged = bsearch(&key, siblings, nsiblings, sizeof(char *), cmp_name) != NULL;
+            }
         }
         free(dir);
         if (unlogged)
@@ -484,6 +496,7 @@ static int walk_dir(Backup *b, const char *src, const char *rel, const char *pg_
         names[n++] = cbfs_xstrdup(de->d_name);
     }
     closedir(d);
+    qsort(names, n, sizeof(char *), cmp_name);
     for (size_t i = 0; i < n && rc == 0; i++) {
         char *s = cbfs_xasprintf("%s/%s", src, names[i]);
         char *r = rel[0] ? cbfs_xasprintf("%s/%s", rel, names[i]) : cbfs_xstrdup(names[i]);

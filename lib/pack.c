@@ -49,6 +49,8 @@ CbfsPackWriter *cbfs_pack_writer_new(void)
     cbfs_random_bytes(rnd, sizeof(rnd));
     cbfs_hex_encode(rnd, sizeof(rnd), w->name);
     cbfs_buf_init(&w->data);
+    /* one allocation for the whole pack: the target, one more block and the index */
+    cbfs_buf_reserve(&w->data, CBFS_PACK_TARGET_SIZE + (2u << 20));
     return w;
 }
 

@@ -118,7 +118,14 @@ static int make_parents(PosixStore *ps, const char *key, CbfsError *err)
             continue;
         *s = '\0';
         if (mkdir(path, DIR_MODE) == 0) {
+            /* the new folder's entry must be durable before anything in it is */
+            char *parent = cbfs_xstrdup(path);
+            *strrchr(parent, '/') = '\0';
             give_away(ps, -1, path);
+            rc = cbfs_fsync_dir(parent, err);
+            free(parent);
+            if (rc < 0)
+                break;
         } else if (errno != EEXIST) {
             rc = cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
                                 "could not create directory \"%s\": %s", path, strerror(errno));

@@ -409,6 +409,14 @@ void cbfs_buf_release(CbfsBuf *b)
     b->len = b->cap = 0;
 }
 
+void cbfs_buf_reserve(CbfsBuf *b, size_t n)
+{
+    if (n + 1 > b->cap) {
+        b->cap = n + 1;
+        b->data = cbfs_xrealloc(b->data, b->cap);
+    }
+}
+
 void cbfs_buf_append(CbfsBuf *b, const void *data, size_t len)
 {
     if (b->len + len + 1 > b->cap) {

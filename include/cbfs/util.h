@@ -71,6 +71,8 @@ typedef struct CbfsBuf {
 void cbfs_buf_init(CbfsBuf *b);
 void cbfs_buf_release(CbfsBuf *b);
 void cbfs_buf_append(CbfsBuf *b, const void *data, size_t len);
+/* Make room for at least n bytes in total without reallocating later. */
+void cbfs_buf_reserve(CbfsBuf *b, size_t n);
 void cbfs_buf_printf(CbfsBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif
