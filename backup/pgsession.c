@@ -14,13 +14,13 @@
 
 static int query_error(PgSession *s, CbfsError *err, const char *what)
 {
-    char *msg = cbfs_xstrdup(PQerrorMessage(s->conn));
-    char *nl = strchr(msg, '\n');
+    const char *text = PQerrorMessage(s->conn);
+    char *msg;
     int rc;
-    if (nl)
-        *nl = '\0';
-    if (strncmp(msg, "ERROR:  ", 8) == 0)
-        memmove(msg, msg + 8, strlen(msg + 8) + 1);
+    if (strncmp(text, "ERROR:  ", 8) == 0)
+        text += 8;
+    msg = cbfs_xstrdup(text);
+    msg[strcspn(msg, "\n")] = '\0';
     rc = cbfs_error_set(err, EIO, CBFS_EXIT_DATABASE, "could not %s: %s", what, msg);
     free(msg);
     return rc;

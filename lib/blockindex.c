@@ -78,10 +78,13 @@ static int sync_packs(CbfsBlockIndex *bi, CbfsRepo *r, size_t *ret_synced, CbfsE
     rc = cbfs_store_list(r->store, "packs/", collect_pack, &listed, err);
     if (rc < 0)
         goto out;
-    qsort(listed.names, listed.n, sizeof(char *), cmp_str);
+    if (listed.n)
+        qsort(listed.names, listed.n, sizeof(char *), cmp_str);
 
     if (sqlite3_exec(bi->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(bi->db, "SELECT name, stored FROM packs", -1, &known, NULL) ||
+        /* only stored packs can be "gone": an unstored one may belong to a
+         * backup still running on this host */
+        sqlite3_prepare_v2(bi->db, "SELECT name FROM packs WHERE stored = 1", -1, &known, NULL) ||
         sqlite3_prepare_v2(bi->db,
                            "INSERT OR REPLACE INTO packs(name, stored, run) VALUES (?, 1, NULL)",
                            -1, &ins_pack, NULL) ||
@@ -95,7 +98,7 @@ static int sync_packs(CbfsBlockIndex *bi, CbfsRepo *r, size_t *ret_synced, CbfsE
         NameList gone = {0};
         while (sqlite3_step(known) == SQLITE_ROW) {
             char *name = (char *) sqlite3_column_text(known, 0);
-            if (!bsearch(&name, listed.names, listed.n, sizeof(char *), cmp_str)) {
+            if (!listed.n || !bsearch(&name, listed.names, listed.n, sizeof(char *), cmp_str)) {
                 gone.names = cbfs_xrealloc(gone.names, (gone.n + 1) * sizeof(char *));
                 gone.names[gone.n++] = cbfs_xstrdup(name);
             }

@@ -173,8 +173,11 @@ int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_en
         goto corrupt;
     count = get_le32(trailer + 8);
     index_off = get_le64(trailer + 16);
+    /* bound everything by the object's size before adding (no wrap-around) */
+    if (count > (size - CBFS_PACK_TRAILER_LEN) / CBFS_PACK_ENTRY_LEN)
+        goto corrupt;
     index_len = (size_t) count * CBFS_PACK_ENTRY_LEN;
-    if (index_off + index_len + CBFS_PACK_TRAILER_LEN != size)
+    if (index_off != size - CBFS_PACK_TRAILER_LEN - index_len)
         goto corrupt;
     index = cbfs_xmalloc(index_len ? index_len : 1);
     rc = cbfs_store_get_range(st, key, index_off, index_len, index, &n, err);
@@ -190,7 +193,7 @@ int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_en
         entries[i].offset = get_le64(e + 32);
         entries[i].stored_len = get_le32(e + 40);
         entries[i].raw_len = get_le32(e + 44);
-        if (entries[i].offset + entries[i].stored_len > index_off)
+        if (entries[i].offset > index_off || entries[i].stored_len > index_off - entries[i].offset)
             goto corrupt;
     }
     *ret_entries = entries;

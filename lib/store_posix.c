@@ -65,6 +65,14 @@ static int posix_get_range(CbfsStore *st, const char *key, uint64_t off, size_t 
         free(path);
         return rc;
     }
+    {
+        struct stat sb;
+        if (fstat(fd, &sb) == 0 && !S_ISREG(sb.st_mode)) { /* a folder is not an object */
+            close(fd);
+            free(path);
+            return -ENOENT;
+        }
+    }
     rc = cbfs_pread_full(fd, buf, len, (off_t) off, ret_n);
     if (rc < 0)
         cbfs_error_set(err, -rc, CBFS_EXIT_ERROR, "could not read object \"%s\": %s", path,
@@ -85,8 +93,8 @@ static int posix_get(CbfsStore *st, const char *key, uint8_t **ret_buf, size_t *
     if (!cbfs_store_key_valid(key))
         return bad_key(st, key, err);
     path = key_path(ps, key);
-    if (stat(path, &sb) < 0 && errno == ENOENT) {
-        free(path);
+    if (stat(path, &sb) == 0 ? !S_ISREG(sb.st_mode) : errno == ENOENT) {
+        free(path); /* absent, or a folder: not an object */
         return -ENOENT;
     }
     rc = cbfs_read_file(path, ret_buf, ret_len, err);
@@ -224,6 +232,8 @@ static int posix_stat(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsEr
                              : cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
                                               "could not stat object \"%s\": %s", path,
                                               strerror(errno));
+    else if (!S_ISREG(sb.st_mode))
+        rc = -ENOENT;
     else if (ret_size)
         *ret_size = (uint64_t) sb.st_size;
     free(path);
@@ -302,7 +312,7 @@ static int posix_remove(CbfsStore *st, const char *key, CbfsError *err)
         return bad_key(st, key, err);
     path = key_path(ps, key);
     if (unlink(path) < 0)
-        rc = errno == ENOENT ? -ENOENT
+        rc = errno == ENOENT || errno == EISDIR ? -ENOENT
                              : cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
                                               "could not remove object \"%s\": %s", path,
                                               strerror(errno));

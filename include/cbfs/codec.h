@@ -36,7 +36,7 @@ size_t cbfs_codec_bound(size_t len);
  * the stored length. */
 size_t cbfs_codec_encode(CbfsCodec *c, const void *raw, size_t len, void *out, size_t cap);
 /* Decode a stored block into out (exactly raw_len bytes) and check that its
- * SHA-256 is id.  -EBADMSG with err ("block <id>: ...") when the data does
+ * SHA-256 is id.  -EBADMSG with err ("block <id> is corrupt: ...") when the data does
  * not decompress to raw_len bytes or the id does not match. */
 int cbfs_codec_decode(CbfsCodec *c, const void *stored, size_t stored_len, void *out,
                       size_t raw_len, const uint8_t id[CBFS_BLOCK_ID_LEN], CbfsError *err);

@@ -64,8 +64,8 @@ int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_en
                          size_t *ret_n, CbfsError *err);
 
 /* Fetch one block with a ranged read, decompress it into out (raw_len
- * bytes) and verify it against id.  Missing pack, short read or mismatch is
- * an error naming the pack and offset. */
+ * bytes) and verify it against id.  A missing pack is an error naming the
+ * pack; a short read or a mismatch names the pack and the offset. */
 int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
                          uint32_t stored_len, uint32_t raw_len,
                          const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err);

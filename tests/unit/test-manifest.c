@@ -1,6 +1,425 @@
+/*
+ * test-manifest.c - unit tests for lib/manifest.c: creating a manifest,
+ * reading it back read-only (files in path order, block maps joined with
+ * their packs, totals, bad pages, meta), removing a file, path validity,
+ * and refusing files that are not manifests.
+ *
+ * Each run works in its own mkdtemp() directory under /tmp, removed at the
+ * end.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "cbfs/manifest.h"
 #include "tap.h"
+
+static char tmpdir[] = "/tmp/cbfs-test-manifest.XXXXXX";
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void) sb;
+    (void) flag;
+    (void) ftw;
+    return remove(path);
+}
+
+static void rm_rf(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *tmp_path(const char *name)
+{
+    return cbfs_xasprintf("%s/%s", tmpdir, name);
+}
+
+/* ---- paths ---- */
+
+/* s with control characters escaped, for test names (static buffer). */
+static const char *show(const char *s)
+{
+    static char buf[256];
+    size_t n = 0;
+
+    for (; *s && n + 5 < sizeof(buf); s++) {
+        if ((unsigned char) *s < 0x20 || *s == 0x7f)
+            n += (size_t) snprintf(buf + n, sizeof(buf) - n, "\\x%02x", (unsigned char) *s);
+        else
+            buf[n++] = *s;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static void test_path_valid(void)
+{
+    static const char *const good[] = {
+        "base/1/1259",
+        "PG_VERSION",
+        "global/pg_control",
+        "pg_tblspc/16384",
+        "a",
+        "a.b/c..d/...e",
+        "base/1/1259_fsm",
+        "pg_tblspc/16384/PG_15_x/5/16385",
+        "name with space",
+        "caf\xc3\xa9",
+    };
+    static const char *const bad[] = {
+        "",     "/etc/passwd", "..", "../x", "a/..", "a/../b", ".",     "./a",   "a/.",   "a/./b",
+        "a//b", "a/",          "/",  "//",   "a\nb", "a\tb",   "\x01x", "x\x1f", "a\x7f", "a/b\rc",
+    };
+
+    for (size_t i = 0; i < CBFS_ARRAY_LEN(good); i++)
+        ok(cbfs_manifest_path_valid(good[i]), "path \"%s\" is valid", good[i]);
+    for (size_t i = 0; i < CBFS_ARRAY_LEN(bad); i++)
+        ok(!cbfs_manifest_path_valid(bad[i]), "path \"%s\" is not valid", show(bad[i]));
+}
+
+/* ---- create, fill, read back ---- */
+
+#define NFILES 6
+
+typedef struct Expect {
+    CbfsFileEntry f;
+    int64_t id;
+} Expect;
+
+/* Added out of path order on purpose. */
+static Expect files[NFILES] = {
+    {{0, "global/pg_control", CBFS_FILE_REG, 0600, 26, 26, 8192, 1700000000, NULL}, 0},
+    {{0, "base", CBFS_FILE_DIR, 0700, 26, 26, 0, 1700000001, NULL}, 0},
+    {{0, "pg_tblspc/16384", CBFS_FILE_SYMLINK, 0777, 26, 26, 0, 1700000002, "/srv/ts1"}, 0},
+    {{0, "base/1/1259", CBFS_FILE_REG, 0640, 4000000000u, 7, 5ull << 32, -5, NULL}, 0},
+    {{0, "PG_VERSION", CBFS_FILE_REG, 0600, 0, 0, 3, 1700000004, NULL}, 0},
+    {{0, "base/1", CBFS_FILE_DIR, 0700, 26, 26, 0, 1700000005, NULL}, 0},
+};
+
+/* Sorted by path (byte order): indexes into files[]. */
+static const int sorted[NFILES] = {4, 1, 5, 3, 0, 2};
+
+static const char *const pack_names[3] = {
+    "00112233445566778899aabbccddeeff",
+    "ffeeddccbbaa99887766554433221100",
+    "0123456789abcdef0123456789abcdef",
+};
+
+static CbfsBlockRef make_ref(int64_t file, uint64_t blockno)
+{
+    CbfsBlockRef r;
+    char data[64];
+
+    memset(&r, 0, sizeof(r));
+    r.file = file;
+    r.blockno = blockno;
+    snprintf(data, sizeof(data), "file %lld block %llu", (long long) file,
+             (unsigned long long) blockno);
+    cbfs_block_id(data, strlen(data), r.id);
+    snprintf(r.pack, sizeof(r.pack), "%s", pack_names[blockno % 3]);
+    r.offset = blockno * 1000 + (uint64_t) file;
+    r.stored_len = (uint32_t) (100 + blockno);
+    r.raw_len = 8192;
+    return r;
+}
+
+typedef struct Seen {
+    int n;
+    int order_ok, fields_ok;
+    int stop_after;
+} Seen;
+
+static int same(const char *a, const char *b)
+{
+    return (a && b) ? strcmp(a, b) == 0 : a == b;
+}
+
+static int seen_file(const CbfsFileEntry *f, void *ctx)
+{
+    Seen *s = ctx;
+    const Expect *e;
+
+    if (s->n >= NFILES) {
+        s->order_ok = 0;
+        return 0;
+    }
+    e = &files[sorted[s->n]];
+    if (!same(f->path, e->f.path))
+        s->order_ok = 0;
+    else if (f->id != e->id || f->type != e->f.type || f->mode != e->f.mode || f->uid != e->f.uid ||
+             f->gid != e->f.gid || f->size != e->f.size || f->mtime != e->f.mtime ||
+             !same(f->target, e->f.target))
+        s->fields_ok = 0;
+    s->n++;
+    return s->stop_after && s->n == s->stop_after ? 42 : 0;
+}
+
+static int collect_path(const CbfsFileEntry *f, void *ctx)
+{
+    cbfs_buf_printf(ctx, "%s,", f->path);
+    return 0;
+}
+
+static void check_blocks(CbfsManifest *m, int64_t file, uint64_t nblocks, const char *what)
+{
+    CbfsBlockRef *refs = NULL;
+    size_t n = 0;
+    int bad = 0;
+    CbfsError err;
+
+    cbfs_error_init(&err);
+    is_int(cbfs_manifest_file_blocks(m, file, &refs, &n, &err), 0, "%s: file_blocks", what);
+    is_int(n, nblocks, "%s: %llu blocks", what, (unsigned long long) nblocks);
+    for (size_t i = 0; i < n && i < nblocks; i++) {
+        CbfsBlockRef want = make_ref(file, i);
+        if (refs[i].file != file || refs[i].blockno != i ||
+            memcmp(refs[i].id, want.id, CBFS_BLOCK_ID_LEN) != 0 ||
+            strcmp(refs[i].pack, want.pack) != 0 || refs[i].offset != want.offset ||
+            refs[i].stored_len != want.stored_len || refs[i].raw_len != want.raw_len)
+            bad++;
+    }
+    is_int(bad, 0, "%s: every block ref in block order with its pack name", what);
+    free(refs);
+}
+
+static void test_manifest(void)
+{
+    char *path = tmp_path("m1.db");
+    CbfsManifest *m = NULL;
+    CbfsError err;
+    int64_t relid = 0, pgc = 0;
+    uint64_t nfiles = 0, nbytes = 0, nbad = 0;
+    char *v;
+    Seen seen = {0, 1, 1, 0};
+
+    cbfs_error_init(&err);
+    is_int(cbfs_manifest_create(path, &m, &err), 0, "create a manifest");
+    is_int(cbfs_manifest_begin(m, &err), 0, "begin");
+    for (int i = 0; i < NFILES; i++)
+        is_int(cbfs_manifest_add_file(m, &files[i].f, &files[i].id, &err), 0, "add \"%s\"",
+               files[i].f.path);
+    ok(files[0].id != files[3].id && files[0].id > 0, "files get distinct ids");
+    relid = files[3].id;
+    pgc = files[0].id;
+    {
+        /* a second entry for a path is refused */
+        int64_t id = -1;
+        ok(cbfs_manifest_add_file(m, &files[0].f, &id, &err) < 0, "a duplicate path is refused");
+        ok(strstr(err.msg, path) != NULL, "with a message naming the manifest: \"%s\"", err.msg);
+        cbfs_error_init(&err);
+    }
+
+    /* blocks: base/1/1259 gets 10 (across all 3 packs, added in reverse
+     * order), global/pg_control 1 */
+    {
+        CbfsBlockRef refs[10];
+        for (int i = 0; i < 10; i++)
+            refs[i] = make_ref(relid, (uint64_t) (9 - i));
+        is_int(cbfs_manifest_add_blocks(m, refs, 5, &err), 0, "add 5 blocks");
+        is_int(cbfs_manifest_add_blocks(m, refs + 5, 5, &err), 0, "add 5 more blocks");
+        refs[0] = make_ref(pgc, 0);
+        is_int(cbfs_manifest_add_blocks(m, refs, 1, &err), 0, "add a block of another file");
+        is_int(cbfs_manifest_add_blocks(m, refs, 0, &err), 0, "add no block");
+    }
+    is_int(cbfs_manifest_add_bad_page(m, relid, 3, 0x1234, &err), 0, "add a bad page");
+    is_int(cbfs_manifest_add_bad_page(m, relid, 7, 0x5678, &err), 0, "add another bad page");
+    is_int(cbfs_manifest_add_bad_page(m, pgc, 0, 1, &err), 0, "add a bad page of another file");
+    is_int(cbfs_manifest_set_meta(m, "label", "first", &err), 0, "set meta label");
+    is_int(cbfs_manifest_set_meta(m, "label", "full-1", &err), 0, "replace meta label");
+    is_int(cbfs_manifest_set_meta(m, "backup_label", "START WAL LOCATION: 0/2000028\nx", &err), 0,
+           "set a multi-line meta value");
+    is_int(cbfs_manifest_set_file_size(m, files[4].id, 4, &err), 0, "set a file's size");
+    files[4].f.size = 4;
+    is_int(cbfs_manifest_commit(m, &err), 0, "commit");
+    is_str(err.msg, "", "no error message along the way");
+
+    v = cbfs_manifest_get_meta(m, "label");
+    is_str(v, "full-1", "meta readable while writing");
+    free(v);
+    cbfs_manifest_free(m);
+    m = NULL;
+
+    /* read back */
+    is_int(cbfs_manifest_open(path, &m, &err), 0, "reopen read-only");
+    if (!m) {
+        free(path);
+        return;
+    }
+    v = cbfs_manifest_get_meta(m, "format");
+    is_str(v, CBFS_MANIFEST_FORMAT, "meta format is " CBFS_MANIFEST_FORMAT);
+    free(v);
+    v = cbfs_manifest_get_meta(m, "label");
+    is_str(v, "full-1", "meta label replaced");
+    free(v);
+    v = cbfs_manifest_get_meta(m, "backup_label");
+    is_str(v, "START WAL LOCATION: 0/2000028\nx", "multi-line meta value kept");
+    free(v);
+    ok(cbfs_manifest_get_meta(m, "stop_lsn") == NULL, "an absent meta key is NULL");
+
+    is_int(cbfs_manifest_foreach_file(m, seen_file, &seen, &err), 0, "foreach_file");
+    is_int(seen.n, NFILES, "every file seen once");
+    ok(seen.order_ok, "files come in path order");
+    ok(seen.fields_ok, "every field read back (id, type, mode, uid, gid, size, mtime, target)");
+    seen = (Seen){0, 1, 1, 2};
+    is_int(cbfs_manifest_foreach_file(m, seen_file, &seen, &err), 42,
+           "a callback's non-zero return stops foreach and is returned");
+    is_int(seen.n, 2, "no call after the stop");
+
+    check_blocks(m, relid, 10, "base/1/1259");
+    check_blocks(m, pgc, 1, "global/pg_control");
+    check_blocks(m, files[1].id, 0, "a directory");
+    check_blocks(m, 9999, 0, "an unknown file id");
+
+    is_int(cbfs_manifest_totals(m, &nfiles, &nbytes, &err), 0, "totals");
+    is_int(nfiles, NFILES, "totals: all files, any type");
+    is_int(nbytes, 8192 + (5ull << 32) + 4, "totals: bytes of regular files only");
+    is_int(cbfs_manifest_bad_page_count(m, &nbad, &err), 0, "bad page count");
+    is_int(nbad, 3, "3 bad pages");
+
+    /* read-only: writes fail with a message */
+    {
+        CbfsFileEntry f = {0, "new", CBFS_FILE_REG, 0600, 0, 0, 0, 0, NULL};
+        int64_t id;
+        cbfs_error_init(&err);
+        ok(cbfs_manifest_add_file(m, &f, &id, &err) < 0,
+           "a manifest opened with open is read-only");
+        ok(strstr(err.msg, path) != NULL, "message names the manifest: \"%s\"", err.msg);
+    }
+    cbfs_manifest_free(m);
+    m = NULL;
+
+    /* remove_file: on a new manifest built the same way */
+    {
+        char *path2 = tmp_path("m2.db");
+        CbfsBlockRef refs[4];
+        CbfsFileEntry a = {0, "a", CBFS_FILE_REG, 0600, 1, 1, 100, 1, NULL};
+        CbfsFileEntry b = {0, "b", CBFS_FILE_REG, 0600, 1, 1, 200, 1, NULL};
+        int64_t ida = 0, idb = 0;
+
+        cbfs_error_init(&err);
+        is_int(cbfs_manifest_create(path2, &m, &err), 0, "create a second manifest");
+        cbfs_manifest_add_file(m, &a, &ida, &err);
+        cbfs_manifest_add_file(m, &b, &idb, &err);
+        for (int i = 0; i < 2; i++) {
+            refs[i] = make_ref(ida, (uint64_t) i);
+            refs[2 + i] = make_ref(idb, (uint64_t) i);
+        }
+        cbfs_manifest_add_blocks(m, refs, 4, &err);
+        cbfs_manifest_add_bad_page(m, ida, 1, 1, &err);
+        cbfs_manifest_add_bad_page(m, idb, 1, 1, &err);
+        is_str(err.msg, "", "second manifest filled");
+        is_int(cbfs_manifest_remove_file(m, ida, &err), 0, "remove_file");
+        check_blocks(m, ida, 0, "removed file");
+        check_blocks(m, idb, 2, "remaining file");
+        cbfs_manifest_totals(m, &nfiles, &nbytes, &err);
+        is_int(nfiles, 1, "after remove: 1 file");
+        is_int(nbytes, 200, "after remove: its bytes only");
+        cbfs_manifest_bad_page_count(m, &nbad, &err);
+        is_int(nbad, 1, "after remove: its bad pages are gone");
+        {
+            CbfsBuf paths;
+            cbfs_buf_init(&paths);
+            is_int(cbfs_manifest_foreach_file(m, collect_path, &paths, &err), 0, "foreach_file");
+            is_str(paths.data, "b,", "after remove: foreach sees only the other file");
+            cbfs_buf_release(&paths);
+        }
+        cbfs_manifest_free(m);
+        m = NULL;
+        free(path2);
+    }
+    free(path);
+}
+
+/* ---- not manifests ---- */
+
+static void check_open_fails(const char *path, const char *want, const char *what)
+{
+    CbfsManifest *m = NULL;
+    CbfsError err;
+    int rc;
+
+    cbfs_error_init(&err);
+    rc = cbfs_manifest_open(path, &m, &err);
+    ok(rc < 0, "%s: open fails", what);
+    ok(strstr(err.msg, want) != NULL, "%s: message \"%s\" contains \"%s\"", what, err.msg, want);
+    ok(strstr(err.msg, path) != NULL, "%s: message names the file", what);
+    if (rc == 0)
+        cbfs_manifest_free(m);
+}
+
+static void write_text(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fwrite(text, 1, len, f);
+        fclose(f);
+    }
+}
+
+static void sqlite_file(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) == SQLITE_OK)
+        sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+}
+
+static void test_not_manifest(void)
+{
+    char *garbage = tmp_path("garbage.db"), *empty = tmp_path("empty.db");
+    char *other = tmp_path("other.db"), *fmt2 = tmp_path("format2.db");
+    char *missing = tmp_path("missing.db"), *exists = tmp_path("m1.db");
+    CbfsManifest *m = NULL;
+    CbfsError err;
+    char junk[4096];
+
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (char) (i * 7 + 3);
+    write_text(garbage, junk, sizeof(junk));
+    write_text(empty, "", 0);
+    sqlite_file(other, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    sqlite_file(fmt2, "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                      "INSERT INTO meta VALUES ('format', '2');");
+
+    check_open_fails(garbage, "is not a cbfs manifest", "garbage file");
+    check_open_fails(empty, "is not a cbfs manifest", "empty file");
+    check_open_fails(other, "is not a cbfs manifest", "another SQLite database");
+    check_open_fails(fmt2, "is not a cbfs manifest of format 1", "a manifest of format 2");
+    check_open_fails(missing, "could not open manifest", "a missing file");
+    ok(access(missing, F_OK) != 0, "opening a missing manifest does not create it");
+
+    cbfs_error_init(&err);
+    ok(cbfs_manifest_create(exists, &m, &err) < 0, "create refuses an existing manifest");
+    ok(err.msg[0] != '\0', "with a message: \"%s\"", err.msg);
+    if (m)
+        cbfs_manifest_free(m);
+    cbfs_manifest_free(NULL);
+
+    free(garbage);
+    free(empty);
+    free(other);
+    free(fmt2);
+    free(missing);
+    free(exists);
+}
+
 int main(void)
 {
-    ok(1, "placeholder");
+    if (!mkdtemp(tmpdir)) {
+        printf("Bail out! could not create a temp directory\n");
+        return 1;
+    }
+    test_path_valid();
+    test_manifest();
+    test_not_manifest();
+    rm_rf(tmpdir);
+    ok(access(tmpdir, F_OK) != 0, "temp directory removed");
     return done_testing();
 }
