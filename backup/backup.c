@@ -39,17 +39,17 @@
 #include "pgsession.h"
 
 #define CHUNK_BYTES (64u << 20) /* a work unit covers at most this much of one file */
-#define REF_BATCH 256
+#define REF_BATCH   256
 
 typedef struct BackupFile {
-    int64_t id;        /* manifest file id */
-    char *src;         /* absolute path to read */
-    const char *rel;   /* path in the manifest (points into src or owned) */
+    int64_t id;      /* manifest file id */
+    char *src;       /* absolute path to read */
+    const char *rel; /* path in the manifest (points into src or owned) */
     char *rel_owned;
-    uint64_t size;     /* size at walk time: what we back up */
-    bool relation;     /* a relation file: verify page checksums */
-    uint32_t segno;    /* relation segment number (for page checksums) */
-    int vanished;      /* set (atomically) if it disappeared during the backup */
+    uint64_t size;  /* size at walk time: what we back up */
+    bool relation;  /* a relation file: verify page checksums */
+    uint32_t segno; /* relation segment number (for page checksums) */
+    int vanished;   /* set (atomically) if it disappeared during the backup */
 } BackupFile;
 
 typedef struct WorkUnit {
@@ -71,7 +71,7 @@ typedef struct Backup {
     size_t nfiles, files_cap;
     WorkUnit *units;
     size_t nunits, units_cap;
-    size_t next_unit; /* atomic */
+    size_t next_unit;       /* atomic */
     BackupFile *pg_control; /* copied last */
 
     /* statistics, atomic */
@@ -165,8 +165,8 @@ static int verify_pages(Worker *w, BackupFile *f, int fd, uint64_t blockno, cons
              cbfs_pg_page_verify(again, abs, &lsn) == CBFS_PG_PAGE_OK || lsn >= b->start_lsn))
             continue;
         __atomic_add_fetch(&b->bad_pages, 1, __ATOMIC_RELAXED);
-        cbfs_warning("page %llu of file \"%s\" has an invalid checksum",
-                     (unsigned long long) page, f->rel);
+        cbfs_warning("page %llu of file \"%s\" has an invalid checksum", (unsigned long long) page,
+                     f->rel);
         pthread_mutex_lock(&b->manifest_lock);
         rc = cbfs_manifest_add_bad_page(b->manifest, f->id, page, lsn, &w->err);
         pthread_mutex_unlock(&b->manifest_lock);
@@ -176,8 +176,7 @@ static int verify_pages(Worker *w, BackupFile *f, int fd, uint64_t blockno, cons
     return 0;
 }
 
-static int store_block(Worker *w, BackupFile *f, uint64_t blockno, const uint8_t *data,
-                       size_t len)
+static int store_block(Worker *w, BackupFile *f, uint64_t blockno, const uint8_t *data, size_t len)
 {
     Backup *b = w->b;
     CbfsBlockRef *ref = &w->refs[w->nrefs];
@@ -192,8 +191,8 @@ static int store_block(Worker *w, BackupFile *f, uint64_t blockno, const uint8_t
         size_t n = cbfs_codec_encode(w->codec, data, len, w->enc, w->enc_cap);
         if (!w->pack && (rc = start_pack(w)) < 0)
             return rc;
-        ref->offset = cbfs_pack_writer_append(w->pack, ref->id, w->enc, (uint32_t) n,
-                                              (uint32_t) len);
+        ref->offset =
+            cbfs_pack_writer_append(w->pack, ref->id, w->enc, (uint32_t) n, (uint32_t) len);
         strcpy(ref->pack, cbfs_pack_writer_name(w->pack));
         ref->stored_len = (uint32_t) n;
         ref->raw_len = (uint32_t) len;
@@ -428,8 +427,7 @@ static int walk_entry(Backup *b, const char *src, const char *rel, const char *p
         int rc;
         if (n < 0)
             return cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
-                                  "could not read symbolic link \"%s\": %s", src,
-                                  strerror(errno));
+                                  "could not read symbolic link \"%s\": %s", src, strerror(errno));
         target[n] = '\0';
         if (strncmp(rel, "pg_tblspc/", 10) != 0 || strchr(rel + 10, '/') ||
             !cbfs_pg_parse_relfile(rel + 10, &rf) || rf.fork[0] || rf.segno) {
@@ -448,8 +446,7 @@ static int walk_entry(Backup *b, const char *src, const char *rel, const char *p
             struct dirent *de;
             if (!d)
                 return cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
-                                      "could not open directory \"%s\": %s", src,
-                                      strerror(errno));
+                                      "could not open directory \"%s\": %s", src, strerror(errno));
             while (rc == 0 && (de = readdir(d)) != NULL) {
                 char *prefix = cbfs_xasprintf("PG_%s_", pg_major);
                 if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
@@ -659,8 +656,8 @@ int cmd_backup(int argc, char **argv)
         }
     }
     if (optind + 1 != argc)
-        return cmd_usage_error("backup", optind >= argc ? "no repository given"
-                                                        : "too many arguments");
+        return cmd_usage_error("backup",
+                               optind >= argc ? "no repository given" : "too many arguments");
     if (!pgdata_arg)
         return cmd_usage_error("backup", "--pgdata is required");
     if (label_arg && !cbfs_label_valid(label_arg))
@@ -721,7 +718,8 @@ int cmd_backup(int argc, char **argv)
         goto fail;
     }
     if (pg->wal_segment_size == 0 || (pg->wal_segment_size & (pg->wal_segment_size - 1))) {
-        cbfs_error_set(&err, EINVAL, CBFS_EXIT_DATABASE, "server reports an invalid WAL segment size");
+        cbfs_error_set(&err, EINVAL, CBFS_EXIT_DATABASE,
+                       "server reports an invalid WAL segment size");
         goto fail;
     }
     b.checksums = pg->data_checksums;
@@ -881,10 +879,11 @@ int cmd_backup(int argc, char **argv)
         cbfs_kv_set(rec, "cbfs_version", CBFS_VERSION);
         cbfs_kv_set(rec, "data_checksums", b.checksums ? "on" : "off");
 
-        const char *keys[] = {"label", "start_time", "stop_time", "start_lsn", "stop_lsn",
-                              "timeline", "wal_start", "wal_stop", "wal_segment_size",
-                              "pg_version", "system_identifier", "block_size", "cbfs_version",
-                              "data_checksums"};
+        const char *keys[] = {"label",        "start_time",        "stop_time",
+                              "start_lsn",    "stop_lsn",          "timeline",
+                              "wal_start",    "wal_stop",          "wal_segment_size",
+                              "pg_version",   "system_identifier", "block_size",
+                              "cbfs_version", "data_checksums"};
         for (size_t i = 0; i < CBFS_ARRAY_LEN(keys); i++)
             if (cbfs_manifest_set_meta(b.manifest, keys[i], cbfs_kv_get(rec, keys[i]), &err) < 0)
                 goto fail_rec;

@@ -27,11 +27,11 @@ static int query_error(PgSession *s, CbfsError *err, const char *what)
 }
 
 /* Run a query returning one row; *ret gets a PGresult the caller clears. */
-static int query(PgSession *s, const char *sql, const char *param, const char *what,
-                 PGresult **ret, CbfsError *err)
+static int query(PgSession *s, const char *sql, const char *param, const char *what, PGresult **ret,
+                 CbfsError *err)
 {
-    PGresult *res = PQexecParams(s->conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL,
-                                 NULL, 0);
+    PGresult *res =
+        PQexecParams(s->conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         int rc = query_error(s, err, what);
         PQclear(res);
@@ -126,8 +126,8 @@ int pg_session_reserve_wal(PgSession *s, CbfsError *err)
     cbfs_random_bytes(rnd, sizeof(rnd));
     cbfs_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(name, sizeof(name), "cbfs_backup_%d_%s", (int) getpid(), hex);
-    rc = query(s, "SELECT slot_name FROM pg_create_physical_replication_slot($1, true, true)",
-               name, "create a temporary replication slot", &res, err);
+    rc = query(s, "SELECT slot_name FROM pg_create_physical_replication_slot($1, true, true)", name,
+               "create a temporary replication slot", &res, err);
     if (rc == 0)
         PQclear(res);
     return rc;
@@ -137,9 +137,8 @@ int pg_session_backup_start(PgSession *s, const char *label, uint64_t *ret_lsn, 
 {
     PGresult *res;
     int rc = query(s,
-                   s->server_version >= 150000
-                       ? "SELECT pg_backup_start($1, true)::text"
-                       : "SELECT pg_start_backup($1, true, false)::text",
+                   s->server_version >= 150000 ? "SELECT pg_backup_start($1, true)::text"
+                                               : "SELECT pg_start_backup($1, true, false)::text",
                    label, "start the backup", &res, err);
     if (rc < 0)
         return rc;
@@ -154,11 +153,12 @@ int pg_session_backup_stop(PgSession *s, uint64_t *ret_lsn, char **ret_label_fil
                            char **ret_tablespace_map, CbfsError *err)
 {
     PGresult *res;
-    int rc = query(s,
-                   s->server_version >= 150000
-                       ? "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
-                       : "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)",
-                   NULL, "stop the backup", &res, err);
+    int rc =
+        query(s,
+              s->server_version >= 150000
+                  ? "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+                  : "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)",
+              NULL, "stop the backup", &res, err);
     if (rc < 0)
         return rc;
     rc = cbfs_lsn_parse(PQgetvalue(res, 0, 0), ret_lsn);

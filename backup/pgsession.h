@@ -13,14 +13,14 @@
 
 typedef struct PgSession {
     struct pg_conn *conn;
-    int server_version;     /* server_version_num, e.g. 150018 */
+    int server_version; /* server_version_num, e.g. 150018 */
     uint64_t system_identifier;
     bool in_recovery;
     char *wal_level;
     bool data_checksums;
     uint32_t wal_segment_size;
-    char *data_directory;   /* as the server reports it */
-    char *tablespaces;      /* "oid=name\n" lines for every user tablespace */
+    char *data_directory; /* as the server reports it */
+    char *tablespaces;    /* "oid=name\n" lines for every user tablespace */
 } PgSession;
 
 /* Connect and read the facts above.  conninfo may be NULL (libpq defaults,

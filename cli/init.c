@@ -55,7 +55,8 @@ int cmd_init(int argc, char **argv)
         }
     }
     if (optind + 1 != argc)
-        return cmd_usage_error("init", optind >= argc ? "no repository given" : "too many arguments");
+        return cmd_usage_error("init",
+                               optind >= argc ? "no repository given" : "too many arguments");
     if (cbfs_location_parse(argv[optind], false, &loc, &err) < 0)
         return cmd_fail(&err);
     rc = cbfs_repo_init(&loc, (uint32_t) block_size, (int) level, &err);

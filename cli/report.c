@@ -17,11 +17,11 @@ static const struct {
     const char *key;
     bool number;
 } fields[] = {
-    {"label", false},          {"start_time", false},   {"stop_time", false},
-    {"start_lsn", false},      {"stop_lsn", false},     {"timeline", true},
-    {"pg_version", true},      {"system_identifier", false}, {"file_count", true},
-    {"logical_size", true},    {"stored_size", true},   {"bad_pages", true},
-    {"wal_start", false},      {"wal_stop", false},     {"block_size", true},
+    {"label", false},        {"start_time", false},        {"stop_time", false},
+    {"start_lsn", false},    {"stop_lsn", false},          {"timeline", true},
+    {"pg_version", true},    {"system_identifier", false}, {"file_count", true},
+    {"logical_size", true},  {"stored_size", true},        {"bad_pages", true},
+    {"wal_start", false},    {"wal_stop", false},          {"block_size", true},
     {"cbfs_version", false},
 };
 
@@ -109,8 +109,8 @@ int cmd_list(int argc, char **argv)
         printf("%s\n", j.out.data);
         cbfs_json_release(&j);
     } else {
-        printf("%-24s %-20s %-13s %-13s %3s %9s %10s %10s %4s\n", "label", "stop time",
-               "start lsn", "stop lsn", "tli", "files", "size", "stored", "bad");
+        printf("%-24s %-20s %-13s %-13s %3s %9s %10s %10s %4s\n", "label", "stop time", "start lsn",
+               "stop lsn", "tli", "files", "size", "stored", "bad");
         for (size_t i = 0; i < n; i++) {
             uint64_t files = 0, size = 0, stored = 0, bad = 0;
             char s1[32], s2[32];

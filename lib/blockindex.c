@@ -23,7 +23,7 @@ struct CbfsBlockIndex {
     pthread_mutex_t lock; /* guards db and the statements */
     sqlite3 *db;
     char *path;
-    char run[17];          /* this process's run id */
+    char run[17]; /* this process's run id */
     sqlite3_stmt *lookup;
     sqlite3_stmt *insert;
 };

@@ -76,8 +76,7 @@ int cbfs_codec_decode(CbfsCodec *c, const void *stored, size_t stored_len, void 
         size_t n = ZSTD_decompressDCtx(c->dctx, out, raw_len, stored, stored_len);
         if (ZSTD_isError(n) || n != raw_len) {
             cbfs_block_id_hex(id, hex);
-            return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
-                                  "block %s is corrupt: %s", hex,
+            return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT, "block %s is corrupt: %s", hex,
                                   ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong length");
         }
     }

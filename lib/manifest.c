@@ -163,8 +163,7 @@ char *cbfs_manifest_get_meta(CbfsManifest *m, const char *key)
     return v;
 }
 
-int cbfs_manifest_add_file(CbfsManifest *m, const CbfsFileEntry *f, int64_t *ret_id,
-                           CbfsError *err)
+int cbfs_manifest_add_file(CbfsManifest *m, const CbfsFileEntry *f, int64_t *ret_id, CbfsError *err)
 {
     sqlite3_stmt *st;
     int rc = prepare(m,
@@ -249,8 +248,7 @@ static int pack_id(CbfsManifest *m, const char *name, int64_t *ret, CbfsError *e
     return 0;
 }
 
-int cbfs_manifest_add_blocks(CbfsManifest *m, const CbfsBlockRef *refs, size_t n,
-                             CbfsError *err)
+int cbfs_manifest_add_blocks(CbfsManifest *m, const CbfsBlockRef *refs, size_t n, CbfsError *err)
 {
     sqlite3_stmt *st = m->ins_block;
     for (size_t i = 0; i < n; i++) {
@@ -288,8 +286,7 @@ int cbfs_manifest_add_bad_page(CbfsManifest *m, int64_t file, uint64_t page, uin
     return rc;
 }
 
-int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *ctx,
-                               CbfsError *err)
+int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *ctx, CbfsError *err)
 {
     sqlite3_stmt *st;
     int rc = prepare(m,
@@ -384,8 +381,7 @@ static int count(CbfsManifest *m, const char *sql, uint64_t *ret, CbfsError *err
     return rc;
 }
 
-int cbfs_manifest_totals(CbfsManifest *m, uint64_t *ret_files, uint64_t *ret_bytes,
-                         CbfsError *err)
+int cbfs_manifest_totals(CbfsManifest *m, uint64_t *ret_files, uint64_t *ret_bytes, CbfsError *err)
 {
     int rc = count(m, "SELECT count(*) FROM files", ret_files, err);
     if (rc == 0)

@@ -14,7 +14,7 @@ static const char pack_magic[8] = {'C', 'B', 'F', 'S', 'P', 'K', '0', '1'};
 
 struct CbfsPackWriter {
     char name[CBFS_PACK_NAME_LEN + 1];
-    CbfsBuf data;          /* block data so far */
+    CbfsBuf data; /* block data so far */
     CbfsPackEntry *entries;
     size_t n, cap;
 };
@@ -165,8 +165,8 @@ int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_en
         goto out;
     if (size < CBFS_PACK_TRAILER_LEN)
         goto corrupt;
-    rc = cbfs_store_get_range(st, key, size - CBFS_PACK_TRAILER_LEN, CBFS_PACK_TRAILER_LEN,
-                              trailer, &n, err);
+    rc = cbfs_store_get_range(st, key, size - CBFS_PACK_TRAILER_LEN, CBFS_PACK_TRAILER_LEN, trailer,
+                              &n, err);
     if (rc < 0)
         goto out;
     if (n != CBFS_PACK_TRAILER_LEN || memcmp(trailer, pack_magic, 8) != 0)
@@ -211,8 +211,8 @@ out:
 }
 
 int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
-                         uint32_t stored_len, uint32_t raw_len,
-                         const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err)
+                         uint32_t stored_len, uint32_t raw_len, const uint8_t id[CBFS_BLOCK_ID_LEN],
+                         void *out, CbfsError *err)
 {
     char *key = cbfs_pack_key(name);
     uint8_t *stored = cbfs_xmalloc(stored_len ? stored_len : 1);

@@ -23,8 +23,7 @@ static int open_error(const CbfsLocation *loc, CbfsError *err, int errnum, int c
                           why);
 }
 
-int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_level,
-                   CbfsError *err)
+int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_level, CbfsError *err)
 {
     CbfsStore *st = NULL;
     CbfsKv *kv;
@@ -311,8 +310,8 @@ int cbfs_repo_resolve(CbfsRepo *r, const char *point, char **ret_label, CbfsErro
         if (rc < 0)
             return rc;
         if (n == 0)
-            rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND, "repository \"%s\" has no backups",
-                                r->display);
+            rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND,
+                                "repository \"%s\" has no backups", r->display);
         else
             *ret_label = cbfs_xstrdup(cbfs_kv_get(list[n - 1], "label"));
         cbfs_repo_free_backups(list, n);
@@ -364,16 +363,15 @@ int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest
     rc = cbfs_store_put(r->store, ikey, text, strlen(text), err);
     if (rc == -EEXIST)
         rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_ERROR,
-                            "backup \"%s\" already exists in repository \"%s\"", label,
-                            r->display);
+                            "backup \"%s\" already exists in repository \"%s\"", label, r->display);
     free(text);
     free(ikey);
     free(mkey);
     return rc;
 }
 
-int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
-                             char **ret_path, CbfsError *err)
+int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir, char **ret_path,
+                             CbfsError *err)
 {
     const char *mkey = cbfs_kv_get(record, "manifest");
     const char *want = cbfs_kv_get(record, "manifest_sha256");
@@ -385,8 +383,8 @@ int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
 
     if (!mkey || !want || !label || strncmp(mkey, "backups/", 8) != 0 ||
         !cbfs_store_key_valid(mkey))
-        return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
-                              "backup record of \"%s\" is damaged", label ? label : "?");
+        return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT, "backup record of \"%s\" is damaged",
+                              label ? label : "?");
     rc = cbfs_store_get(r->store, mkey, &data, &len, err);
     if (rc == -ENOENT)
         return cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT,

@@ -24,7 +24,7 @@
 #include "cbfs/store.h"
 #include "cbfs/util.h"
 
-#define DIR_MODE 0750
+#define DIR_MODE  0750
 #define FILE_MODE 0640
 
 typedef struct PosixStore {
@@ -42,8 +42,8 @@ static char *key_path(PosixStore *ps, const char *key)
 
 static int bad_key(CbfsStore *st, const char *key, CbfsError *err)
 {
-    return cbfs_error_set(err, EINVAL, CBFS_EXIT_ERROR, "invalid object name \"%s\" in \"%s\"",
-                          key, st->display);
+    return cbfs_error_set(err, EINVAL, CBFS_EXIT_ERROR, "invalid object name \"%s\" in \"%s\"", key,
+                          st->display);
 }
 
 static int posix_get_range(CbfsStore *st, const char *key, uint64_t off, size_t len, void *buf,
@@ -58,10 +58,10 @@ static int posix_get_range(CbfsStore *st, const char *key, uint64_t off, size_t 
     path = key_path(ps, key);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        rc = errno == ENOENT ? -ENOENT
-                             : cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
-                                              "could not open object \"%s\": %s", path,
-                                              strerror(errno));
+        rc = errno == ENOENT
+                 ? -ENOENT
+                 : cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not open object \"%s\": %s",
+                                  path, strerror(errno));
         free(path);
         return rc;
     }
@@ -145,8 +145,7 @@ static int make_parents(PosixStore *ps, const char *key, CbfsError *err)
     return rc;
 }
 
-static int posix_put(CbfsStore *st, const char *key, const void *data, size_t len,
-                     CbfsError *err)
+static int posix_put(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err)
 {
     PosixStore *ps = (PosixStore *) st;
     char *path, *tmp, *dir, *slash;
@@ -169,8 +168,8 @@ static int posix_put(CbfsStore *st, const char *key, const void *data, size_t le
 
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, FILE_MODE);
     if (fd < 0) {
-        rc = cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not create object \"%s\": %s",
-                            path, strerror(errno));
+        rc = cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not create object \"%s\": %s", path,
+                            strerror(errno));
         goto out;
     }
     give_away(ps, fd, tmp);
@@ -201,10 +200,10 @@ static int posix_put(CbfsStore *st, const char *key, const void *data, size_t le
         if (link(tmp, path) < 0) {
             int e = errno;
             unlink(tmp);
-            rc = e == EEXIST ? -EEXIST
-                             : cbfs_error_set(err, e, CBFS_EXIT_ERROR,
-                                              "could not store object \"%s\": %s", path,
-                                              strerror(e));
+            rc = e == EEXIST
+                     ? -EEXIST
+                     : cbfs_error_set(err, e, CBFS_EXIT_ERROR, "could not store object \"%s\": %s",
+                                      path, strerror(e));
             goto out;
         }
         unlink(tmp);
@@ -228,10 +227,10 @@ static int posix_stat(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsEr
         return bad_key(st, key, err);
     path = key_path(ps, key);
     if (stat(path, &sb) < 0)
-        rc = errno == ENOENT ? -ENOENT
-                             : cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
-                                              "could not stat object \"%s\": %s", path,
-                                              strerror(errno));
+        rc = errno == ENOENT
+                 ? -ENOENT
+                 : cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not stat object \"%s\": %s",
+                                  path, strerror(errno));
     else if (!S_ISREG(sb.st_mode))
         rc = -ENOENT;
     else if (ret_size)
@@ -251,10 +250,10 @@ static int walk(PosixStore *ps, const char *rel, const char *filter, cbfs_store_
     int rc = 0;
 
     if (!d) {
-        rc = errno == ENOENT ? 0
-                             : cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
-                                              "could not open directory \"%s\": %s", path,
-                                              strerror(errno));
+        rc = errno == ENOENT
+                 ? 0
+                 : cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
+                                  "could not open directory \"%s\": %s", path, strerror(errno));
         free(path);
         return rc;
     }
@@ -312,10 +311,10 @@ static int posix_remove(CbfsStore *st, const char *key, CbfsError *err)
         return bad_key(st, key, err);
     path = key_path(ps, key);
     if (unlink(path) < 0)
-        rc = errno == ENOENT || errno == EISDIR ? -ENOENT
-                             : cbfs_error_set(err, errno, CBFS_EXIT_ERROR,
-                                              "could not remove object \"%s\": %s", path,
-                                              strerror(errno));
+        rc = errno == ENOENT || errno == EISDIR
+                 ? -ENOENT
+                 : cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not remove object \"%s\": %s",
+                                  path, strerror(errno));
     free(path);
     return rc;
 }
@@ -354,8 +353,8 @@ int cbfs_store_posix_new(const char *root, const char *display, bool create, Cbf
         return cbfs_error_set(err, errno, CBFS_EXIT_REPO, "could not open repository \"%s\": %s",
                               display, strerror(errno));
     if (!S_ISDIR(sb.st_mode))
-        return cbfs_error_set(err, ENOTDIR, CBFS_EXIT_REPO,
-                              "could not open repository \"%s\": %s", display, strerror(ENOTDIR));
+        return cbfs_error_set(err, ENOTDIR, CBFS_EXIT_REPO, "could not open repository \"%s\": %s",
+                              display, strerror(ENOTDIR));
     ps = cbfs_xcalloc(1, sizeof(*ps));
     ps->base.ops = &posix_ops;
     ps->base.display = cbfs_xstrdup(display);

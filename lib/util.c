@@ -266,8 +266,8 @@ int cbfs_fsync_dir(const char *path, CbfsError *err)
         int e = errno;
         if (fd >= 0)
             close(fd);
-        return cbfs_error_set(err, e, CBFS_EXIT_ERROR, "could not fsync directory \"%s\": %s",
-                              path, strerror(e));
+        return cbfs_error_set(err, e, CBFS_EXIT_ERROR, "could not fsync directory \"%s\": %s", path,
+                              strerror(e));
     }
     close(fd);
     return 0;

@@ -77,8 +77,7 @@ int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, siz
     int rc;
 
     if (kind == CBFS_WAL_INVALID)
-        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name",
-                              name);
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name", name);
     if (kind == CBFS_WAL_SEGMENT || kind == CBFS_WAL_PARTIAL) {
         rc = check_cluster(r, name, data, len, err);
         if (rc < 0)
@@ -125,8 +124,7 @@ int cbfs_wal_push_file(CbfsRepo *r, const char *path, CbfsError *err)
 
     name = name ? name + 1 : path;
     if (cbfs_wal_classify(name, NULL) == CBFS_WAL_INVALID)
-        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name",
-                              name);
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name", name);
     rc = cbfs_read_file(path, &data, &len, err);
     if (rc < 0)
         return rc;
@@ -145,8 +143,7 @@ int cbfs_wal_fetch(CbfsRepo *r, const char *name, const char *dest, CbfsError *e
     int rc;
 
     if (!key)
-        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name",
-                              name);
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name", name);
     rc = cbfs_store_get(r->store, key, &obj, &len, err);
     if (rc < 0)
         goto out;
@@ -179,8 +176,8 @@ int cbfs_wal_fetch(CbfsRepo *r, const char *name, const char *dest, CbfsError *e
     goto out;
 corrupt:
     rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
-                        "WAL file \"%s\" in repository \"%s\" is corrupt: %s (object \"%s\")",
-                        name, r->display, why, key);
+                        "WAL file \"%s\" in repository \"%s\" is corrupt: %s (object \"%s\")", name,
+                        r->display, why, key);
 out:
     free(obj);
     free(plain);

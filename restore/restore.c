@@ -54,10 +54,10 @@ typedef struct Restore {
     size_t nfiles;
     RFile *dirs;
     size_t ndirs;
-    size_t next; /* atomic */
+    size_t next;    /* atomic */
     uint64_t bytes; /* atomic */
     uint64_t total;
-    int failed;  /* atomic */
+    int failed; /* atomic */
     CbfsError err;
     pthread_mutex_t lock;
 } Restore;
@@ -72,8 +72,8 @@ static void restore_fail(Restore *r, const CbfsError *err)
     pthread_mutex_unlock(&r->lock);
 }
 
-static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *buf,
-                        const RFile *f, CbfsError *err)
+static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *buf, const RFile *f,
+                        CbfsError *err)
 {
     char *path = cbfs_xasprintf("%s/%s", r->dir, f->path);
     CbfsBlockRef *refs = NULL;
@@ -82,14 +82,14 @@ static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *
 
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not create file \"%s\": %s",
-                            path, strerror(errno));
+        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not create file \"%s\": %s", path,
+                            strerror(errno));
         free(path);
         return rc;
     }
     if (ftruncate(fd, (off_t) f->size) < 0) {
-        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not extend file \"%s\": %s",
-                            path, strerror(errno));
+        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not extend file \"%s\": %s", path,
+                            strerror(errno));
         goto out;
     }
     rc = cbfs_manifest_file_blocks(m, f->id, &refs, &n, err);
@@ -189,8 +189,7 @@ static int collect_cb(const CbfsFileEntry *f, void *ctx)
 
     if (!cbfs_manifest_path_valid(f->path)) {
         cbfs_error_set(c->err, EBADMSG, CBFS_EXIT_CORRUPT,
-                       "manifest of backup \"%s\" names an invalid path \"%s\"", c->label,
-                       f->path);
+                       "manifest of backup \"%s\" names an invalid path \"%s\"", c->label, f->path);
         return -EBADMSG;
     }
     rf = (RFile){f->id, cbfs_xstrdup(f->path), f->size, f->mode, f->uid, f->gid, f->mtime};
@@ -212,8 +211,9 @@ static int collect_cb(const CbfsFileEntry *f, void *ctx)
         if (strncmp(f->path, "pg_tblspc/", 10) != 0 || strchr(oid, '/') ||
             !cbfs_pg_parse_relfile(oid, &rel) || rel.fork[0] || rel.segno || !f->target ||
             f->target[0] != '/' || strstr(f->target, "/../") ||
-            strcmp(f->target + strlen(f->target) - 3 < f->target ? f->target
-                                                                   : f->target + strlen(f->target) - 3,
+            strcmp(f->target + strlen(f->target) - 3 < f->target
+                       ? f->target
+                       : f->target + strlen(f->target) - 3,
                    "/..") == 0) {
             cbfs_error_set(c->err, EBADMSG, CBFS_EXIT_CORRUPT,
                            "manifest of backup \"%s\" names an invalid link \"%s\"", c->label,
@@ -261,8 +261,8 @@ static int write_recovery(Restore *r, const char *label, const char *self, bool 
 {
     char *conf = cbfs_xasprintf("%s/postgresql.auto.conf", r->dir);
     char *sig = cbfs_xasprintf("%s/recovery.signal", r->dir);
-    const char *repo = r->repo->loc.kind == CBFS_LOCATION_POSIX ? r->repo->loc.path
-                                                                 : r->repo->loc.spec;
+    const char *repo =
+        r->repo->loc.kind == CBFS_LOCATION_POSIX ? r->repo->loc.path : r->repo->loc.spec;
     char *cmd, *qcmd;
     CbfsBuf text;
     int fd, rc = 0;
@@ -410,8 +410,8 @@ int cmd_restore(int argc, char **argv)
         }
     }
     if (optind + 2 != argc)
-        return cmd_usage_error("restore", optind + 2 > argc ? "missing arguments"
-                                                            : "too many arguments");
+        return cmd_usage_error("restore",
+                               optind + 2 > argc ? "missing arguments" : "too many arguments");
     {
         ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
         if (n < 0)
@@ -550,8 +550,7 @@ int cmd_restore(int argc, char **argv)
             free(link);
             goto fail;
         }
-        if (cbfs_mkdir_p(r.dir, 0700, &err) < 0 ||
-            cbfs_mkdir_p(t->target, 0700, &err) < 0) {
+        if (cbfs_mkdir_p(r.dir, 0700, &err) < 0 || cbfs_mkdir_p(t->target, 0700, &err) < 0) {
             free(link);
             goto fail;
         }
@@ -695,8 +694,8 @@ fail:
         free(pv);
         free(sig);
         free(bl);
-        cbfs_error("the restore into \"%s\" is incomplete; remove the directory and retry%s",
-                   r.dir, made_dir ? "" : "");
+        cbfs_error("the restore into \"%s\" is incomplete; remove the directory and retry%s", r.dir,
+                   made_dir ? "" : "");
     }
 out:
     free(workers);

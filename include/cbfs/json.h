@@ -11,10 +11,10 @@
 #include "cbfs/util.h"
 
 typedef struct CbfsJson {
-    CbfsBuf out;        /* the text so far */
+    CbfsBuf out; /* the text so far */
     int depth;
     bool need_comma[32]; /* per nesting level: a value was already written */
-    bool after_key;     /* a key was just written: no comma before the value */
+    bool after_key;      /* a key was just written: no comma before the value */
 } CbfsJson;
 
 void cbfs_json_init(CbfsJson *j);

@@ -14,12 +14,13 @@ void cbfs_log_set_progname(const char *name);
 void cbfs_log_set_level(enum cbfs_log_level level);
 enum cbfs_log_level cbfs_log_get_level(void);
 
-void cbfs_log(enum cbfs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cbfs_log(enum cbfs_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-#define cbfs_error(...) cbfs_log(CBFS_LOG_ERROR, __VA_ARGS__)
+#define cbfs_error(...)   cbfs_log(CBFS_LOG_ERROR, __VA_ARGS__)
 #define cbfs_warning(...) cbfs_log(CBFS_LOG_WARNING, __VA_ARGS__)
-#define cbfs_info(...) cbfs_log(CBFS_LOG_INFO, __VA_ARGS__)
-#define cbfs_debug(...) cbfs_log(CBFS_LOG_DEBUG, __VA_ARGS__)
+#define cbfs_info(...)    cbfs_log(CBFS_LOG_INFO, __VA_ARGS__)
+#define cbfs_debug(...)   cbfs_log(CBFS_LOG_DEBUG, __VA_ARGS__)
 
 /* A progress line, redrawn in place ("\r...") when stderr is a terminal;
  * nothing otherwise.  cbfs_progress_end() clears it. */

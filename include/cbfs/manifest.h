@@ -39,9 +39,9 @@ enum cbfs_file_type { CBFS_FILE_REG = 1, CBFS_FILE_DIR = 2, CBFS_FILE_SYMLINK = 
 
 typedef struct CbfsFileEntry {
     int64_t id;
-    const char *path;   /* borrowed (see each function) */
+    const char *path; /* borrowed (see each function) */
     enum cbfs_file_type type;
-    uint32_t mode;      /* permission bits only */
+    uint32_t mode; /* permission bits only */
     uint32_t uid, gid;
     uint64_t size;
     int64_t mtime;
@@ -78,8 +78,7 @@ int cbfs_manifest_add_file(CbfsManifest *m, const CbfsFileEntry *f, int64_t *ret
 int cbfs_manifest_set_file_size(CbfsManifest *m, int64_t file, uint64_t size, CbfsError *err);
 /* Drop a file (and its blocks), e.g. one removed while being backed up. */
 int cbfs_manifest_remove_file(CbfsManifest *m, int64_t file, CbfsError *err);
-int cbfs_manifest_add_blocks(CbfsManifest *m, const CbfsBlockRef *refs, size_t n,
-                             CbfsError *err);
+int cbfs_manifest_add_blocks(CbfsManifest *m, const CbfsBlockRef *refs, size_t n, CbfsError *err);
 int cbfs_manifest_add_bad_page(CbfsManifest *m, int64_t file, uint64_t page, uint64_t lsn,
                                CbfsError *err);
 
@@ -92,8 +91,7 @@ int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *
 int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,
                               CbfsError *err);
 /* Totals: number of files (all types) and sum of regular file sizes. */
-int cbfs_manifest_totals(CbfsManifest *m, uint64_t *ret_files, uint64_t *ret_bytes,
-                         CbfsError *err);
+int cbfs_manifest_totals(CbfsManifest *m, uint64_t *ret_files, uint64_t *ret_bytes, CbfsError *err);
 int cbfs_manifest_bad_page_count(CbfsManifest *m, uint64_t *ret, CbfsError *err);
 
 /* A path from a manifest is used only if relative, without empty, "." or

@@ -25,9 +25,9 @@
 #include "cbfs/error.h"
 #include "cbfs/store.h"
 
-#define CBFS_PACK_NAME_LEN 32
+#define CBFS_PACK_NAME_LEN    32
 #define CBFS_PACK_TRAILER_LEN 56
-#define CBFS_PACK_ENTRY_LEN 48
+#define CBFS_PACK_ENTRY_LEN   48
 #define CBFS_PACK_TARGET_SIZE (16u << 20) /* seal a pack once it holds this much */
 
 typedef struct CbfsPackEntry {
@@ -67,7 +67,7 @@ int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_en
  * bytes) and verify it against id.  A missing pack is an error naming the
  * pack; a short read or a mismatch names the pack and the offset. */
 int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
-                         uint32_t stored_len, uint32_t raw_len,
-                         const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err);
+                         uint32_t stored_len, uint32_t raw_len, const uint8_t id[CBFS_BLOCK_ID_LEN],
+                         void *out, CbfsError *err);
 
 #endif

@@ -12,13 +12,13 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define CBFS_PG_PAGE_SIZE 8192
+#define CBFS_PG_PAGE_SIZE    8192
 #define CBFS_PG_RELSEG_PAGES 131072 /* pages per 1 GB relation segment */
 
 enum cbfs_pg_exclude {
-    CBFS_PG_KEEP = 0,          /* back it up */
-    CBFS_PG_EXCLUDE,           /* skip the entry (file or directory) entirely */
-    CBFS_PG_EXCLUDE_CONTENTS,  /* directory: keep it (empty), skip everything below */
+    CBFS_PG_KEEP = 0,         /* back it up */
+    CBFS_PG_EXCLUDE,          /* skip the entry (file or directory) entirely */
+    CBFS_PG_EXCLUDE_CONTENTS, /* directory: keep it (empty), skip everything below */
 };
 
 /* Decide for one directory entry by its path alone.  is_dir says whether the
@@ -35,8 +35,8 @@ enum cbfs_pg_exclude cbfs_pg_exclude_path(const char *path, bool is_dir);
  * "16385_init".  Returns true if name (the last path component) is one. */
 typedef struct CbfsRelFile {
     uint32_t relfilenode;
-    char fork[8];     /* "" for the main fork, else "fsm", "vm", "init" */
-    uint32_t segno;   /* 0 for the first segment */
+    char fork[8];   /* "" for the main fork, else "fsm", "vm", "init" */
+    uint32_t segno; /* 0 for the first segment */
 } CbfsRelFile;
 bool cbfs_pg_parse_relfile(const char *name, CbfsRelFile *ret);
 
@@ -55,9 +55,9 @@ bool cbfs_pg_is_unlogged_nonInit(const char *name, const char *const *names, siz
 uint16_t cbfs_pg_page_checksum(const uint8_t *page, uint32_t blkno);
 
 enum cbfs_pg_page_state {
-    CBFS_PG_PAGE_OK = 0,      /* checksum matches, or page is new (all zero) */
-    CBFS_PG_PAGE_BAD,         /* non-zero page whose checksum does not match; the header
-                               * fields are not checked, only the checksum decides */
+    CBFS_PG_PAGE_OK = 0, /* checksum matches, or page is new (all zero) */
+    CBFS_PG_PAGE_BAD,    /* non-zero page whose checksum does not match; the header
+                          * fields are not checked, only the checksum decides */
 };
 /* Check one page as read from a relation file.  ret_lsn gets the page's
  * pd_lsn (so a caller can tolerate pages written after the backup started). */

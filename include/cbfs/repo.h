@@ -26,15 +26,15 @@
 #include "cbfs/store.h"
 
 #define CBFS_REPO_FORMAT "1"
-#define CBFS_LABEL_MAX 64
+#define CBFS_LABEL_MAX   64
 
 typedef struct CbfsRepo {
     CbfsLocation loc;
     CbfsStore *store;
-    const char *display;   /* borrowed from loc.spec: the name in messages */
-    char id[33];           /* repository_id, 32 hex digits */
-    uint32_t block_size;   /* bytes, multiple of 8192 */
-    int compress_level;    /* zstd level */
+    const char *display; /* borrowed from loc.spec: the name in messages */
+    char id[33];         /* repository_id, 32 hex digits */
+    uint32_t block_size; /* bytes, multiple of 8192 */
+    int compress_level;  /* zstd level */
 } CbfsRepo;
 
 /* Create a repository at loc.  Refuses a non-empty directory and an
@@ -72,8 +72,8 @@ int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest
                             CbfsKv *record, CbfsError *err);
 /* Fetch a backup's manifest into dir (a local directory), verified against
  * the record's checksum.  *ret_path: caller frees (and unlinks when done). */
-int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
-                             char **ret_path, CbfsError *err);
+int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir, char **ret_path,
+                             CbfsError *err);
 
 /* Local cache directory for this repository ($CBFS_CACHE_DIR,
  * $XDG_CACHE_HOME/cbfs or ~/.cache/cbfs, then the repository id); created.

@@ -37,8 +37,7 @@ typedef struct CbfsStoreOps {
                      size_t *ret_n, CbfsError *err);
     /* Whole object into a new buffer (caller frees *ret_buf; NUL-terminated
      * for convenience, the NUL not counted).  -ENOENT if absent. */
-    int (*get)(CbfsStore *st, const char *key, uint8_t **ret_buf, size_t *ret_len,
-               CbfsError *err);
+    int (*get)(CbfsStore *st, const char *key, uint8_t **ret_buf, size_t *ret_len, CbfsError *err);
     /* Create the object durably, all or nothing.  -EEXIST if it already
      * exists (err not set; the existing object is untouched). */
     int (*put)(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err);
@@ -78,8 +77,8 @@ static inline int cbfs_store_get_range(CbfsStore *st, const char *key, uint64_t 
 {
     return st->ops->get_range(st, key, off, len, buf, ret_n, err);
 }
-static inline int cbfs_store_get(CbfsStore *st, const char *key, uint8_t **ret_buf,
-                                 size_t *ret_len, CbfsError *err)
+static inline int cbfs_store_get(CbfsStore *st, const char *key, uint8_t **ret_buf, size_t *ret_len,
+                                 CbfsError *err)
 {
     return st->ops->get(st, key, ret_buf, ret_len, err);
 }

@@ -13,7 +13,7 @@
 
 #include "cbfs/error.h"
 
-#define CBFS_SHA256_LEN 32
+#define CBFS_SHA256_LEN   32
 #define CBFS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Allocation: on failure print "out of memory" and abort.  Caller frees. */

@@ -21,7 +21,7 @@ static int tap_count, tap_failed;
         printf(__VA_ARGS__);                                                                       \
         printf("\n");                                                                              \
         if (!ok_)                                                                                  \
-            printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);                       \
+            printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
     } while (0)
 
 #define is_int(got, want, ...)                                                                     \
