@@ -297,11 +297,12 @@ static void add_unit(Backup *b, BackupFile *f, uint64_t first, uint64_t n)
     b->units[b->nunits++] = (WorkUnit){f, first, n};
 }
 
-static int add_entry(Backup *b, const char *rel, const struct stat *st, enum cbfs_file_type type,
+static int add_entry(Backup *b, int64_t parent, const char *rel, const struct stat *st, enum cbfs_file_type type,
                      const char *target, int64_t *ret_id, CbfsError *err)
 {
     CbfsFileEntry fe = {
         .path = rel,
+        .parent = parent,
         .type = type,
         .mode = st->st_mode & 07777,
         .uid = st->st_uid,
@@ -316,7 +317,7 @@ static int add_entry(Backup *b, const char *rel, const struct stat *st, enum cbf
     return rc;
 }
 
-static int add_regular(Backup *b, const char *src, const char *rel, const struct stat *st,
+static int add_regular(Backup *b, int64_t parent, const char *src, const char *rel, const struct stat *st,
                        CbfsError *err)
 {
     BackupFile *f = cbfs_xcalloc(1, sizeof(*f));
@@ -327,7 +328,7 @@ static int add_regular(Backup *b, const char *src, const char *rel, const struct
     uint64_t nblocks, per_unit;
     int rc;
 
-    rc = add_entry(b, rel, st, CBFS_FILE_REG, NULL, &f->id, err);
+    rc = add_entry(b, parent, rel, st, CBFS_FILE_REG, NULL, &f->id, err);
     if (rc < 0) {
         free(f);
         free(dir);
@@ -361,7 +362,7 @@ static int add_regular(Backup *b, const char *src, const char *rel, const struct
     return 0;
 }
 
-static int walk_dir(Backup *b, const char *src, const char *rel, const char *pg_major,
+static int walk_dir(Backup *b, int64_t parent, const char *src, const char *rel, const char *pg_major,
                     CbfsError *err);
 
 static int cmp_name(const void *a, const void *b)
@@ -369,7 +370,7 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
-static int walk_entry(Backup *b, const char *src, const char *rel, const char *pg_major,
+static int walk_entry(Backup *b, int64_t parent, const char *src, const char *rel, const char *pg_major,
                       const char *const *siblings, size_t nsiblings, const char *name,
                       CbfsError *err)
 {
@@ -409,15 +410,16 @@ static int walk_entry(Backup *b, const char *src, const char *rel, const char *p
         free(dir);
         if (unlogged)
             return 0; /* unlogged relations come back empty: only the init fork is kept */
-        return add_regular(b, src, rel, &st, err);
+        return add_regular(b, parent, src, rel, &st, err);
     }
     if (S_ISDIR(st.st_mode)) {
-        int rc = add_entry(b, rel, &st, CBFS_FILE_DIR, NULL, NULL, err);
+        int64_t id;
+        int rc = add_entry(b, parent, rel, &st, CBFS_FILE_DIR, NULL, &id, err);
         if (rc < 0 || ex == CBFS_PG_EXCLUDE_CONTENTS)
             return rc;
         if (strcmp(rel, "pg_wal") == 0)
             return 0;
-        return walk_dir(b, src, rel, pg_major, err);
+        return walk_dir(b, id, src, rel, pg_major, err);
     }
     if (S_ISLNK(st.st_mode)) {
         char target[PATH_MAX];
@@ -437,7 +439,8 @@ static int walk_entry(Backup *b, const char *src, const char *rel, const char *p
         if (stat(src, &tst) < 0 || !S_ISDIR(tst.st_mode))
             return cbfs_error_set(err, ENOTDIR, CBFS_EXIT_ERROR,
                                   "tablespace link \"%s\" does not point to a directory", src);
-        rc = add_entry(b, rel, &st, CBFS_FILE_SYMLINK, target, NULL, err);
+        int64_t link_id;
+        rc = add_entry(b, parent, rel, &st, CBFS_FILE_SYMLINK, target, &link_id, err);
         if (rc < 0)
             return rc;
         /* the tablespace's contents: only this server version's folder */
@@ -454,9 +457,11 @@ static int walk_entry(Backup *b, const char *src, const char *rel, const char *p
                     char *r2 = cbfs_xasprintf("%s/%s", rel, de->d_name);
                     struct stat vst;
                     if (lstat(s2, &vst) == 0 && S_ISDIR(vst.st_mode)) {
-                        rc = add_entry(b, r2, &vst, CBFS_FILE_DIR, NULL, NULL, err);
+                        int64_t vid;
+                        /* the version folder's parent is the tablespace link */
+                        rc = add_entry(b, link_id, r2, &vst, CBFS_FILE_DIR, NULL, &vid, err);
                         if (rc == 0)
-                            rc = walk_dir(b, s2, r2, pg_major, err);
+                            rc = walk_dir(b, vid, s2, r2, pg_major, err);
                     }
                     free(s2);
                     free(r2);
@@ -471,7 +476,7 @@ static int walk_entry(Backup *b, const char *src, const char *rel, const char *p
     return 0;
 }
 
-static int walk_dir(Backup *b, const char *src, const char *rel, const char *pg_major,
+static int walk_dir(Backup *b, int64_t parent, const char *src, const char *rel, const char *pg_major,
                     CbfsError *err)
 {
     DIR *d = opendir(src);
@@ -497,7 +502,7 @@ static int walk_dir(Backup *b, const char *src, const char *rel, const char *pg_
     for (size_t i = 0; i < n && rc == 0; i++) {
         char *s = cbfs_xasprintf("%s/%s", src, names[i]);
         char *r = rel[0] ? cbfs_xasprintf("%s/%s", rel, names[i]) : cbfs_xstrdup(names[i]);
-        rc = walk_entry(b, s, r, pg_major, (const char *const *) names, n, names[i], err);
+        rc = walk_entry(b, parent, s, r, pg_major, (const char *const *) names, n, names[i], err);
         free(s);
         free(r);
     }
@@ -782,7 +787,7 @@ int cmd_backup(int argc, char **argv)
     }
 
     /* walk, then copy with the workers */
-    if (cbfs_manifest_begin(b.manifest, &err) < 0 || walk_dir(&b, pgdata, "", pg_major, &err) < 0)
+    if (cbfs_manifest_begin(b.manifest, &err) < 0 || walk_dir(&b, 0, pgdata, "", pg_major, &err) < 0)
         goto fail;
     workers = cbfs_xcalloc((size_t) jobs, sizeof(Worker));
     for (long i = 0; i < jobs; i++) {

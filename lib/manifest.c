@@ -26,9 +26,10 @@ struct CbfsManifest {
 
 static const char schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-    "CREATE TABLE files(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, type INT NOT NULL,"
-    " mode INT NOT NULL, uid INT NOT NULL, gid INT NOT NULL, size INT NOT NULL,"
-    " mtime INT NOT NULL, target TEXT);"
+    "CREATE TABLE files(id INTEGER PRIMARY KEY, parent INT NOT NULL, name TEXT NOT NULL,"
+    " path TEXT NOT NULL UNIQUE, type INT NOT NULL, mode INT NOT NULL, uid INT NOT NULL,"
+    " gid INT NOT NULL, size INT NOT NULL, mtime INT NOT NULL, target TEXT,"
+    " UNIQUE(parent, name));"
     "CREATE TABLE packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
     "CREATE TABLE blocks(file INT NOT NULL, blockno INT NOT NULL, id BLOB NOT NULL,"
     " pack INT NOT NULL, offset INT NOT NULL, stored_len INT NOT NULL, raw_len INT NOT NULL,"
@@ -167,8 +168,8 @@ int cbfs_manifest_add_file(CbfsManifest *m, const CbfsFileEntry *f, int64_t *ret
 {
     sqlite3_stmt *st;
     int rc = prepare(m,
-                     "INSERT INTO files(path, type, mode, uid, gid, size, mtime, target)"
-                     " VALUES (?,?,?,?,?,?,?,?)",
+                     "INSERT INTO files(path, type, mode, uid, gid, size, mtime, target, parent,"
+                     " name) VALUES (?,?,?,?,?,?,?,?,?,?)",
                      &st, err);
     if (rc < 0)
         return rc;
@@ -183,6 +184,9 @@ int cbfs_manifest_add_file(CbfsManifest *m, const CbfsFileEntry *f, int64_t *ret
         sqlite3_bind_text(st, 8, f->target, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 8);
+    sqlite3_bind_int64(st, 9, f->parent);
+    sqlite3_bind_text(st, 10, strrchr(f->path, '/') ? strrchr(f->path, '/') + 1 : f->path, -1,
+                      SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = db_error(m, err, "update");
     else if (ret_id)
@@ -286,28 +290,34 @@ int cbfs_manifest_add_bad_page(CbfsManifest *m, int64_t file, uint64_t page, uin
     return rc;
 }
 
-int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *ctx, CbfsError *err)
+#define FILE_COLUMNS "id, path, type, mode, uid, gid, size, mtime, target, parent"
+
+static void row_entry(sqlite3_stmt *st, CbfsFileEntry *f)
 {
-    sqlite3_stmt *st;
-    int rc = prepare(m,
-                     "SELECT id, path, type, mode, uid, gid, size, mtime, target FROM files"
-                     " ORDER BY path",
-                     &st, err);
-    if (rc < 0)
-        return rc;
+    *f = (CbfsFileEntry){
+        .id = sqlite3_column_int64(st, 0),
+        .path = (const char *) sqlite3_column_text(st, 1),
+        .type = (enum cbfs_file_type) sqlite3_column_int(st, 2),
+        .mode = (uint32_t) sqlite3_column_int(st, 3),
+        .uid = (uint32_t) sqlite3_column_int64(st, 4),
+        .gid = (uint32_t) sqlite3_column_int64(st, 5),
+        .size = (uint64_t) sqlite3_column_int64(st, 6),
+        .mtime = sqlite3_column_int64(st, 7),
+        .target = (const char *) sqlite3_column_text(st, 8),
+        .parent = sqlite3_column_int64(st, 9),
+    };
+}
+
+/* Call cb for each row of st, then finalize st. */
+static int each_row(CbfsManifest *m, sqlite3_stmt *st, cbfs_manifest_file_cb cb, void *ctx,
+                    CbfsError *err)
+{
+    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        CbfsFileEntry f = {
-            .id = sqlite3_column_int64(st, 0),
-            .path = (const char *) sqlite3_column_text(st, 1),
-            .type = (enum cbfs_file_type) sqlite3_column_int(st, 2),
-            .mode = (uint32_t) sqlite3_column_int(st, 3),
-            .uid = (uint32_t) sqlite3_column_int64(st, 4),
-            .gid = (uint32_t) sqlite3_column_int64(st, 5),
-            .size = (uint64_t) sqlite3_column_int64(st, 6),
-            .mtime = sqlite3_column_int64(st, 7),
-            .target = (const char *) sqlite3_column_text(st, 8),
-        };
-        int r = cb(&f, ctx);
+        CbfsFileEntry f;
+        int r;
+        row_entry(st, &f);
+        r = cb(&f, ctx);
         if (r != 0) {
             sqlite3_finalize(st);
             return r;
@@ -316,6 +326,74 @@ int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *
     rc = rc == SQLITE_DONE ? 0 : db_error(m, err, "read");
     sqlite3_finalize(st);
     return rc;
+}
+
+int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *ctx, CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m,
+                     "SELECT " FILE_COLUMNS " FROM files ORDER BY path",
+                     &st, err);
+    if (rc < 0)
+        return rc;
+    return each_row(m, st, cb, ctx, err);
+}
+
+int cbfs_manifest_foreach_child(CbfsManifest *m, int64_t parent, cbfs_manifest_file_cb cb,
+                                void *ctx, CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, "SELECT " FILE_COLUMNS " FROM files WHERE parent = ? ORDER BY name", &st,
+                     err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, parent);
+    return each_row(m, st, cb, ctx, err);
+}
+
+static int one_file(CbfsManifest *m, sqlite3_stmt *st, CbfsFileEntry *ret, CbfsError *err)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        row_entry(st, ret);
+        ret->path = cbfs_xstrdup(ret->path);
+        ret->target = ret->target ? cbfs_xstrdup(ret->target) : NULL;
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : db_error(m, err, "read");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cbfs_manifest_get_file(CbfsManifest *m, int64_t id, CbfsFileEntry *ret, CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, "SELECT " FILE_COLUMNS " FROM files WHERE id = ?", &st, err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    return one_file(m, st, ret, err);
+}
+
+int cbfs_manifest_lookup(CbfsManifest *m, int64_t parent, const char *name, CbfsFileEntry *ret,
+                         CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, "SELECT " FILE_COLUMNS " FROM files WHERE parent = ? AND name = ?", &st,
+                     err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, parent);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    return one_file(m, st, ret, err);
+}
+
+void cbfs_file_entry_release(CbfsFileEntry *f)
+{
+    free((char *) f->path);
+    free((char *) f->target);
+    f->path = f->target = NULL;
 }
 
 int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,

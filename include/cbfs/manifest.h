@@ -3,8 +3,10 @@
  *
  * Schema (format 1):
  *   meta(key TEXT PRIMARY KEY, value TEXT)       backup metadata, see below
- *   files(id INTEGER PRIMARY KEY, path TEXT UNIQUE, type INT, mode INT,
- *         uid INT, gid INT, size INT, mtime INT, target TEXT)
+ *   files(id INTEGER PRIMARY KEY, parent INT, name TEXT, path TEXT UNIQUE,
+ *         type INT, mode INT, uid INT, gid INT, size INT, mtime INT, target TEXT)
+ *         UNIQUE(parent, name): parent is the id of the containing folder's
+ *         entry, 0 for the data directory itself; name the last component
  *   packs(id INTEGER PRIMARY KEY, name TEXT UNIQUE)
  *   blocks(file INT, blockno INT, id BLOB, pack INT, offset INT,
  *          stored_len INT, raw_len INT, PRIMARY KEY(file, blockno)) WITHOUT ROWID
@@ -46,6 +48,7 @@ typedef struct CbfsFileEntry {
     uint64_t size;
     int64_t mtime;
     const char *target; /* symlinks, else NULL */
+    int64_t parent;     /* id of the containing folder, 0 for the top */
 } CbfsFileEntry;
 
 typedef struct CbfsBlockRef {
@@ -87,6 +90,17 @@ int cbfs_manifest_add_bad_page(CbfsManifest *m, int64_t file, uint64_t page, uin
 typedef int (*cbfs_manifest_file_cb)(const CbfsFileEntry *f, void *ctx);
 int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *ctx,
                                CbfsError *err);
+/* One entry by id, or by parent id and name: 0, or -ENOENT.  ret->path and
+ * ret->target are allocated (free them with cbfs_file_entry_release). */
+int cbfs_manifest_get_file(CbfsManifest *m, int64_t id, CbfsFileEntry *ret, CbfsError *err);
+int cbfs_manifest_lookup(CbfsManifest *m, int64_t parent, const char *name, CbfsFileEntry *ret,
+                         CbfsError *err);
+void cbfs_file_entry_release(CbfsFileEntry *f);
+/* The entries whose parent is parent, in name order; f is borrowed for the
+ * call and f->path is the full path. */
+int cbfs_manifest_foreach_child(CbfsManifest *m, int64_t parent, cbfs_manifest_file_cb cb,
+                                void *ctx, CbfsError *err);
+
 /* All block refs of one file in block order; *ret: caller frees. */
 int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,
                               CbfsError *err);

@@ -95,12 +95,12 @@ typedef struct Expect {
 
 /* Added out of path order on purpose. */
 static Expect files[NFILES] = {
-    {{0, "global/pg_control", CBFS_FILE_REG, 0600, 26, 26, 8192, 1700000000, NULL}, 0},
-    {{0, "base", CBFS_FILE_DIR, 0700, 26, 26, 0, 1700000001, NULL}, 0},
-    {{0, "pg_tblspc/16384", CBFS_FILE_SYMLINK, 0777, 26, 26, 0, 1700000002, "/srv/ts1"}, 0},
-    {{0, "base/1/1259", CBFS_FILE_REG, 0640, 4000000000u, 7, 5ull << 32, -5, NULL}, 0},
-    {{0, "PG_VERSION", CBFS_FILE_REG, 0600, 0, 0, 3, 1700000004, NULL}, 0},
-    {{0, "base/1", CBFS_FILE_DIR, 0700, 26, 26, 0, 1700000005, NULL}, 0},
+    {{0, "global/pg_control", CBFS_FILE_REG, 0600, 26, 26, 8192, 1700000000, NULL, 0}, 0},
+    {{0, "base", CBFS_FILE_DIR, 0700, 26, 26, 0, 1700000001, NULL, 0}, 0},
+    {{0, "pg_tblspc/16384", CBFS_FILE_SYMLINK, 0777, 26, 26, 0, 1700000002, "/srv/ts1", 0}, 0},
+    {{0, "base/1/1259", CBFS_FILE_REG, 0640, 4000000000u, 7, 5ull << 32, -5, NULL, 0}, 0},
+    {{0, "PG_VERSION", CBFS_FILE_REG, 0600, 0, 0, 3, 1700000004, NULL, 0}, 0},
+    {{0, "base/1", CBFS_FILE_DIR, 0700, 26, 26, 0, 1700000005, NULL, 0}, 0},
 };
 
 /* Sorted by path (byte order): indexes into files[]. */
@@ -285,7 +285,7 @@ static void test_manifest(void)
 
     /* read-only: writes fail with a message */
     {
-        CbfsFileEntry f = {0, "new", CBFS_FILE_REG, 0600, 0, 0, 0, 0, NULL};
+        CbfsFileEntry f = {0, "new", CBFS_FILE_REG, 0600, 0, 0, 0, 0, NULL, 0};
         int64_t id;
         cbfs_error_init(&err);
         ok(cbfs_manifest_add_file(m, &f, &id, &err) < 0,
@@ -299,8 +299,8 @@ static void test_manifest(void)
     {
         char *path2 = tmp_path("m2.db");
         CbfsBlockRef refs[4];
-        CbfsFileEntry a = {0, "a", CBFS_FILE_REG, 0600, 1, 1, 100, 1, NULL};
-        CbfsFileEntry b = {0, "b", CBFS_FILE_REG, 0600, 1, 1, 200, 1, NULL};
+        CbfsFileEntry a = {0, "a", CBFS_FILE_REG, 0600, 1, 1, 100, 1, NULL, 0};
+        CbfsFileEntry b = {0, "b", CBFS_FILE_REG, 0600, 1, 1, 200, 1, NULL, 0};
         int64_t ida = 0, idb = 0;
 
         cbfs_error_init(&err);

@@ -356,7 +356,7 @@ static void test_labels(void)
 static int make_manifest(const char *path, const char *label)
 {
     CbfsManifest *m = NULL;
-    CbfsFileEntry f = {0, "PG_VERSION", CBFS_FILE_REG, 0600, 26, 26, 3, 1700000000, NULL};
+    CbfsFileEntry f = {0, "PG_VERSION", CBFS_FILE_REG, 0600, 26, 26, 3, 1700000000, NULL, 0};
     CbfsError err;
     int rc;
 
