@@ -15,6 +15,7 @@
 
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
+#include "cbfs/wal.h"
 
 static int open_error(const CbfsLocation *loc, CbfsError *err, int errnum, int code,
                       const char *why)
@@ -254,11 +255,27 @@ static int collect_label(const char *key, uint64_t size, void *ctx)
     return 0;
 }
 
+static uint64_t record_lsn(const CbfsKv *rec)
+{
+    const char *s = cbfs_kv_get(rec, "stop_lsn");
+    uint64_t lsn = 0;
+    if (s)
+        cbfs_lsn_parse(s, &lsn);
+    return lsn;
+}
+
+/* Oldest first: by stop LSN (LSNs only grow across a cluster's timelines, and
+ * seconds are too coarse: two backups can end in the same one), then stop
+ * time, then label. */
 static int cmp_record(const void *a, const void *b)
 {
     const CbfsKv *x = *(CbfsKv *const *) a, *y = *(CbfsKv *const *) b;
+    uint64_t lx = record_lsn(x), ly = record_lsn(y);
     const char *tx = cbfs_kv_get(x, "stop_time"), *ty = cbfs_kv_get(y, "stop_time");
-    int c = strcmp(tx ? tx : "", ty ? ty : "");
+    int c;
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    c = strcmp(tx ? tx : "", ty ? ty : "");
     return c ? c : strcmp(cbfs_kv_get(x, "label"), cbfs_kv_get(y, "label"));
 }
 

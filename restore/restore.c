@@ -371,7 +371,7 @@ int cmd_restore(int argc, char **argv)
     RWorker *workers = NULL;
     double t0 = cbfs_now();
     int c, rc = 0;
-    bool made_dir = false;
+    bool made_dir = false, started = false;
 
     cbfs_error_init(&err);
     memset(&r, 0, sizeof(r));
@@ -431,11 +431,11 @@ int cmd_restore(int argc, char **argv)
         goto fail;
     r.block_size = r.repo->block_size;
 
-    /* the target */
+    /* the target must be absent or empty; it is created only once the
+     * backup and the options were found usable */
     {
         const char *d = argv[optind + 1];
         bool exists;
-        char abs[PATH_MAX];
         if (!dir_is_empty_or_absent(d, &exists)) {
             struct stat st;
             if (stat(d, &st) == 0 && !S_ISDIR(st.st_mode))
@@ -449,17 +449,6 @@ int cmd_restore(int argc, char **argv)
                                "could not restore into \"%s\": directory is not empty", d);
             goto fail;
         }
-        if (!exists) {
-            if (cbfs_mkdir_p(d, 0700, &err) < 0)
-                goto fail;
-            made_dir = true;
-        }
-        if (!realpath(d, abs)) {
-            cbfs_error_set(&err, errno, CBFS_EXIT_TARGET, "could not restore into \"%s\": %s", d,
-                           strerror(errno));
-            goto fail;
-        }
-        r.dir = cbfs_xstrdup(abs);
     }
 
     /* the manifest */
@@ -478,19 +467,6 @@ int cmd_restore(int argc, char **argv)
             goto fail;
         }
         free(bs);
-    }
-    /* the data directory itself: owner and mode as backed up (PostgreSQL wants 0700/0750) */
-    {
-        char *mode = cbfs_manifest_get_meta(m, "pgdata_mode");
-        char *uid = cbfs_manifest_get_meta(m, "pgdata_uid");
-        char *gid = cbfs_manifest_get_meta(m, "pgdata_gid");
-        if (mode && (strtoul(mode, NULL, 8) & 07777) != 0)
-            (void) !chmod(r.dir, (mode_t) (strtoul(mode, NULL, 8) & 0750));
-        if (uid && gid && geteuid() == 0)
-            (void) !chown(r.dir, (uid_t) strtoul(uid, NULL, 10), (gid_t) strtoul(gid, NULL, 10));
-        free(mode);
-        free(uid);
-        free(gid);
     }
     backup_label = cbfs_manifest_get_meta(m, "backup_label");
     spcmap = cbfs_manifest_get_meta(m, "tablespace_map");
@@ -538,6 +514,37 @@ int cmd_restore(int argc, char **argv)
         free(t->target);
         t->target = cbfs_xstrdup(val);
         free(key);
+    }
+    /* from here on the restore writes */
+    {
+        const char *d = argv[optind + 1];
+        char abs[PATH_MAX];
+        struct stat st;
+        if (stat(d, &st) < 0) {
+            if (cbfs_mkdir_p(d, 0700, &err) < 0)
+                goto fail;
+            made_dir = true;
+        }
+        if (!realpath(d, abs)) {
+            cbfs_error_set(&err, errno, CBFS_EXIT_TARGET, "could not restore into \"%s\": %s", d,
+                           strerror(errno));
+            goto fail;
+        }
+        r.dir = cbfs_xstrdup(abs);
+        started = true;
+    }
+    /* the data directory itself: owner and mode as backed up (PostgreSQL wants 0700/0750) */
+    {
+        char *mode = cbfs_manifest_get_meta(m, "pgdata_mode");
+        char *uid = cbfs_manifest_get_meta(m, "pgdata_uid");
+        char *gid = cbfs_manifest_get_meta(m, "pgdata_gid");
+        if (mode && (strtoul(mode, NULL, 8) & 07777) != 0)
+            (void) !chmod(r.dir, (mode_t) (strtoul(mode, NULL, 8) & 0750));
+        if (uid && gid && geteuid() == 0)
+            (void) !chown(r.dir, (uid_t) strtoul(uid, NULL, 10), (gid_t) strtoul(gid, NULL, 10));
+        free(mode);
+        free(uid);
+        free(gid);
     }
     for (size_t i = 0; i < col.nts; i++) {
         Tablespace *t = &col.ts[i];
@@ -682,21 +689,19 @@ int cmd_restore(int argc, char **argv)
     rc = 0;
     goto out;
 fail:
-    rc = cmd_fail(&err);
     /* never leave a half-restored directory that looks like a data directory */
-    if (r.dir) {
-        char *pv = cbfs_xasprintf("%s/PG_VERSION", r.dir);
-        char *sig = cbfs_xasprintf("%s/recovery.signal", r.dir);
-        char *bl = cbfs_xasprintf("%s/backup_label", r.dir);
-        unlink(sig);
-        unlink(bl);
-        unlink(pv);
-        free(pv);
-        free(sig);
-        free(bl);
-        cbfs_error("the restore into \"%s\" is incomplete; remove the directory and retry%s", r.dir,
-                   made_dir ? "" : "");
+    if (started) {
+        const char *names[] = {"recovery.signal", "backup_label", "PG_VERSION"};
+        for (size_t i = 0; i < CBFS_ARRAY_LEN(names); i++) {
+            char *p = cbfs_xasprintf("%s/%s", r.dir, names[i]);
+            unlink(p);
+            free(p);
+        }
+        cbfs_error_prefix(&err, "restore into \"%s\" is incomplete (remove it and retry)", r.dir);
+    } else if (made_dir) {
+        rmdir(argv[optind + 1]);
     }
+    rc = cmd_fail(&err);
 out:
     free(workers);
     for (size_t i = 0; i < r.nfiles; i++)

@@ -57,7 +57,7 @@ bool cbfs_label_valid(const char *label);
 
 /* The record of one backup: -ENOENT if there is no such backup. */
 int cbfs_repo_read_backup(CbfsRepo *r, const char *label, CbfsKv **ret, CbfsError *err);
-/* All backup records, oldest first (by stop_time, then label). */
+/* All backup records, oldest first (by stop LSN, stop time, then label). */
 int cbfs_repo_list_backups(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError *err);
 void cbfs_repo_free_backups(CbfsKv **list, size_t n);
 /* Resolve a point (NULL or "latest" for the newest; else a label) to a

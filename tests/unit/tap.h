@@ -6,10 +6,29 @@
 #ifndef CBFS_TAP_H
 #define CBFS_TAP_H
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 static int tap_count, tap_failed;
+
+/* A description on one line: control characters (test data often has them)
+ * are shown as \xNN so they cannot break the TAP stream. */
+__attribute__((format(printf, 1, 2))) static inline void tap_print_desc(const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    for (const unsigned char *s = (const unsigned char *) buf; *s; s++) {
+        if (*s < 0x20 || *s == 0x7f)
+            printf("\\x%02x", *s);
+        else
+            putchar(*s);
+    }
+    putchar('\n');
+}
 
 #define ok(cond, ...)                                                                              \
     do {                                                                                           \
@@ -18,8 +37,7 @@ static int tap_count, tap_failed;
         if (!ok_)                                                                                  \
             tap_failed++;                                                                          \
         printf("%sok %d - ", ok_ ? "" : "not ", tap_count);                                        \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
+        tap_print_desc(__VA_ARGS__);                                                               \
         if (!ok_)                                                                                  \
             printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
     } while (0)
