@@ -6,6 +6,8 @@
 #ifndef CBFS_COMMANDS_H
 #define CBFS_COMMANDS_H
 
+#include "cbfs/error.h"
+
 int cmd_init(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_wal_push(int argc, char **argv);
@@ -13,9 +15,11 @@ int cmd_wal_fetch(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
 
 /* Shared by the commands: print err as one line and return its exit code. */
-int cmd_fail(const struct CbfsError *err);
+int cmd_fail(const CbfsError *err);
 /* "try \"cbfs CMD --help\"" after a usage error; returns CBFS_EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

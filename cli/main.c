@@ -1,7 +1,6 @@
 /*
  * main.c - the cbfs executable: git-style subcommands.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +20,8 @@ static const struct {
     {"list", cmd_list, "list the backups in a repository"},
     {"info", cmd_info, "show one backup"},
     {"restore", cmd_restore, "restore a backup into a new data directory"},
+    {"mount", cmd_mount, "mount a backup as a data directory (as mount.cbfs)"},
+    {"umount", cmd_umount, "unmount a mounted backup"},
 };
 
 static void usage(FILE *out)
@@ -30,26 +31,6 @@ static void usage(FILE *out)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\nRun \"cbfs COMMAND --help\" for a command's options.\n");
-}
-
-int cmd_fail(const CbfsError *err)
-{
-    cbfs_error("%s", err->msg[0] ? err->msg : "unknown error");
-    return cbfs_error_exit_code(err);
-}
-
-int cmd_usage_error(const char *cmd, const char *fmt, ...)
-{
-    if (fmt) {
-        char msg[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        cbfs_error("%s", msg);
-    }
-    fprintf(stderr, "Try \"cbfs %s --help\" for more information.\n", cmd);
-    return CBFS_EXIT_USAGE;
 }
 
 int main(int argc, char **argv)

@@ -261,42 +261,11 @@ static int write_recovery(Restore *r, const char *label, const char *self, bool 
 {
     char *conf = cbfs_xasprintf("%s/postgresql.auto.conf", r->dir);
     char *sig = cbfs_xasprintf("%s/recovery.signal", r->dir);
-    const char *repo =
-        r->repo->loc.kind == CBFS_LOCATION_POSIX ? r->repo->loc.path : r->repo->loc.spec;
-    char *cmd, *qcmd;
-    CbfsBuf text;
+    char *text = cbfs_repo_recovery_conf(r->repo, "cbfs restore", label, self, archive_off);
     int fd, rc = 0;
 
-    /* restore_command runs through the shell: quote both paths for it */
-    {
-        CbfsBuf b;
-        cbfs_buf_init(&b);
-        const char *parts[2] = {self, repo};
-        for (int i = 0; i < 2; i++) {
-            cbfs_buf_append(&b, "'", 1);
-            for (const char *s = parts[i]; *s; s++) {
-                if (*s == '\'')
-                    cbfs_buf_append(&b, "'\\''", 4);
-                else
-                    cbfs_buf_append(&b, s, 1);
-            }
-            cbfs_buf_append(&b, "'", 1);
-            cbfs_buf_append(&b, i == 0 ? " wal-fetch " : " %f %p", i == 0 ? 11 : 6);
-        }
-        cmd = b.data;
-    }
-    qcmd = cbfs_pg_quote(cmd);
-    cbfs_buf_init(&text);
-    cbfs_buf_printf(&text,
-                    "\n# added by cbfs restore of backup %s\n"
-                    "restore_command = %s\n"
-                    "recovery_target = 'immediate'\n"
-                    "recovery_target_action = 'promote'\n",
-                    label, qcmd);
-    if (archive_off)
-        cbfs_buf_printf(&text, "archive_mode = 'off'\n");
     fd = open(conf, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 || cbfs_write_full(fd, text.data, text.len) < 0)
+    if (fd < 0 || cbfs_write_full(fd, text, strlen(text)) < 0)
         rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not write file \"%s\": %s", conf,
                             strerror(errno));
     if (fd >= 0)
@@ -309,9 +278,7 @@ static int write_recovery(Restore *r, const char *label, const char *self, bool 
         else
             close(fd);
     }
-    cbfs_buf_release(&text);
-    free(cmd);
-    free(qcmd);
+    free(text);
     free(conf);
     free(sig);
     return rc;

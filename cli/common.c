@@ -1,0 +1,30 @@
+/*
+ * common.c - helpers every command entry point shares (also linked into
+ * mount.cbfs).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "cbfs/error.h"
+#include "cbfs/log.h"
+#include "commands.h"
+
+int cmd_fail(const CbfsError *err)
+{
+    cbfs_error("%s", err->msg[0] ? err->msg : "unknown error");
+    return cbfs_error_exit_code(err);
+}
+
+int cmd_usage_error(const char *cmd, const char *fmt, ...)
+{
+    if (fmt) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        cbfs_error("%s", msg);
+    }
+    fprintf(stderr, "Try \"cbfs %s --help\" for more information.\n", cmd);
+    return CBFS_EXIT_USAGE;
+}

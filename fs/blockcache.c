@@ -1,0 +1,287 @@
+/*
+ * blockcache.c - LRU of decompressed blocks with single-flight fetches and a
+ * prefetch queue.  See blockcache.h.
+ *
+ * Entries live in an open hash table keyed by block id and on an LRU list.
+ * An entry is LOADING while one thread fetches it (others wait on the
+ * condition variable), READY with data, or removed on failure (the waiters
+ * then fetch themselves and get the error).  Eviction takes READY entries
+ * from the LRU tail until the data fits in the capacity.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockcache.h"
+#include "cbfs/codec.h"
+#include "cbfs/pack.h"
+#include "cbfs/util.h"
+
+enum entry_state { LOADING, READY };
+
+typedef struct Entry {
+    uint8_t id[CBFS_BLOCK_ID_LEN];
+    enum entry_state state;
+    uint8_t *data;
+    size_t len;
+    int pins;                  /* readers copying out of data */
+    struct Entry *hnext;       /* hash chain */
+    struct Entry *prev, *next; /* LRU list, most recent first */
+} Entry;
+
+#define PREFETCH_QUEUE 256
+
+struct BlockCache {
+    CbfsStore *store;
+    size_t capacity;
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t loaded;
+    Entry **table;
+    size_t nbuckets;
+    Entry *head, *tail;
+    size_t bytes;
+    BlockCacheStats stats;
+    /* prefetch ring */
+    CbfsBlockRef queue[PREFETCH_QUEUE];
+    size_t qhead, qlen;
+    pthread_cond_t queued;
+    pthread_t *threads;
+    int nthreads;
+    int stopping;
+};
+
+static size_t bucket(BlockCache *c, const uint8_t *id)
+{
+    uint64_t h;
+    memcpy(&h, id, sizeof(h));
+    return (size_t) (h % c->nbuckets);
+}
+
+static Entry *find(BlockCache *c, const uint8_t *id)
+{
+    for (Entry *e = c->table[bucket(c, id)]; e; e = e->hnext)
+        if (memcmp(e->id, id, CBFS_BLOCK_ID_LEN) == 0)
+            return e;
+    return NULL;
+}
+
+static void lru_unlink(BlockCache *c, Entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push(BlockCache *c, Entry *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head)
+        c->head->prev = e;
+    c->head = e;
+    if (!c->tail)
+        c->tail = e;
+}
+
+static void remove_entry(BlockCache *c, Entry *e)
+{
+    Entry **pp = &c->table[bucket(c, e->id)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    lru_unlink(c, e);
+    c->bytes -= e->state == READY ? e->len : 0;
+    free(e->data);
+    free(e);
+}
+
+static void evict(BlockCache *c)
+{
+    Entry *e = c->tail;
+    while (c->bytes > c->capacity && e) {
+        Entry *prev = e->prev;
+        if (e->state == READY && e->pins == 0)
+            remove_entry(c, e);
+        e = prev;
+    }
+}
+
+/* Fetch ref into its LOADING entry e (called unlocked).  With pin, a
+ * successfully loaded entry comes back pinned, so it cannot be evicted
+ * before the caller copied from it. */
+static int load(BlockCache *c, Entry *e, const CbfsBlockRef *ref, CbfsCodec *codec, bool pin,
+                CbfsError *err)
+{
+    uint8_t *data = cbfs_xmalloc(ref->raw_len ? ref->raw_len : 1);
+    int rc = cbfs_pack_read_block(c->store, codec, ref->pack, ref->offset, ref->stored_len,
+                                  ref->raw_len, ref->id, data, err);
+    pthread_mutex_lock(&c->lock);
+    if (rc < 0) {
+        free(data);
+        remove_entry(c, e);
+    } else {
+        e->data = data;
+        e->len = ref->raw_len;
+        e->state = READY;
+        e->pins += pin ? 1 : 0;
+        c->bytes += e->len;
+        evict(c);
+    }
+    pthread_cond_broadcast(&c->loaded);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+static Entry *insert_loading(BlockCache *c, const uint8_t *id)
+{
+    Entry *e = cbfs_xcalloc(1, sizeof(*e));
+    size_t b = bucket(c, id);
+    memcpy(e->id, id, CBFS_BLOCK_ID_LEN);
+    e->state = LOADING;
+    e->hnext = c->table[b];
+    c->table[b] = e;
+    lru_push(c, e);
+    return e;
+}
+
+static __thread CbfsCodec *thread_codec;
+
+static CbfsCodec *codec_for_thread(void)
+{
+    /* one zstd context per thread, kept for the thread's life */
+    if (!thread_codec)
+        thread_codec = cbfs_codec_new(1);
+    return thread_codec;
+}
+
+int blockcache_read(BlockCache *c, const CbfsBlockRef *ref, size_t off, size_t len, void *out,
+                    CbfsError *err)
+{
+    Entry *e;
+    int rc;
+
+    if (off + len > ref->raw_len)
+        return cbfs_error_set(err, EIO, CBFS_EXIT_CORRUPT, "read beyond the end of a block");
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        e = find(c, ref->id);
+        if (!e) {
+            c->stats.misses++;
+            e = insert_loading(c, ref->id);
+            pthread_mutex_unlock(&c->lock);
+            rc = load(c, e, ref, codec_for_thread(), true, err);
+            if (rc < 0)
+                return rc;
+            pthread_mutex_lock(&c->lock);
+            break; /* loaded and pinned */
+        }
+        if (e->state == READY) {
+            c->stats.hits++;
+            e->pins++;
+            break;
+        }
+        pthread_cond_wait(&c->loaded, &c->lock);
+    }
+    lru_unlink(c, e);
+    lru_push(c, e);
+    pthread_mutex_unlock(&c->lock);
+    memcpy(out, e->data + off, len);
+    pthread_mutex_lock(&c->lock);
+    e->pins--;
+    evict(c);
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+void blockcache_prefetch(BlockCache *c, const CbfsBlockRef *ref)
+{
+    pthread_mutex_lock(&c->lock);
+    if (c->nthreads > 0 && !find(c, ref->id) && c->qlen < PREFETCH_QUEUE) {
+        c->queue[(c->qhead + c->qlen) % PREFETCH_QUEUE] = *ref;
+        c->qlen++;
+        pthread_cond_signal(&c->queued);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void *prefetcher(void *arg)
+{
+    BlockCache *c = arg;
+    CbfsError err;
+
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        CbfsBlockRef ref;
+        Entry *e;
+        while (!c->stopping && c->qlen == 0)
+            pthread_cond_wait(&c->queued, &c->lock);
+        if (c->stopping)
+            break;
+        ref = c->queue[c->qhead];
+        c->qhead = (c->qhead + 1) % PREFETCH_QUEUE;
+        c->qlen--;
+        if (find(c, ref.id))
+            continue;
+        e = insert_loading(c, ref.id);
+        c->stats.prefetched++;
+        pthread_mutex_unlock(&c->lock);
+        cbfs_error_init(&err);
+        /* a failed prefetch is forgotten: the reader's own fetch reports it */
+        load(c, e, &ref, codec_for_thread(), false, &err);
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    cbfs_codec_free(thread_codec);
+    thread_codec = NULL;
+    return NULL;
+}
+
+BlockCache *blockcache_new(CbfsStore *store, size_t capacity, int prefetchers)
+{
+    BlockCache *c = cbfs_xcalloc(1, sizeof(*c));
+    c->store = store;
+    c->capacity = capacity;
+    c->nbuckets = 65521;
+    c->table = cbfs_xcalloc(c->nbuckets, sizeof(Entry *));
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->loaded, NULL);
+    pthread_cond_init(&c->queued, NULL);
+    c->threads = cbfs_xcalloc((size_t) (prefetchers > 0 ? prefetchers : 1), sizeof(pthread_t));
+    for (int i = 0; i < prefetchers; i++)
+        if (pthread_create(&c->threads[i], NULL, prefetcher, c) == 0)
+            c->nthreads++;
+    return c;
+}
+
+void blockcache_free(BlockCache *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->stopping = 1;
+    pthread_cond_broadcast(&c->queued);
+    pthread_mutex_unlock(&c->lock);
+    for (int i = 0; i < c->nthreads; i++)
+        pthread_join(c->threads[i], NULL);
+    while (c->head)
+        remove_entry(c, c->head);
+    free(c->table);
+    free(c->threads);
+    free(c);
+}
+
+void blockcache_stats(BlockCache *c, BlockCacheStats *ret)
+{
+    pthread_mutex_lock(&c->lock);
+    *ret = c->stats;
+    ret->bytes = c->bytes;
+    pthread_mutex_unlock(&c->lock);
+}

@@ -1,0 +1,42 @@
+/*
+ * fs.h - the FUSE low-level filesystem of a mounted backup: the backup's
+ * files read lazily from the repository (base layer), PostgreSQL's changes
+ * kept in the overlay (overlay.h), plus the files cbfs injects so that the
+ * mount starts as a recovering copy (DESIGN §6).
+ */
+#ifndef CBFS_FS_FS_H
+#define CBFS_FS_FS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "cbfs/manifest.h"
+#include "cbfs/repo.h"
+#include "overlay.h"
+
+struct fuse_lowlevel_ops;
+
+typedef struct FsConfig {
+    CbfsRepo *repo;            /* borrowed */
+    const char *manifest_path; /* verified local copy of the manifest */
+    const char *label;
+    Overlay *overlay; /* borrowed */
+    uid_t uid;        /* owner shown for every file */
+    gid_t gid;
+    size_t cache_size; /* bytes of decompressed blocks kept in memory */
+    int prefetchers;   /* read-ahead threads */
+} FsConfig;
+
+typedef struct Fs Fs;
+
+int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err);
+/* Write every dirty page map and attribute to the overlay; then free. */
+void fs_free(Fs *fs);
+/* Files injected into a new overlay: backup_label, recovery.signal and the
+ * recovery settings appended to postgresql.auto.conf (restore_command
+ * runs "<self> wal-fetch <repo> %f %p"). */
+int fs_inject(Fs *fs, const char *self, CbfsError *err);
+const struct fuse_lowlevel_ops *fs_ops(void);
+
+#endif

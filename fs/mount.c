@@ -1,0 +1,487 @@
+/*
+ * mount.c - `mount.cbfs REPO[@POINT] MOUNTPOINT [-o OPTIONS]` (also
+ * `cbfs mount`) and `cbfs umount MOUNTPOINT`.
+ *
+ * Follows mount-helper conventions, so `mount -t cbfs REPO@POINT /mnt -o …`
+ * and an /etc/fstab line work: options come as one -o list, generic mount
+ * options are accepted and ignored, -n/-s/-v are accepted.  Without -f the
+ * command returns only once the file system is mounted and ready (a child
+ * reports through a pipe), so `mount.cbfs … && pg_ctl start …` works.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FUSE_USE_VERSION 35
+#include <fuse_lowlevel.h>
+
+#include "cbfs/log.h"
+#include "cbfs/repo.h"
+#include "cbfs/util.h"
+#include "commands.h"
+#include "fs.h"
+#include "overlay.h"
+
+typedef struct MountOptions {
+    const char *source;
+    const char *mountpoint;
+    uid_t uid;
+    gid_t gid;
+    char *overlay; /* persistent overlay, or NULL for a temporary one */
+    char *cache_dir;
+    uint64_t cache_size;
+    bool allow_other;
+    bool debug;
+    bool foreground;
+} MountOptions;
+
+static void mount_usage(void)
+{
+    printf("Usage: mount.cbfs REPO[@POINT] MOUNTPOINT [-o OPTIONS] [-f]\n"
+           "       cbfs mount REPO[@POINT] MOUNTPOINT [-o OPTIONS] [-f]\n"
+           "\n"
+           "Mount a backup as a PostgreSQL data directory: reads come from the repository,\n"
+           "writes go to a local overlay, and PostgreSQL started on it recovers to the end\n"
+           "of the backup.  POINT is a backup label or \"latest\" (the default).\n"
+           "\n"
+           "Options (-o, comma-separated):\n"
+           "  uid=USER, gid=GROUP   owner shown for every file (default: you)\n"
+           "  overlay=DIR           keep the writable layer in DIR (survives unmount)\n"
+           "  cache_dir=DIR         where the manifest copy and temporary overlay live\n"
+           "  cache_size=SIZE       memory for decompressed blocks (default 128M)\n"
+           "  allow_other           let other users in (implied when uid= is not you)\n"
+           "  debug                 log every FUSE request (implies -f)\n"
+           "  -f                    stay in the foreground\n"
+           "\n"
+           "Unmount with \"cbfs umount MOUNTPOINT\" or \"fusermount3 -u MOUNTPOINT\".\n");
+}
+
+static int parse_owner(const char *v, bool user, unsigned *ret)
+{
+    long n;
+    if (cbfs_parse_int(v, 0, 0x7fffffff, &n) == 0) {
+        *ret = (unsigned) n;
+        return 0;
+    }
+    if (user) {
+        struct passwd *pw = getpwnam(v);
+        if (pw) {
+            *ret = pw->pw_uid;
+            return 0;
+        }
+    } else {
+        struct group *gr = getgrnam(v);
+        if (gr) {
+            *ret = gr->gr_gid;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static int parse_o(MountOptions *mo, const char *list, const char *cmd)
+{
+    char *copy = cbfs_xstrdup(list), *save = NULL;
+    static const char *const ignored[] = {"rw",     "defaults", "auto",   "noauto",   "_netdev",
+                                          "nofail", "user",     "users",  "nouser",   "noatime",
+                                          "atime",  "relatime", "nodev",  "nosuid",   "dev",
+                                          "suid",   "exec",     "noexec", "lazytime", "async"};
+    int rc = 0;
+
+    for (char *o = strtok_r(copy, ",", &save); o && rc == 0; o = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(o, '=');
+        const char *v = eq ? eq + 1 : NULL;
+        bool known = false;
+        if (eq)
+            *eq = '\0';
+        if (strcmp(o, "uid") == 0 && v) {
+            unsigned u;
+            if (parse_owner(v, true, &u) < 0)
+                rc = cmd_usage_error(cmd, "unknown user \"%s\"", v);
+            mo->uid = u;
+            continue;
+        }
+        if (strcmp(o, "gid") == 0 && v) {
+            unsigned g;
+            if (parse_owner(v, false, &g) < 0)
+                rc = cmd_usage_error(cmd, "unknown group \"%s\"", v);
+            mo->gid = g;
+            continue;
+        }
+        if (strcmp(o, "overlay") == 0 && v && *v) {
+            free(mo->overlay);
+            mo->overlay = cbfs_xstrdup(v);
+            continue;
+        }
+        if (strcmp(o, "cache_dir") == 0 && v && *v) {
+            free(mo->cache_dir);
+            mo->cache_dir = cbfs_xstrdup(v);
+            continue;
+        }
+        if (strcmp(o, "cache_size") == 0 && v) {
+            if (cbfs_parse_size(v, &mo->cache_size) < 0 || mo->cache_size < (1u << 20))
+                rc = cmd_usage_error(cmd, "invalid cache_size \"%s\" (at least 1M)", v);
+            continue;
+        }
+        if (strcmp(o, "allow_other") == 0 && !v) {
+            mo->allow_other = true;
+            continue;
+        }
+        if (strcmp(o, "debug") == 0 && !v) {
+            mo->debug = mo->foreground = true;
+            continue;
+        }
+        for (size_t i = 0; i < CBFS_ARRAY_LEN(ignored); i++)
+            if (strcmp(o, ignored[i]) == 0 && !v)
+                known = true;
+        if (!known)
+            rc = cmd_usage_error(cmd, "unknown mount option \"%s\"", o);
+    }
+    free(copy);
+    return rc;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st;
+    (void) flag;
+    (void) ftw;
+    return remove(path) < 0 ? 0 : 0;
+}
+
+/* Everything the daemon runs; reports readiness (or the error) on ready_fd. */
+static int serve(MountOptions *mo, CbfsRepo *repo, const char *label, const char *manifest_path,
+                 const char *overlay_dir, bool temp_overlay, int ready_fd)
+{
+    Overlay *ov = NULL;
+    Fs *fs = NULL;
+    struct fuse_session *se = NULL;
+    struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+    struct fuse_loop_config cfg;
+    CbfsError err;
+    char self[PATH_MAX], *opts;
+    bool created;
+    int rc;
+
+    cbfs_error_init(&err);
+    {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        self[n > 0 ? n : 0] = '\0';
+        /* restore_command must call the cbfs executable, not mount.cbfs */
+        if (n > 0 && strcmp(strrchr(self, '/') + 1, "mount.cbfs") == 0) {
+            char *slash = strrchr(self, '/');
+            snprintf(slash + 1, sizeof(self) - (size_t) (slash + 1 - self), "cbfs");
+        }
+    }
+    rc = overlay_open(overlay_dir, repo->id, label, &created, &ov, &err);
+    if (rc == 0) {
+        FsConfig fc = {
+            .repo = repo,
+            .manifest_path = manifest_path,
+            .label = label,
+            .overlay = ov,
+            .uid = mo->uid,
+            .gid = mo->gid,
+            .cache_size = mo->cache_size,
+            .prefetchers = 4,
+        };
+        rc = fs_new(&fc, &fs, &err);
+    }
+    if (rc == 0 && created)
+        rc = fs_inject(fs, self, &err);
+    if (rc < 0)
+        goto report;
+
+    opts = cbfs_xasprintf("fsname=%s,subtype=cbfs,default_permissions%s", mo->source,
+                          mo->allow_other ? ",allow_other" : "");
+    fuse_opt_add_arg(&args, "mount.cbfs");
+    fuse_opt_add_arg(&args, "-o");
+    fuse_opt_add_arg(&args, opts);
+    if (mo->debug)
+        fuse_opt_add_arg(&args, "-d");
+    free(opts);
+    se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+    if (!se) {
+        rc = cbfs_error_set(&err, EINVAL, CBFS_EXIT_ERROR,
+                            "could not mount on \"%s\": could not start a FUSE session",
+                            mo->mountpoint);
+        goto report;
+    }
+    if (fuse_set_signal_handlers(se) != 0 || fuse_session_mount(se, mo->mountpoint) != 0) {
+        rc = cbfs_error_set(&err, EIO, CBFS_EXIT_ERROR,
+                            "could not mount on \"%s\": the kernel refused the FUSE mount",
+                            mo->mountpoint);
+        goto report;
+    }
+report:
+    if (ready_fd >= 0) {
+        /* the parent prints the message and exits with the code */
+        char msg[CBFS_ERROR_MSG_MAX + 16];
+        int n = snprintf(msg, sizeof(msg), "%d %s", rc < 0 ? cbfs_error_exit_code(&err) : 0,
+                         rc < 0 ? err.msg : "");
+        (void) !write(ready_fd, msg, (size_t) n);
+        close(ready_fd);
+    } else if (rc < 0) {
+        cmd_fail(&err);
+    }
+    if (rc == 0) {
+        if (!mo->foreground) {
+            /* the mount is up: detach, keep a log in the overlay */
+            char *log = cbfs_xasprintf("%s/mount.log", overlay_dir);
+            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+            int null = open("/dev/null", O_RDWR);
+            free(log);
+            if (null >= 0) {
+                dup2(null, STDIN_FILENO);
+                dup2(null, STDOUT_FILENO);
+                close(null);
+            }
+            if (fd >= 0) {
+                dup2(fd, STDERR_FILENO);
+                close(fd);
+            }
+            (void) !chdir("/");
+        }
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.clone_fd = 0;
+        cfg.max_idle_threads = 16;
+        rc = fuse_session_loop_mt(se, &cfg);
+        fuse_session_unmount(se);
+    }
+    if (se) {
+        fuse_remove_signal_handlers(se);
+        fuse_session_destroy(se);
+    }
+    fuse_opt_free_args(&args);
+    fs_free(fs);
+    overlay_close(ov);
+    if (temp_overlay)
+        nftw(overlay_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return rc < 0 ? cbfs_error_exit_code(&err) : 0;
+}
+
+int cmd_mount(int argc, char **argv)
+{
+    MountOptions mo = {.uid = getuid(), .gid = getgid(), .cache_size = 128u << 20};
+    CbfsLocation loc;
+    CbfsRepo *repo = NULL;
+    CbfsKv *rec = NULL;
+    CbfsError err;
+    char *label = NULL, *cache = NULL, *manifest_path = NULL, *overlay_dir = NULL;
+    char mnt[PATH_MAX];
+    const char *pos[2];
+    int npos = 0, rc;
+    bool temp_overlay = false;
+    const char *cmd = "mount";
+
+    cbfs_error_init(&err);
+    cbfs_log_set_progname(strcmp(argv[0], "mount.cbfs") == 0 ? "mount.cbfs" : "cbfs");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            mount_usage();
+            return 0;
+        } else if (strcmp(argv[i], "-o") == 0) {
+            if (i + 1 >= argc)
+                return cmd_usage_error(cmd, "-o needs an option list");
+            if ((rc = parse_o(&mo, argv[++i], cmd)) != 0)
+                return rc;
+        } else if (strncmp(argv[i], "-o", 2) == 0) {
+            if ((rc = parse_o(&mo, argv[i] + 2, cmd)) != 0)
+                return rc;
+        } else if (strcmp(argv[i], "-f") == 0) {
+            mo.foreground = true;
+        } else if (strcmp(argv[i], "-n") == 0 || strcmp(argv[i], "-s") == 0 ||
+                   strcmp(argv[i], "-v") == 0) {
+            /* mount(8) helper flags: nothing to do */
+        } else if (argv[i][0] == '-') {
+            return cmd_usage_error(cmd, "unknown option \"%s\"", argv[i]);
+        } else if (npos < 2) {
+            pos[npos++] = argv[i];
+        } else {
+            return cmd_usage_error(cmd, "too many arguments");
+        }
+    }
+    if (npos < 2)
+        return cmd_usage_error(cmd, "usage: mount.cbfs REPO[@POINT] MOUNTPOINT [-o OPTIONS]");
+    mo.source = pos[0];
+    mo.mountpoint = pos[1];
+    if (mo.uid != getuid())
+        mo.allow_other = true;
+
+    /* the mount point: a directory that is not mounted on already */
+    {
+        struct stat st, pst;
+        char *parent;
+        if (stat(mo.mountpoint, &st) < 0) {
+            cbfs_error_set(&err, errno, CBFS_EXIT_USAGE, "could not mount on \"%s\": %s",
+                           mo.mountpoint,
+                           errno == ENOTCONN ? "a dead mount is still there (run cbfs umount)"
+                                             : strerror(errno));
+            return cmd_fail(&err);
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            cbfs_error_set(&err, ENOTDIR, CBFS_EXIT_USAGE, "could not mount on \"%s\": %s",
+                           mo.mountpoint, strerror(ENOTDIR));
+            return cmd_fail(&err);
+        }
+        if (!realpath(mo.mountpoint, mnt)) {
+            cbfs_error_set(&err, errno, CBFS_EXIT_USAGE, "could not mount on \"%s\": %s",
+                           mo.mountpoint, strerror(errno));
+            return cmd_fail(&err);
+        }
+        parent = cbfs_xasprintf("%s/..", mnt);
+        rc = stat(parent, &pst);
+        free(parent);
+        if (rc == 0 && (pst.st_dev != st.st_dev || pst.st_ino == st.st_ino)) {
+            cbfs_error_set(&err, EBUSY, CBFS_EXIT_USAGE,
+                           "could not mount on \"%s\": it is already a mount point", mo.mountpoint);
+            return cmd_fail(&err);
+        }
+        mo.mountpoint = mnt;
+    }
+    /* the repository, the point, the manifest */
+    if (cbfs_location_parse(mo.source, true, &loc, &err) < 0)
+        return cmd_fail(&err);
+    rc = cbfs_repo_open(&loc, &repo, &err);
+    if (rc == 0)
+        rc = cbfs_repo_resolve(repo, loc.point, &label, &err);
+    cbfs_location_release(&loc);
+    if (rc < 0)
+        goto fail;
+    if (mo.cache_dir) {
+        cache = cbfs_xasprintf("%s/%s", mo.cache_dir, repo->id);
+        if ((rc = cbfs_mkdir_p(cache, 0700, &err)) < 0)
+            goto fail;
+    } else if ((rc = cbfs_repo_cache_dir(repo, &cache, &err)) < 0) {
+        goto fail;
+    }
+    if ((rc = cbfs_repo_read_backup(repo, label, &rec, &err)) < 0 ||
+        (rc = cbfs_repo_fetch_manifest(repo, rec, cache, &manifest_path, &err)) < 0)
+        goto fail;
+    if (mo.overlay) {
+        if ((rc = cbfs_mkdir_p(mo.overlay, 0700, &err)) < 0)
+            goto fail;
+        overlay_dir = realpath(mo.overlay, NULL);
+    } else {
+        overlay_dir = cbfs_xasprintf("%s/overlay-XXXXXX", cache);
+        if (!mkdtemp(overlay_dir)) {
+            rc = cbfs_error_set(&err, errno, CBFS_EXIT_ERROR,
+                                "could not create a temporary overlay in \"%s\": %s", cache,
+                                strerror(errno));
+            goto fail;
+        }
+        temp_overlay = true;
+    }
+
+    if (mo.foreground) {
+        rc = serve(&mo, repo, label, manifest_path, overlay_dir, temp_overlay, -1);
+    } else {
+        int pipefd[2];
+        pid_t pid;
+        if (pipe2(pipefd, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
+            rc = cbfs_error_set(&err, errno, CBFS_EXIT_ERROR, "could not start the daemon: %s",
+                                strerror(errno));
+            goto fail;
+        }
+        if (pid == 0) {
+            close(pipefd[0]);
+            setsid();
+            /* the parent must not lose the manifest copy: the child owns it now */
+            rc = serve(&mo, repo, label, manifest_path, overlay_dir, temp_overlay, pipefd[1]);
+            unlink(manifest_path);
+            _exit(rc);
+        }
+        close(pipefd[1]);
+        {
+            char msg[CBFS_ERROR_MSG_MAX + 16];
+            ssize_t n;
+            int code;
+            char *space;
+            do
+                n = read(pipefd[0], msg, sizeof(msg) - 1);
+            while (n < 0 && errno == EINTR);
+            close(pipefd[0]);
+            if (n <= 0) {
+                int status;
+                waitpid(pid, &status, 0);
+                rc = cbfs_error_set(&err, EIO, CBFS_EXIT_ERROR,
+                                    "could not mount on \"%s\": the daemon died while starting",
+                                    mo.mountpoint);
+                goto fail;
+            }
+            msg[n] = '\0';
+            code = atoi(msg);
+            space = strchr(msg, ' ');
+            if (code != 0) {
+                int status;
+                waitpid(pid, &status, 0);
+                cbfs_error("%s", space ? space + 1 : "could not mount");
+                rc = code;
+            } else {
+                rc = 0;
+            }
+        }
+        /* the manifest copy, overlay and cache belong to the daemon now */
+        free(manifest_path);
+        manifest_path = NULL;
+        goto out;
+    }
+    goto out;
+fail:
+    rc = cmd_fail(&err);
+    if (temp_overlay)
+        nftw(overlay_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+out:
+    if (manifest_path)
+        unlink(manifest_path);
+    free(manifest_path);
+    free(overlay_dir);
+    free(cache);
+    free(label);
+    free(mo.overlay);
+    free(mo.cache_dir);
+    cbfs_kv_free(rec);
+    cbfs_repo_free(repo);
+    return rc;
+}
+
+int cmd_umount(int argc, char **argv)
+{
+    char mnt[PATH_MAX];
+    CbfsError err;
+
+    cbfs_error_init(&err);
+    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        printf("Usage: cbfs umount MOUNTPOINT\n\nUnmount a backup mounted with mount.cbfs "
+               "(also after its daemon died).\n");
+        return 0;
+    }
+    if (argc != 2)
+        return cmd_usage_error("umount", argc < 2 ? "no mount point given" : "too many arguments");
+    /* a dead daemon's mount point cannot be resolved: use the name as given */
+    if (!realpath(argv[1], mnt))
+        snprintf(mnt, sizeof(mnt), "%s", argv[1]);
+    if (geteuid() == 0) {
+        if (umount2(mnt, 0) < 0) {
+            cbfs_error_set(&err, errno, errno == EINVAL ? CBFS_EXIT_USAGE : CBFS_EXIT_ERROR,
+                           "could not unmount \"%s\": %s", argv[1],
+                           errno == EINVAL ? "not mounted" : strerror(errno));
+            return cmd_fail(&err);
+        }
+        return 0;
+    }
+    execlp("fusermount3", "fusermount3", "-u", mnt, (char *) NULL);
+    cbfs_error_set(&err, errno, CBFS_EXIT_ERROR, "could not run fusermount3: %s", strerror(errno));
+    return cmd_fail(&err);
+}
