@@ -152,14 +152,31 @@ static Entry *insert_loading(BlockCache *c, const uint8_t *id)
     return e;
 }
 
-static __thread CbfsCodec *thread_codec;
+/* One zstd context per thread, freed when the thread ends (FUSE starts and
+ * stops worker threads as the load changes). */
+static pthread_key_t codec_key;
+static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
+
+static void codec_destroy(void *c)
+{
+    cbfs_codec_free(c);
+}
+
+static void codec_key_init(void)
+{
+    pthread_key_create(&codec_key, codec_destroy);
+}
 
 static CbfsCodec *codec_for_thread(void)
 {
-    /* one zstd context per thread, kept for the thread's life */
-    if (!thread_codec)
-        thread_codec = cbfs_codec_new(1);
-    return thread_codec;
+    CbfsCodec *c;
+    pthread_once(&codec_once, codec_key_init);
+    c = pthread_getspecific(codec_key);
+    if (!c) {
+        c = cbfs_codec_new(1);
+        pthread_setspecific(codec_key, c);
+    }
+    return c;
 }
 
 int blockcache_read(BlockCache *c, const CbfsBlockRef *ref, size_t off, size_t len, void *out,
@@ -239,8 +256,6 @@ static void *prefetcher(void *arg)
         pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);
-    cbfs_codec_free(thread_codec);
-    thread_codec = NULL;
     return NULL;
 }
 
