@@ -4,6 +4,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cbfs/error.h"
 #include "cbfs/log.h"
@@ -25,6 +26,10 @@ int cmd_usage_error(const char *cmd, const char *fmt, ...)
         va_end(ap);
         cbfs_error("%s", msg);
     }
-    fprintf(stderr, "Try \"cbfs %s --help\" for more information.\n", cmd);
+    /* mount.cbfs is its own program; everything else is a cbfs subcommand */
+    if (strcmp(cbfs_log_get_progname(), "cbfs") == 0)
+        fprintf(stderr, "Try \"cbfs %s --help\" for more information.\n", cmd);
+    else
+        fprintf(stderr, "Try \"%s --help\" for more information.\n", cbfs_log_get_progname());
     return CBFS_EXIT_USAGE;
 }

@@ -424,6 +424,8 @@ static int open_data(Fs *fs, Inode *in)
     char *path;
     if (in->fd >= 0)
         return 0;
+    if (in->nlink == 0 && in->type == CBFS_FILE_REG)
+        return -ESTALE; /* unlinked and no descriptor left */
     path = overlay_data_path(fs->ov, in->ino);
     in->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     free(path);
@@ -680,7 +682,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     free(buf);
 }
 
-/* Make sure the inode has an overlay row (it is about to change). */
+/* Make sure the inode has an overlay row (it is about to change).  An
+ * unlinked inode still open somewhere gets none: its data file lives on
+ * through the open descriptor only. */
 static int ensure_upper(Fs *fs, Inode *in)
 {
     int rc = 0;
@@ -688,7 +692,7 @@ static int ensure_upper(Fs *fs, Inode *in)
         return 0;
     pthread_mutex_lock(&fs->ns_lock);
     pthread_mutex_lock(&in->lock);
-    if (!in->upper)
+    if (!in->upper && in->nlink > 0)
         rc = persist_locked(fs, in);
     pthread_mutex_unlock(&in->lock);
     pthread_mutex_unlock(&fs->ns_lock);

@@ -106,17 +106,19 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
         if (eq)
             *eq = '\0';
         if (strcmp(o, "uid") == 0 && v) {
-            unsigned u;
+            unsigned u = 0;
             if (parse_owner(v, true, &u) < 0)
                 rc = cmd_usage_error(cmd, "unknown user \"%s\"", v);
-            mo->uid = u;
+            else
+                mo->uid = u;
             continue;
         }
         if (strcmp(o, "gid") == 0 && v) {
-            unsigned g;
+            unsigned g = 0;
             if (parse_owner(v, false, &g) < 0)
                 rc = cmd_usage_error(cmd, "unknown group \"%s\"", v);
-            mo->gid = g;
+            else
+                mo->gid = g;
             continue;
         }
         if (strcmp(o, "overlay") == 0 && v && *v) {

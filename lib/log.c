@@ -17,6 +17,11 @@ void cbfs_log_set_progname(const char *name)
     progname = name;
 }
 
+const char *cbfs_log_get_progname(void)
+{
+    return progname;
+}
+
 void cbfs_log_set_level(enum cbfs_log_level level)
 {
     max_level = level;

@@ -10,6 +10,7 @@ enum cbfs_log_level { CBFS_LOG_ERROR, CBFS_LOG_WARNING, CBFS_LOG_INFO, CBFS_LOG_
 
 /* Program name used as prefix ("cbfs", "mount.cbfs"); default "cbfs". */
 void cbfs_log_set_progname(const char *name);
+const char *cbfs_log_get_progname(void);
 /* Messages above this level are dropped (default CBFS_LOG_INFO). */
 void cbfs_log_set_level(enum cbfs_log_level level);
 enum cbfs_log_level cbfs_log_get_level(void);

@@ -9,6 +9,7 @@
 #
 # Environment, set by tests/integration/meson.build:
 #   CBFS          the cbfs executable under test
+#   MOUNT_CBFS    the mount.cbfs executable (only the mount tests need it)
 #   CBFS_SRCDIR   the source tree
 # Exported here for every cbfs run:
 #   CBFS_CACHE_DIR  the local dedup cache, inside the temp dir (one per user)
@@ -137,6 +138,9 @@ done
 [[ -n ${CBFS:-} ]] || bail "CBFS is not set (run through meson test)"
 [[ -x $CBFS ]] || bail "$CBFS is not an executable (not built?)"
 CBFS_SRCDIR=${CBFS_SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+# relative paths (CBFS=build/cli/cbfs) still work after the cd below
+CBFS=$(realpath "$CBFS")
+[[ -n ${MOUNT_CBFS:-} ]] && MOUNT_CBFS=$(realpath "$MOUNT_CBFS")
 
 # ---------------------------------------------------------------- temp dir and cleanup
 
@@ -152,15 +156,26 @@ export CBFS_CACHE_DIR=$TMP/cache-root
 # The servers run archive_command/restore_command as postgres: when the
 # binary under test sits where postgres cannot reach it (a clone under
 # /root), run a copy in the temp dir instead, the same for every user.
+# mount.cbfs writes a restore_command calling the cbfs next to it: copied
+# along with cbfs.
+MOUNT_CBFS=${MOUNT_CBFS:-}
 if ! runuser -u postgres -- test -x "$CBFS"; then
 	mkdir -p "$TMP/bin"
 	cp "$CBFS" "$TMP/bin/cbfs"
 	chmod 755 "$TMP/bin" "$TMP/bin/cbfs"
 	CBFS=$TMP/bin/cbfs
+	if [[ -n $MOUNT_CBFS && -x $MOUNT_CBFS ]]; then
+		cp "$MOUNT_CBFS" "$TMP/bin/mount.cbfs"
+		chmod 755 "$TMP/bin/mount.cbfs"
+		MOUNT_CBFS=$TMP/bin/mount.cbfs
+	fi
 fi
-export CBFS
+export CBFS MOUNT_CBFS
 
 declare -A PG_PORT=()    # NAME -> port of a server this test started
+declare -A PG_PID=()     # NAME -> its postmaster's pid (for a dead mount)
+declare -a _mounts=()    # mount points this test mounted on
+declare -a _overlays=()  # mount.log files of its persistent overlays
 declare -a _bg_pids=()   # background jobs to end at exit
 declare -a _used_ports=()
 
@@ -175,10 +190,12 @@ _cleanup() {
 	for name in "${!PG_PORT[@]}"; do
 		_pg_kill "$name"
 	done
+	declare -F _unmount_all >/dev/null && _unmount_all
 	if [[ ${CBFS_KEEP_TMP:-} == 1 || (${CBFS_KEEP_FAILED:-} == 1 && $_tap_failed -gt 0) ]]; then
 		diag "kept $TMP"
 	else
-		rm -rf "$TMP"
+		# never into a mount that could not be unmounted
+		rm -rf --one-file-system "$TMP"
 	fi
 	exit "$rc"
 }
@@ -196,9 +213,9 @@ background() {
 
 _dump_logs() {
 	local f
-	for f in "$TMP"/*.log; do
+	for f in "$TMP"/*.log "${_overlays[@]}" "$TMP"/cache-*/*/overlay-*/mount.log; do
 		[[ -f $f ]] || continue
-		diag "---- last lines of $(basename "$f")"
+		diag "---- last lines of ${f#"$TMP"/}"
 		diag "$(tail -n 25 "$f")"
 	done
 }
@@ -324,10 +341,12 @@ pg_start() {
 		"$PGBIN/pg_ctl" -D "$dir" -l "$TMP/$name.log" -w -t 300 \
 		-o "-p $port -k $SOCK -c listen_addresses='' $*" start >/dev/null 2>&1; then
 		PG_PORT[$name]=$port # stop whatever is left of it
+		PG_PID[$name]=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null)
 		fail "start $name" "$(tail -n 20 "$TMP/$name.log" 2>/dev/null)"
 		return 1
 	fi
 	PG_PORT[$name]=$port
+	PG_PID[$name]=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null)
 }
 
 # pg_stop NAME [MODE]: stops NAME (fast by default).
@@ -336,22 +355,66 @@ pg_stop() {
 	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$(datadir "$name")" -m "$mode" -w -t 120 \
 		stop >/dev/null 2>&1 || _pg_kill "$name"
 	unset "PG_PORT[$name]"
+	unset "PG_PID[$name]"
 }
 
 # _pg_kill NAME: stops NAME immediately; kill -9 of its postmaster when
 # pg_ctl cannot.  Only a pid read from NAME's postmaster.pid that is a
 # postgres process running in NAME's data directory is killed.
+#
+# A data directory on a mount whose daemon died cannot be read: then the pid
+# recorded at start is used, under the same conditions, and the postmaster
+# and its children are killed with kill -9.
 _pg_kill() {
 	local dir pid
 	dir=$(datadir "$1")
-	[[ -f $dir/postmaster.pid ]] || return 0
-	pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null)
-	[[ $pid =~ ^[0-9]+$ ]] || return 0
+	pid=$(timeout 10 head -n 1 "$dir/postmaster.pid" 2>/dev/null)
+	if [[ ! $pid =~ ^[0-9]+$ ]]; then
+		pid=${PG_PID[$1]:-}
+		[[ $pid =~ ^[0-9]+$ ]] || return 0
+		[[ $(ps -o comm= -p "$pid" 2>/dev/null) == postgres ]] || return 0
+		[[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$dir" ]] || return 0
+		pg_kill9 "$1"
+		return 0
+	fi
 	[[ $(ps -o comm= -p "$pid" 2>/dev/null) == postgres ]] || return 0
 	[[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$(readlink -f "$dir")" ]] || return 0
-	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -m immediate -w -t 20 \
+	runuser -u postgres -- timeout 30 "$PGBIN/pg_ctl" -D "$dir" -m immediate -w -t 20 \
 		stop >/dev/null 2>&1 && return 0
 	kill -9 "$pid" 2>/dev/null
+	pg_kill9 "$1"
+}
+
+# procs_in DIR: the pids of the processes whose working directory is DIR
+# (every process of a cluster runs in its data directory).
+procs_in() {
+	local d p
+	d=$(readlink -f "$1" 2>/dev/null || echo "$1")
+	for p in /proc/[0-9]*; do
+		[[ $(readlink "$p/cwd" 2>/dev/null) == "$d" || $(readlink "$p/cwd" 2>/dev/null) == "$1" ]] &&
+			echo "${p#/proc/}"
+	done
+}
+
+# pg_kill9 NAME: kill -9 of every process of NAME (the postmaster recorded
+# at start, its children, and whatever else runs in its data directory);
+# waits (30 s) until they are all gone.  Fails if one is left.
+pg_kill9() {
+	local dir pm i
+	dir=$(datadir "$1")
+	pm=${PG_PID[$1]:-}
+	for ((i = 0; i < 300; i++)); do
+		local -a pids=() kids=()
+		mapfile -t pids < <(procs_in "$dir")
+		if [[ $pm =~ ^[0-9]+$ && $(ps -o comm= -p "$pm" 2>/dev/null) == postgres ]]; then
+			mapfile -t kids < <(pgrep -P "$pm")
+			pids+=("$pm" "${kids[@]}")
+		fi
+		((${#pids[@]})) || return 0
+		kill -9 "${pids[@]}" 2>/dev/null
+		sleep 0.1
+	done
+	return 1
 }
 
 # conninfo NAME [DB]
@@ -480,6 +543,92 @@ amcheck() {
 		join pg_am am on am.oid = c.relam
 		where am.amname = 'btree' and i.indisready and i.indisvalid
 		  and c.relpersistence <> 't'"
+}
+
+# ---------------------------------------------------------------- mounts
+
+# need_mount: skips the whole test when FUSE or mount.cbfs is not there.
+need_mount() {
+	[[ -n $MOUNT_CBFS ]] || bail "MOUNT_CBFS is not set (run through meson test)"
+	[[ -x $MOUNT_CBFS ]] || bail "$MOUNT_CBFS is not an executable (not built?)"
+	[[ -c /dev/fuse ]] || skip_all "/dev/fuse is missing (FUSE is needed to mount)"
+	command -v fusermount3 >/dev/null || skip_all "fusermount3 is missing (scripts/deps installs fuse3)"
+}
+
+# is_mounted DIR: DIR is a mount point in /proc/self/mountinfo (also when
+# its daemon is dead and stat fails).
+is_mounted() {
+	awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo
+}
+
+# mount_count DIR: how many mounts are stacked on DIR.
+mount_count() {
+	awk -v m="$1" '$5 == m { n++ } END { print n + 0 }' /proc/self/mountinfo
+}
+
+# mount_daemon_pid DIR: the pid of the mount.cbfs daemon serving DIR.
+mount_daemon_pid() {
+	local p
+	for p in $(pgrep -x mount.cbfs); do
+		if tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | grep -qxF "$1"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# cbfs_mount SPEC DIR [mount.cbfs option...]: runs mount.cbfs as root
+# (sets RC, OUT, ERR); DIR (absolute) is unmounted at exit.  With -o
+# overlay=DIR its mount.log is shown when the test fails.
+cbfs_mount() {
+	local mnt=$2 m a
+	for m in "${_mounts[@]}"; do
+		[[ $m == "$mnt" ]] && break
+	done
+	[[ ${m:-} == "$mnt" ]] || _mounts+=("$mnt")
+	for a in "$@"; do
+		if [[ $a =~ (^|,)overlay=([^,]+) && " ${_overlays[*]} " != *" ${BASH_REMATCH[2]}/mount.log "* ]]; then
+			_overlays+=("${BASH_REMATCH[2]}/mount.log")
+		fi
+	done
+	run "$MOUNT_CBFS" "$@"
+}
+
+# cbfs_umount DIR: cbfs umount DIR (sets RC, OUT, ERR).
+cbfs_umount() {
+	run "$CBFS" umount "$1"
+}
+
+# wait_gone PID SECONDS: waits until PID has exited.
+wait_gone() {
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# _unmount_all: at exit, every mount of this test is unmounted (lazily when
+# it is busy or dead) and its daemon ended.
+_unmount_all() {
+	local mnt pid i
+	for mnt in "${_mounts[@]}"; do
+		for ((i = 0; i < 10 && $(mount_count "$mnt") > 0; i++)); do
+			pid=$(mount_daemon_pid "$mnt")
+			timeout 20 "$CBFS" umount "$mnt" >/dev/null 2>&1 ||
+				umount -l "$mnt" >/dev/null 2>&1
+			if [[ -n $pid ]] && ! wait_gone "$pid" 10; then
+				[[ $(ps -o comm= -p "$pid" 2>/dev/null) == mount.cbfs ]] && kill -9 "$pid" 2>/dev/null
+			fi
+		done
+		# a daemon whose mount is gone but that is still running
+		while pid=$(mount_daemon_pid "$mnt"); do
+			kill -9 "$pid" 2>/dev/null
+			wait_gone "$pid" 5 || break
+		done
+	done
 }
 
 # ---------------------------------------------------------------- misc
