@@ -170,6 +170,12 @@ static void to_row(const Inode *in, OvInode *row)
     };
 }
 
+/* The hidden tablespace folders: made up by the mount, never removed or moved. */
+static bool is_virtual(uint64_t ino)
+{
+    return ino >= TSROOT_INO && ino < (1ull << 40);
+}
+
 /* Where a folder's backup children come from. */
 static int64_t list_id_for(Fs *fs, uint64_t ino, int64_t base_id, int type)
 {
@@ -355,19 +361,29 @@ static int resolve_locked(Fs *fs, Inode *parent, const char *name, uint64_t *ret
     return 0;
 }
 
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* The inode parent/name names (and the parent's).  Caller holds ns_lock. */
+static int lookup_locked(Fs *fs, uint64_t parent, const char *name, Inode **ret_parent, Inode **ret)
 {
-    Fs *fs = fuse_req_userdata(req);
-    Inode *p, *in = NULL;
+    Inode *p;
     uint64_t ino;
-    int rc;
-
-    pthread_mutex_lock(&fs->ns_lock);
-    rc = inode_get_locked(fs, parent, &p);
+    int rc = inode_get_locked(fs, parent, &p);
     if (rc == 0)
         rc = resolve_locked(fs, p, name, &ino);
     if (rc == 0)
-        rc = inode_get_locked(fs, ino, &in);
+        rc = inode_get_locked(fs, ino, ret);
+    if (rc == 0 && ret_parent)
+        *ret_parent = p;
+    return rc;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    Fs *fs = fuse_req_userdata(req);
+    Inode *in = NULL;
+    int rc;
+
+    pthread_mutex_lock(&fs->ns_lock);
+    rc = lookup_locked(fs, parent, name, NULL, &in);
     pthread_mutex_unlock(&fs->ns_lock);
     if (rc < 0) {
         if (rc == -ENOENT) {
@@ -1127,10 +1143,10 @@ static bool dir_empty_locked(Fs *fs, Inode *dir)
     return empty;
 }
 
-static int make_node(fuse_req_t req, fuse_ino_t parent, const char *name, int type, mode_t mode,
+/* A new inode named parent/name, in one committed transaction. */
+static int make_node(Fs *fs, uint64_t parent, const char *name, int type, mode_t mode,
                      const char *target, Inode **ret)
 {
-    Fs *fs = fuse_req_userdata(req);
     Inode *p, *in;
     uint64_t ino;
     int rc;
@@ -1175,7 +1191,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     Fs *fs = fuse_req_userdata(req);
     Inode *in;
     struct fuse_entry_param e;
-    int rc = make_node(req, parent, name, CBFS_FILE_REG, mode, NULL, &in);
+    int rc = make_node(fuse_req_userdata(req), parent, name, CBFS_FILE_REG, mode, NULL, &in);
     if (rc < 0) {
         fuse_reply_err(req, -rc);
         return;
@@ -1206,7 +1222,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         fuse_reply_err(req, EPERM);
         return;
     }
-    rc = make_node(req, parent, name, CBFS_FILE_REG, mode, NULL, &in);
+    rc = make_node(fuse_req_userdata(req), parent, name, CBFS_FILE_REG, mode, NULL, &in);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
@@ -1216,7 +1232,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
     Inode *in;
-    int rc = make_node(req, parent, name, CBFS_FILE_DIR, mode, NULL, &in);
+    int rc = make_node(fuse_req_userdata(req), parent, name, CBFS_FILE_DIR, mode, NULL, &in);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
@@ -1226,7 +1242,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
     Inode *in;
-    int rc = make_node(req, parent, name, CBFS_FILE_SYMLINK, 0777, link, &in);
+    int rc = make_node(fuse_req_userdata(req), parent, name, CBFS_FILE_SYMLINK, 0777, link, &in);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
@@ -1276,16 +1292,11 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 {
     Fs *fs = fuse_req_userdata(req);
     Inode *p, *in;
-    uint64_t ino;
     int rc;
 
     pthread_mutex_lock(&fs->ns_lock);
-    rc = inode_get_locked(fs, parent, &p);
-    if (rc == 0)
-        rc = resolve_locked(fs, p, name, &ino);
-    if (rc == 0)
-        rc = inode_get_locked(fs, ino, &in);
-    if (rc == 0 && (ino == TSROOT_INO || (ino > TSROOT_INO && ino < (1ull << 40))))
+    rc = lookup_locked(fs, parent, name, &p, &in);
+    if (rc == 0 && is_virtual(in->ino))
         rc = -EPERM;
     if (rc == 0 && dir && in->type != CBFS_FILE_DIR)
         rc = -ENOTDIR;
@@ -1340,7 +1351,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         rc = resolve_locked(fs, p, name, &ino);
     if (rc == 0)
         rc = inode_get_locked(fs, ino, &src);
-    if (rc == 0 && (ino == TSROOT_INO || (ino > TSROOT_INO && ino < (1ull << 40))))
+    if (rc == 0 && is_virtual(ino))
         rc = -EPERM;
     if (rc == 0 && np->type != CBFS_FILE_DIR)
         rc = -ENOTDIR;
@@ -1523,41 +1534,16 @@ void fs_free(Fs *fs)
 /* Create (or append to) a file in the data directory's top folder. */
 static int inject_file(Fs *fs, const char *name, const char *text, bool append)
 {
-    Inode *root, *in = NULL;
-    uint64_t ino;
+    Inode *in = NULL;
     int rc;
 
     pthread_mutex_lock(&fs->ns_lock);
-    rc = inode_get_locked(fs, FUSE_ROOT_ID, &root);
-    if (rc == 0)
-        rc = resolve_locked(fs, root, name, &ino);
-    if (rc == 0)
-        rc = inode_get_locked(fs, ino, &in);
+    rc = lookup_locked(fs, FUSE_ROOT_ID, name, NULL, &in);
     pthread_mutex_unlock(&fs->ns_lock);
-    if (rc == -ENOENT) {
-        pthread_mutex_lock(&fs->ns_lock);
-        rc = overlay_begin(fs->ov) < 0 ? -EIO : 0;
-        if (rc == 0) {
-            in = inode_alloc(overlay_new_ino(fs->ov));
-            in->type = CBFS_FILE_REG;
-            in->mode = 0600;
-            in->nlink = 1;
-            in->mtime_ns = in->ctime_ns = now_ns();
-            if (persist_locked(fs, in) < 0 ||
-                overlay_add_dirent(fs->ov, FUSE_ROOT_ID, name, in->ino) < 0 ||
-                overlay_commit(fs->ov) < 0) {
-                overlay_rollback(fs->ov);
-                free(in);
-                in = NULL;
-                rc = -EIO;
-            } else {
-                in = itab_add(fs, in);
-            }
-        }
-        pthread_mutex_unlock(&fs->ns_lock);
-    } else if (rc == 0 && !append) {
-        return -EEXIST;
-    }
+    if (rc == -ENOENT)
+        rc = make_node(fs, FUSE_ROOT_ID, name, CBFS_FILE_REG, 0600, NULL, &in);
+    else if (rc == 0 && !append)
+        rc = -EEXIST;
     if (rc < 0)
         return rc;
     if (based(in) && (rc = load_refs(fs, in)) < 0)
