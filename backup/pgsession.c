@@ -115,6 +115,18 @@ void pg_session_free(PgSession *s)
     free(s);
 }
 
+int pg_session_value(PgSession *s, const char *sql, const char *param, const char *what,
+                     char **ret, CbfsError *err)
+{
+    PGresult *res;
+    int rc = query(s, sql, param, what, &res, err);
+    if (rc < 0)
+        return rc;
+    *ret = cbfs_xstrdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
 int pg_session_reserve_wal(PgSession *s, CbfsError *err)
 {
     char name[64];

@@ -16,6 +16,7 @@ int cmd_list(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
+int cmd_restore_point(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 
 /* Shared by the commands: print err as one line and return its exit code. */

@@ -19,6 +19,7 @@ static const struct {
     {"wal-fetch", cmd_wal_fetch, "restore a WAL file (restore_command)"},
     {"list", cmd_list, "list the backups in a repository"},
     {"info", cmd_info, "show one backup"},
+    {"restore-point", cmd_restore_point, "create a named point to recover to"},
     {"restore", cmd_restore, "restore a backup into a new data directory"},
     {"mount", cmd_mount, "mount a backup as a data directory (as mount.cbfs)"},
     {"umount", cmd_umount, "unmount a mounted backup"},

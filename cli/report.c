@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cbfs/json.h"
+#include "cbfs/point.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "commands.h"
@@ -56,10 +57,12 @@ static int open_repo(const char *spec, bool allow_point, CbfsRepo **ret, char **
     return rc < 0 ? cmd_fail(&err) : 0;
 }
 
-static int parse_json_flag(int argc, char **argv, const char *cmd, const char *help, bool *json)
+static int parse_json_flag(int argc, char **argv, const char *cmd, const char *help, bool *json,
+                           bool *points)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, 'J'},
+        {"points", no_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -67,6 +70,8 @@ static int parse_json_flag(int argc, char **argv, const char *cmd, const char *h
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'J') {
             *json = true;
+        } else if (c == 'P' && points) {
+            *points = true;
         } else if (c == 'h') {
             fputs(help, stdout);
             return -1;
@@ -81,15 +86,16 @@ static int parse_json_flag(int argc, char **argv, const char *cmd, const char *h
 
 int cmd_list(int argc, char **argv)
 {
-    bool json = false;
+    bool json = false, points_only = false;
     CbfsRepo *repo;
-    CbfsKv **list;
-    size_t n;
+    CbfsKv **list, **points;
+    size_t n, np;
     CbfsError err;
     int rc = parse_json_flag(argc, argv, "list",
-                             "Usage: cbfs list REPO [--json]\n\nList the backups in the "
-                             "repository, oldest first.\n",
-                             &json);
+                             "Usage: cbfs list REPO [--json] [--points]\n\nList the backups and "
+                             "restore points in the repository, oldest first.\nWith --json: an "
+                             "array of backups, or with --points of restore points.\n",
+                             &json, &points_only);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
     if ((rc = open_repo(argv[optind], false, &repo, NULL)) != 0)
@@ -99,7 +105,32 @@ int cmd_list(int argc, char **argv)
         cbfs_repo_free(repo);
         return cmd_fail(&err);
     }
-    if (json) {
+    if (cbfs_point_list(repo, &points, &np, &err) < 0) {
+        cbfs_repo_free_backups(list, n);
+        cbfs_repo_free(repo);
+        return cmd_fail(&err);
+    }
+    if (json && points_only) {
+        CbfsJson j;
+        static const char *const keys[] = {"name", "lsn", "time", "timeline"};
+        cbfs_json_init(&j);
+        cbfs_json_begin_array(&j);
+        for (size_t i = 0; i < np; i++) {
+            uint64_t tli = 0;
+            cbfs_json_begin_object(&j);
+            for (size_t k = 0; k < CBFS_ARRAY_LEN(keys); k++) {
+                cbfs_json_key(&j, keys[k]);
+                if (k == 3 && cbfs_kv_get_u64(points[i], "timeline", &tli) == 0)
+                    cbfs_json_uint(&j, tli);
+                else
+                    cbfs_json_string(&j, cbfs_kv_get(points[i], keys[k]));
+            }
+            cbfs_json_end_object(&j);
+        }
+        cbfs_json_end_array(&j);
+        printf("%s\n", j.out.data);
+        cbfs_json_release(&j);
+    } else if (json) {
         CbfsJson j;
         cbfs_json_init(&j);
         cbfs_json_begin_array(&j);
@@ -126,7 +157,15 @@ int cmd_list(int argc, char **argv)
                    cbfs_kv_get(list[i], "timeline"), (unsigned long long) files, s1, s2,
                    (unsigned long long) bad);
         }
+        if (np > 0) {
+            printf("\n%-24s %-20s %-13s %3s\n", "restore point", "time", "lsn", "tli");
+            for (size_t i = 0; i < np; i++)
+                printf("%-24s %-20s %-13s %3s\n", cbfs_kv_get(points[i], "name"),
+                       cbfs_kv_get(points[i], "time"), cbfs_kv_get(points[i], "lsn"),
+                       cbfs_kv_get(points[i], "timeline"));
+        }
     }
+    cbfs_repo_free_backups(points, np);
     cbfs_repo_free_backups(list, n);
     cbfs_repo_free(repo);
     return 0;
@@ -142,7 +181,7 @@ int cmd_info(int argc, char **argv)
     int rc = parse_json_flag(argc, argv, "info",
                              "Usage: cbfs info REPO[@LABEL|@latest] [--json]\n\nShow one "
                              "backup (the newest by default).\n",
-                             &json);
+                             &json, NULL);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
     if ((rc = open_repo(argv[optind], true, &repo, &point)) != 0)

@@ -37,6 +37,7 @@
 
 #include "blockcache.h"
 #include "cbfs/log.h"
+#include "cbfs/point.h"
 #include "cbfs/util.h"
 #include "fs.h"
 
@@ -88,6 +89,7 @@ struct Fs {
     int64_t tblspc_id; /* manifest id of pg_tblspc, 0 if none */
     bool has_tablespaces;
     char *label;
+    const CbfsTarget *target; /* borrowed from the config */
 };
 
 static int64_t now_ns(void)
@@ -1476,6 +1478,7 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
     fs->gid = cfg->gid;
     fs->block_size = cfg->repo->block_size;
     fs->label = cbfs_xstrdup(cfg->label);
+    fs->target = cfg->target;
     fs->nbuckets = 16381;
     fs->itab = cbfs_xcalloc(fs->nbuckets, sizeof(Inode *));
     pthread_mutex_init(&fs->ns_lock, NULL);
@@ -1567,7 +1570,7 @@ static int inject_file(Fs *fs, const char *name, const char *text, bool append)
 int fs_inject(Fs *fs, const char *self, CbfsError *err)
 {
     char *label_text = cbfs_manifest_get_meta(fs->manifest, "backup_label");
-    char *conf = cbfs_repo_recovery_conf(fs->repo, "mount.cbfs", fs->label, self, true);
+    char *conf = cbfs_target_recovery_conf(fs->repo, fs->target, "mount.cbfs", self, true);
     int rc;
 
     if (!label_text) {

@@ -21,6 +21,7 @@ typedef struct FsConfig {
     CbfsRepo *repo;            /* borrowed */
     const char *manifest_path; /* verified local copy of the manifest */
     const char *label;
+    const struct CbfsTarget *target; /* recovery target written into a new overlay */
     Overlay *overlay; /* borrowed */
     uid_t uid;        /* owner shown for every file */
     gid_t gid;

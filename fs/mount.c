@@ -27,6 +27,7 @@
 #include <fuse_lowlevel.h>
 
 #include "cbfs/log.h"
+#include "cbfs/point.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "commands.h"
@@ -44,6 +45,7 @@ typedef struct MountOptions {
     bool allow_other;
     bool debug;
     bool foreground;
+    bool pause; /* target_action=pause */
 } MountOptions;
 
 static void mount_usage(void)
@@ -52,8 +54,9 @@ static void mount_usage(void)
            "       cbfs mount REPO[@POINT] MOUNTPOINT [-o OPTIONS] [-f]\n"
            "\n"
            "Mount a backup as a PostgreSQL data directory: reads come from the repository,\n"
-           "writes go to a local overlay, and PostgreSQL started on it recovers to the end\n"
-           "of the backup.  POINT is a backup label or \"latest\" (the default).\n"
+           "writes go to a local overlay, and PostgreSQL started on it recovers\n"
+           "to POINT: a backup label or \"latest\" (the default; the end of that backup), a\n"
+           "restore point name, a time (2026-11-21T10:30:00Z) or lsn:X/Y.\n"
            "\n"
            "Options (-o, comma-separated):\n"
            "  uid=USER, gid=GROUP   owner shown for every file (default: you)\n"
@@ -61,6 +64,7 @@ static void mount_usage(void)
            "  cache_dir=DIR         where the manifest copy and temporary overlay live\n"
            "  cache_size=SIZE       memory for decompressed blocks (default 128M)\n"
            "  allow_other           let other users in (implied when uid= is not you)\n"
+           "  target_action=pause   pause at the point instead of promoting\n"
            "  debug                 log every FUSE request (implies -f)\n"
            "  -f                    stay in the foreground\n"
            "\n"
@@ -136,6 +140,11 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
                 rc = cmd_usage_error(cmd, "invalid cache_size \"%s\" (at least 1M)", v);
             continue;
         }
+        if (strcmp(o, "target_action") == 0 && v &&
+            (strcmp(v, "promote") == 0 || strcmp(v, "pause") == 0)) {
+            mo->pause = strcmp(v, "pause") == 0;
+            continue;
+        }
         if (strcmp(o, "allow_other") == 0 && !v) {
             mo->allow_other = true;
             continue;
@@ -163,8 +172,9 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 }
 
 /* Everything the daemon runs; reports readiness (or the error) on ready_fd. */
-static int serve(MountOptions *mo, CbfsRepo *repo, const char *label, const char *manifest_path,
-                 const char *overlay_dir, bool temp_overlay, int ready_fd)
+static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, const char *identity,
+                 const char *manifest_path, const char *overlay_dir, bool temp_overlay,
+                 int ready_fd)
 {
     Overlay *ov = NULL;
     Fs *fs = NULL;
@@ -186,12 +196,13 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const char *label, const char
             snprintf(slash + 1, sizeof(self) - (size_t) (slash + 1 - self), "cbfs");
         }
     }
-    rc = overlay_open(overlay_dir, repo->id, label, &created, &ov, &err);
+    rc = overlay_open(overlay_dir, repo->id, identity, &created, &ov, &err);
     if (rc == 0) {
         FsConfig fc = {
             .repo = repo,
             .manifest_path = manifest_path,
-            .label = label,
+            .label = target->label,
+            .target = target,
             .overlay = ov,
             .uid = mo->uid,
             .gid = mo->gid,
@@ -286,6 +297,8 @@ int cmd_mount(int argc, char **argv)
     int npos = 0, rc;
     bool temp_overlay = false;
     const char *cmd = "mount";
+    CbfsTarget target = {0};
+    char *identity = NULL;
 
     cbfs_error_init(&err);
     cbfs_log_set_progname(strcmp(argv[0], "mount.cbfs") == 0 ? "mount.cbfs" : "cbfs");
@@ -357,7 +370,14 @@ int cmd_mount(int argc, char **argv)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
     if (rc == 0)
-        rc = cbfs_repo_resolve(repo, loc.point, &label, &err);
+        rc = cbfs_point_resolve(repo, loc.point, &target, &err);
+    if (rc == 0) {
+        label = cbfs_xstrdup(target.label);
+        target.pause = mo.pause;
+        /* an overlay belongs to one backup and one target */
+        identity =
+            target.value ? cbfs_xasprintf("%s@%s", label, target.value) : cbfs_xstrdup(label);
+    }
     cbfs_location_release(&loc);
     if (rc < 0)
         goto fail;
@@ -387,7 +407,7 @@ int cmd_mount(int argc, char **argv)
     }
 
     if (mo.foreground) {
-        rc = serve(&mo, repo, label, manifest_path, overlay_dir, temp_overlay, -1);
+        rc = serve(&mo, repo, &target, identity, manifest_path, overlay_dir, temp_overlay, -1);
     } else {
         int pipefd[2];
         pid_t pid;
@@ -400,7 +420,8 @@ int cmd_mount(int argc, char **argv)
             close(pipefd[0]);
             setsid();
             /* the parent must not lose the manifest copy: the child owns it now */
-            rc = serve(&mo, repo, label, manifest_path, overlay_dir, temp_overlay, pipefd[1]);
+            rc = serve(&mo, repo, &target, identity, manifest_path, overlay_dir, temp_overlay,
+                       pipefd[1]);
             unlink(manifest_path);
             _exit(rc);
         }
@@ -453,6 +474,8 @@ out:
     free(label);
     free(mo.overlay);
     free(mo.cache_dir);
+    free(identity);
+    cbfs_target_release(&target);
     cbfs_kv_free(rec);
     cbfs_repo_free(repo);
     return rc;

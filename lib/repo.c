@@ -428,38 +428,6 @@ int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
     return 0;
 }
 
-char *cbfs_repo_recovery_conf(const CbfsRepo *r, const char *who, const char *label,
-                              const char *self, bool archive_off)
-{
-    const char *repo = r->loc.kind == CBFS_LOCATION_POSIX ? r->loc.path : r->loc.spec;
-    const char *parts[2] = {self, repo};
-    char *qcmd, *conf;
-    CbfsBuf cmd;
-
-    /* restore_command runs through the shell: quote both paths for it */
-    cbfs_buf_init(&cmd);
-    for (int i = 0; i < 2; i++) {
-        cbfs_buf_append(&cmd, "'", 1);
-        for (const char *s = parts[i]; *s; s++) {
-            if (*s == '\'')
-                cbfs_buf_append(&cmd, "'\\''", 4);
-            else
-                cbfs_buf_append(&cmd, s, 1);
-        }
-        cbfs_buf_append(&cmd, "'", 1);
-        cbfs_buf_append(&cmd, i == 0 ? " wal-fetch " : " %f %p", i == 0 ? 11 : 6);
-    }
-    qcmd = cbfs_pg_quote(cmd.data);
-    conf = cbfs_xasprintf("\n# added by %s for backup %s\n"
-                          "restore_command = %s\n"
-                          "recovery_target = 'immediate'\n"
-                          "recovery_target_action = 'promote'\n%s",
-                          who, label, qcmd, archive_off ? "archive_mode = 'off'\n" : "");
-    cbfs_buf_release(&cmd);
-    free(qcmd);
-    return conf;
-}
-
 int cbfs_repo_cache_dir(CbfsRepo *r, char **ret, CbfsError *err)
 {
     const char *base = getenv("CBFS_CACHE_DIR");

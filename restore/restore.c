@@ -27,6 +27,7 @@
 #include "cbfs/manifest.h"
 #include "cbfs/pack.h"
 #include "cbfs/pgfile.h"
+#include "cbfs/point.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "commands.h"
@@ -256,12 +257,12 @@ static bool dir_is_empty_or_absent(const char *path, bool *ret_exists)
 }
 
 /* Append the recovery settings to postgresql.auto.conf and add the signal. */
-static int write_recovery(Restore *r, const char *label, const char *self, bool archive_off,
+static int write_recovery(Restore *r, const CbfsTarget *t, const char *self, bool archive_off,
                           CbfsError *err)
 {
     char *conf = cbfs_xasprintf("%s/postgresql.auto.conf", r->dir);
     char *sig = cbfs_xasprintf("%s/recovery.signal", r->dir);
-    char *text = cbfs_repo_recovery_conf(r->repo, "cbfs restore", label, self, archive_off);
+    char *text = cbfs_target_recovery_conf(r->repo, t, "cbfs restore", self, archive_off);
     int fd, rc = 0;
 
     fd = open(conf, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -300,10 +301,12 @@ static int write_small(const char *dir, const char *name, const char *text, Cbfs
 
 static void usage(void)
 {
-    printf("Usage: cbfs restore REPO[@LABEL|@latest] DIR [OPTIONS]\n"
+    printf("Usage: cbfs restore REPO[@POINT] DIR [OPTIONS]\n"
            "\n"
-           "Restore a backup into DIR (absent or empty) as a data directory that recovers\n"
-           "to the end of the backup, fetching WAL with \"cbfs wal-fetch\".\n"
+           "Restore a backup into DIR (absent or empty) as a data directory that recovers,\n"
+           "fetching WAL with \"cbfs wal-fetch\", to POINT: a backup label or latest (the\n"
+           "end of that backup), a restore point name, a time (2026-11-21T10:30:00Z) or\n"
+           "lsn:X/Y.  The newest backup ending before the point is restored.\n"
            "\n"
            "Options:\n"
            "  -j, --jobs N                    parallel download threads (default: 2)\n"
@@ -311,6 +314,8 @@ static void usage(void)
            "                                  restore a tablespace into DIR (repeatable)\n"
            "      --archive-mode off|preserve off (default) turns archiving off in the copy,\n"
            "                                  so it never archives into the repository\n"
+           "      --target-action promote|pause\n"
+           "                                  at the point: promote (default) or pause\n"
            "  -h, --help                      show this help\n");
 }
 
@@ -320,6 +325,7 @@ int cmd_restore(int argc, char **argv)
         {"jobs", required_argument, NULL, 'j'},
         {"tablespace-map", required_argument, NULL, 'T'},
         {"archive-mode", required_argument, NULL, 'A'},
+        {"target-action", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -338,7 +344,8 @@ int cmd_restore(int argc, char **argv)
     RWorker *workers = NULL;
     double t0 = cbfs_now();
     int c, rc = 0;
-    bool made_dir = false, started = false;
+    bool made_dir = false, started = false, pause = false;
+    CbfsTarget target = {0};
 
     cbfs_error_init(&err);
     memset(&r, 0, sizeof(r));
@@ -369,6 +376,15 @@ int cmd_restore(int argc, char **argv)
                 return cmd_usage_error("restore", "invalid value for --archive-mode: \"%s\"",
                                        optarg);
             break;
+        case 'P':
+            if (strcmp(optarg, "promote") == 0)
+                pause = false;
+            else if (strcmp(optarg, "pause") == 0)
+                pause = true;
+            else
+                return cmd_usage_error("restore", "invalid value for --target-action: \"%s\"",
+                                       optarg);
+            break;
         case 'h':
             usage();
             return 0;
@@ -392,7 +408,11 @@ int cmd_restore(int argc, char **argv)
     }
     rc = cbfs_repo_open(&loc, &r.repo, &err);
     if (rc == 0)
-        rc = cbfs_repo_resolve(r.repo, loc.point, &label, &err);
+        rc = cbfs_point_resolve(r.repo, loc.point, &target, &err);
+    if (rc == 0) {
+        label = cbfs_xstrdup(target.label);
+        target.pause = pause;
+    }
     cbfs_location_release(&loc);
     if (rc < 0)
         goto fail;
@@ -609,7 +629,7 @@ int cmd_restore(int argc, char **argv)
             goto fail;
     }
     (void) spcmap;
-    if (write_recovery(&r, label, self, archive_off, &err) < 0)
+    if (write_recovery(&r, &target, self, archive_off, &err) < 0)
         goto fail;
     if (geteuid() == 0) {
         /* the files cbfs wrote itself belong to the data directory's owner */
@@ -695,6 +715,7 @@ out:
     free(r.dir);
     free(maps);
     cbfs_kv_free(rec);
+    cbfs_target_release(&target);
     cbfs_repo_free(r.repo);
     return rc;
 }

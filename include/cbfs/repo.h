@@ -75,15 +75,6 @@ int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest
 int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir, char **ret_path,
                              CbfsError *err);
 
-/* The recovery settings a restored or mounted copy of backup label needs
- * (appended to its postgresql.auto.conf): restore_command running
- * "<self> wal-fetch <repository> %f %p" (both quoted for the shell, the
- * whole for the configuration file), recovery_target = 'immediate',
- * recovery_target_action = 'promote', and archive_mode = 'off' when
- * archive_off.  who names the writer in the comment line.  Caller frees. */
-char *cbfs_repo_recovery_conf(const CbfsRepo *r, const char *who, const char *label,
-                              const char *self, bool archive_off);
-
 /* Local cache directory for this repository ($CBFS_CACHE_DIR,
  * $XDG_CACHE_HOME/cbfs or ~/.cache/cbfs, then the repository id); created.
  * Caller frees. */

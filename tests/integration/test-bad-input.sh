@@ -102,7 +102,7 @@ pg_stop m
 cbfs info "$REPO@nosuch"
 check_error "info: unknown label" 7 "cbfs: backup \"nosuch\" not found in repository \"$REPO\""
 cbfs restore "$REPO@nosuch" "$TMP/r1"
-check_error "restore: unknown label" 7 "cbfs: backup \"nosuch\" not found in repository \"$REPO\""
+check_error "restore: unknown label" 7 "cbfs: backup or restore point \"nosuch\" not found in repository \"$REPO\""
 if [[ ! -e $TMP/r1 || -z $(ls -A "$TMP/r1") ]]; then
 	pass "restore of an unknown label wrote nothing"
 else

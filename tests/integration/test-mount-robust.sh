@@ -95,7 +95,7 @@ refused "missing repository" 3 \
 	"mount.cbfs: could not open repository \"$TMP/no-repo\": No such file or directory" \
 	"$TMP/no-repo" "$TMP/e"
 refused "unknown label" 7 \
-	"mount.cbfs: backup \"nope\" not found in repository \"$REPO\"" \
+	"mount.cbfs: backup or restore point \"nope\" not found in repository \"$REPO\"" \
 	"$REPO@nope" "$TMP/e"
 refused "missing mount point" 2 \
 	"mount.cbfs: could not mount on \"$TMP/no-dir\": No such file or directory" \

@@ -1,0 +1,383 @@
+/*
+ * point.c - restore points and the resolution of REPO@POINT into a backup
+ * and a recovery target.  See point.h.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbfs/point.h"
+#include "cbfs/util.h"
+#include "cbfs/wal.h"
+#include "cbfs/walarchive.h"
+
+static int digits(const char **s, int n, int *ret)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char) (*s)[i]))
+            return -EINVAL;
+        v = v * 10 + ((*s)[i] - '0');
+    }
+    *s += n;
+    *ret = v;
+    return 0;
+}
+
+static int expect(const char **s, char c)
+{
+    if (**s != c)
+        return -EINVAL;
+    (*s)++;
+    return 0;
+}
+
+int cbfs_parse_time(const char *str, time_t *ret_time, char **ret_pg)
+{
+    const char *s = str;
+    struct tm tm;
+    int y, mo, d, h, mi, sec, zh = 0, zm = 0, sign = 1;
+    char frac[16] = "";
+    time_t t;
+
+    memset(&tm, 0, sizeof(tm));
+    if (digits(&s, 4, &y) || expect(&s, '-') || digits(&s, 2, &mo) || expect(&s, '-') ||
+        digits(&s, 2, &d) || (*s != 'T' && *s != ' ') || !++s || digits(&s, 2, &h) ||
+        expect(&s, ':') || digits(&s, 2, &mi) || expect(&s, ':') || digits(&s, 2, &sec))
+        return -EINVAL;
+    if (*s == '.') {
+        size_t n = 0;
+        s++;
+        while (isdigit((unsigned char) s[n]) && n < 9)
+            n++;
+        if (n == 0 || isdigit((unsigned char) s[n]))
+            return -EINVAL;
+        snprintf(frac, sizeof(frac), ".%.*s", (int) n, s);
+        s += n;
+    }
+    if (*s == 'Z') {
+        s++;
+    } else if (*s == '+' || *s == '-') {
+        sign = *s == '-' ? -1 : 1;
+        s++;
+        if (digits(&s, 2, &zh))
+            return -EINVAL;
+        if (*s == ':')
+            s++;
+        if (*s && digits(&s, 2, &zm))
+            return -EINVAL;
+    } else {
+        return -EINVAL; /* a time without a zone is ambiguous: refused */
+    }
+    if (*s || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || zh > 14 ||
+        zm > 59)
+        return -EINVAL;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    t = timegm(&tm);
+    {
+        /* timegm normalizes 2026-02-31 into March: refuse such dates */
+        struct tm back;
+        gmtime_r(&t, &back);
+        if (back.tm_mday != d || back.tm_mon != mo - 1)
+            return -EINVAL;
+    }
+    t -= sign * (zh * 3600 + zm * 60);
+    *ret_time = t;
+    if (ret_pg) {
+        struct tm u;
+        char buf[64];
+        gmtime_r(&t, &u);
+        strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &u);
+        /* PostgreSQL 15 refuses a trailing "Z" in recovery_target_time */
+        *ret_pg = cbfs_xasprintf("%s%s+00", buf, frac);
+    }
+    return 0;
+}
+
+static char *point_key(const char *name)
+{
+    return cbfs_xasprintf("points/%s", name);
+}
+
+int cbfs_point_create(CbfsRepo *r, const char *name, uint64_t lsn, time_t when, uint32_t tli,
+                      uint64_t sysid, CbfsError *err)
+{
+    CbfsKv *kv = cbfs_kv_new();
+    char buf[32], *text, *key = point_key(name);
+    int rc;
+
+    cbfs_kv_set(kv, "name", name);
+    cbfs_lsn_format(lsn, buf, sizeof(buf));
+    cbfs_kv_set(kv, "lsn", buf);
+    cbfs_format_time(when, buf, sizeof(buf));
+    cbfs_kv_set(kv, "time", buf);
+    cbfs_kv_set_u64(kv, "timeline", tli);
+    cbfs_kv_set_u64(kv, "system_identifier", sysid);
+    text = cbfs_kv_format(kv);
+    rc = cbfs_store_put(r->store, key, text, strlen(text), err);
+    if (rc == -EEXIST)
+        rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_CONFLICT,
+                            "restore point \"%s\" already exists in repository \"%s\"", name,
+                            r->display);
+    free(text);
+    free(key);
+    cbfs_kv_free(kv);
+    return rc;
+}
+
+int cbfs_point_read(CbfsRepo *r, const char *name, CbfsKv **ret, CbfsError *err)
+{
+    char *key;
+    uint8_t *text;
+    size_t len;
+    int rc;
+
+    if (!cbfs_label_valid(name))
+        return -ENOENT;
+    key = point_key(name);
+    rc = cbfs_store_get(r->store, key, &text, &len, err);
+    if (rc == 0) {
+        rc = cbfs_kv_parse((const char *) text, len, ret, err);
+        free(text);
+        if (rc < 0)
+            cbfs_error_prefix(err, "restore point \"%s\" is damaged", name);
+    }
+    free(key);
+    return rc;
+}
+
+typedef struct Names {
+    char **v;
+    size_t n;
+} Names;
+
+static int collect_point(const char *key, uint64_t size, void *ctx)
+{
+    Names *ns = ctx;
+    (void) size;
+    ns->v = cbfs_xrealloc(ns->v, (ns->n + 1) * sizeof(char *));
+    ns->v[ns->n++] = cbfs_xstrdup(key + strlen("points/"));
+    return 0;
+}
+
+static uint64_t kv_lsn(const CbfsKv *kv, const char *key)
+{
+    uint64_t lsn = 0;
+    const char *s = cbfs_kv_get(kv, key);
+    if (s)
+        cbfs_lsn_parse(s, &lsn);
+    return lsn;
+}
+
+static int cmp_point(const void *a, const void *b)
+{
+    uint64_t x = kv_lsn(*(CbfsKv *const *) a, "lsn"), y = kv_lsn(*(CbfsKv *const *) b, "lsn");
+    return x < y ? -1 : x > y;
+}
+
+int cbfs_point_list(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError *err)
+{
+    Names ns = {0};
+    CbfsKv **list;
+    size_t n = 0;
+    int rc = cbfs_store_list(r->store, "points/", collect_point, &ns, err);
+
+    list = cbfs_xcalloc(ns.n ? ns.n : 1, sizeof(CbfsKv *));
+    for (size_t i = 0; i < ns.n; i++) {
+        if (rc == 0) {
+            rc = cbfs_point_read(r, ns.v[i], &list[n], err);
+            if (rc == 0)
+                n++;
+            else if (rc == -ENOENT)
+                rc = 0;
+        }
+        free(ns.v[i]);
+    }
+    free(ns.v);
+    if (rc < 0) {
+        cbfs_repo_free_backups(list, n);
+        return rc;
+    }
+    if (n > 1)
+        qsort(list, n, sizeof(CbfsKv *), cmp_point);
+    *ret = list;
+    *ret_n = n;
+    return 0;
+}
+
+void cbfs_target_release(CbfsTarget *t)
+{
+    free(t->label);
+    free(t->value);
+    memset(t, 0, sizeof(*t));
+}
+
+/* The newest backup ending at or before lsn (or time, when lsn is 0). */
+static const CbfsKv *backup_before(CbfsKv **list, size_t n, uint64_t lsn, time_t when)
+{
+    for (size_t i = n; i-- > 0;) {
+        if (lsn) {
+            if (kv_lsn(list[i], "stop_lsn") <= lsn)
+                return list[i];
+        } else {
+            time_t stop;
+            const char *s = cbfs_kv_get(list[i], "stop_time");
+            if (s && cbfs_parse_time(s, &stop, NULL) == 0 && stop <= when)
+                return list[i];
+        }
+    }
+    return NULL;
+}
+
+/* Is the WAL holding the byte before lsn archived, on the backup's timeline
+ * or a later one? */
+static int wal_reaches(CbfsRepo *r, const CbfsKv *backup, uint64_t lsn, char *missing, size_t len,
+                       CbfsError *err)
+{
+    uint64_t tli = 1, seg_size = 16u << 20;
+    cbfs_kv_get_u64(backup, "timeline", &tli);
+    cbfs_kv_get_u64(backup, "wal_segment_size", &seg_size);
+    cbfs_wal_segname((uint32_t) tli, cbfs_wal_segno(lsn - 1, (uint32_t) seg_size),
+                     (uint32_t) seg_size, missing, len);
+    for (uint32_t t = (uint32_t) tli; t < (uint32_t) tli + 64; t++) {
+        char name[CBFS_WAL_NAME_MAX];
+        int rc;
+        cbfs_wal_segname(t, cbfs_wal_segno(lsn - 1, (uint32_t) seg_size), (uint32_t) seg_size, name,
+                         sizeof(name));
+        rc = cbfs_wal_exists(r, name, err);
+        if (rc != -ENOENT)
+            return rc;
+    }
+    return -ENOENT;
+}
+
+int cbfs_point_resolve(CbfsRepo *r, const char *point, CbfsTarget *ret, CbfsError *err)
+{
+    CbfsKv **list = NULL, *rec = NULL, *pt = NULL;
+    const CbfsKv *from = NULL;
+    size_t n = 0;
+    uint64_t lsn = 0;
+    time_t when = 0;
+    int rc;
+
+    memset(ret, 0, sizeof(*ret));
+    if (!point || strcmp(point, "latest") == 0 || cbfs_repo_read_backup(r, point, &rec, err) == 0) {
+        cbfs_kv_free(rec);
+        ret->kind = CBFS_TARGET_IMMEDIATE;
+        return cbfs_repo_resolve(r, point, &ret->label, err);
+    }
+    cbfs_error_init(err);
+    rc = cbfs_repo_list_backups(r, &list, &n, err);
+    if (rc < 0)
+        return rc;
+    if (n == 0) {
+        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND, "repository \"%s\" has no backups",
+                            r->display);
+        goto out;
+    }
+    if (strncmp(point, "lsn:", 4) == 0) {
+        if (cbfs_lsn_parse(point + 4, &lsn) < 0 || lsn == 0) {
+            rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "invalid LSN in point \"%s\"", point);
+            goto out;
+        }
+        ret->kind = CBFS_TARGET_LSN;
+        ret->value = cbfs_xstrdup(point + 4);
+    } else if ((rc = cbfs_point_read(r, point, &pt, err)) == 0) {
+        lsn = kv_lsn(pt, "lsn");
+        ret->kind = CBFS_TARGET_NAME;
+        ret->value = cbfs_xstrdup(point);
+    } else if (rc != -ENOENT) {
+        goto out;
+    } else if (cbfs_parse_time(point, &when, &ret->value) == 0) {
+        ret->kind = CBFS_TARGET_TIME;
+        if (when > time(NULL)) {
+            rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_NOT_FOUND, "point \"%s\" is in the future",
+                                point);
+            goto out;
+        }
+    } else {
+        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND,
+                            "backup or restore point \"%s\" not found in repository \"%s\"", point,
+                            r->display);
+        goto out;
+    }
+    from = backup_before(list, n, lsn, when);
+    if (!from) {
+        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND,
+                            "point \"%s\" is before the first backup (the earliest, \"%s\", ends "
+                            "at %s, LSN %s)",
+                            point, cbfs_kv_get(list[0], "label"), cbfs_kv_get(list[0], "stop_time"),
+                            cbfs_kv_get(list[0], "stop_lsn"));
+        goto out;
+    }
+    if (lsn) {
+        char missing[CBFS_WAL_NAME_MAX];
+        rc = wal_reaches(r, from, lsn, missing, sizeof(missing), err);
+        if (rc == -ENOENT) {
+            rc =
+                cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND,
+                               "point \"%s\" is beyond the archived WAL: WAL file \"%s\" is not in "
+                               "repository \"%s\"",
+                               point, missing, r->display);
+            goto out;
+        }
+        if (rc < 0)
+            goto out;
+    }
+    ret->label = cbfs_xstrdup(cbfs_kv_get(from, "label"));
+    rc = 0;
+out:
+    if (rc < 0) {
+        free(ret->value);
+        ret->value = NULL;
+    }
+    cbfs_kv_free(pt);
+    cbfs_repo_free_backups(list, n);
+    return rc;
+}
+
+char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const char *who,
+                                const char *self, bool archive_off)
+{
+    static const char *const settings[] = {"recovery_target", "recovery_target_name",
+                                           "recovery_target_time", "recovery_target_lsn"};
+    char *target;
+    const char *repo = r->loc.kind == CBFS_LOCATION_POSIX ? r->loc.path : r->loc.spec;
+    const char *parts[2] = {self, repo};
+    char *qcmd, *conf;
+    CbfsBuf cmd;
+
+    /* restore_command runs through the shell: quote both paths for it */
+    cbfs_buf_init(&cmd);
+    for (int i = 0; i < 2; i++) {
+        cbfs_buf_append(&cmd, "'", 1);
+        for (const char *s = parts[i]; *s; s++) {
+            if (*s == '\'')
+                cbfs_buf_append(&cmd, "'\\''", 4);
+            else
+                cbfs_buf_append(&cmd, s, 1);
+        }
+        cbfs_buf_append(&cmd, "'", 1);
+        cbfs_buf_append(&cmd, i == 0 ? " wal-fetch " : " %f %p", i == 0 ? 11 : 6);
+    }
+    qcmd = cbfs_pg_quote(cmd.data);
+    target = cbfs_pg_quote(t->kind == CBFS_TARGET_IMMEDIATE ? "immediate" : t->value);
+    conf =
+        cbfs_xasprintf("\n# added by %s for backup %s\n"
+                       "restore_command = %s\n"
+                       "%s = %s\n"
+                       "recovery_target_action = '%s'\n%s",
+                       who, t->label, qcmd, settings[t->kind], target,
+                       t->pause ? "pause" : "promote", archive_off ? "archive_mode = 'off'\n" : "");
+    cbfs_buf_release(&cmd);
+    free(qcmd);
+    free(target);
+    return conf;
+}
