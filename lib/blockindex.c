@@ -19,6 +19,8 @@
 #include "cbfs/log.h"
 #include "cbfs/util.h"
 
+#define BATCH_ROWS 4096
+
 struct CbfsBlockIndex {
     pthread_mutex_t lock; /* guards db and the statements */
     sqlite3 *db;
@@ -26,6 +28,12 @@ struct CbfsBlockIndex {
     char run[17]; /* this process's run id */
     sqlite3_stmt *lookup;
     sqlite3_stmt *insert;
+    /* rows added but not yet written: one transaction per batch costs far
+     * less CPU than one per block, and holding no SQLite write lock between
+     * batches lets other backups on this host use the index meanwhile */
+    CbfsBlockRef pending[BATCH_ROWS];
+    size_t npending;
+    uint16_t slots[2 * BATCH_ROWS]; /* open addressing: index + 1 into pending, 0 empty */
 };
 
 static const char schema[] =
@@ -33,6 +41,8 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS blocks(id BLOB PRIMARY KEY, pack TEXT NOT NULL,"
     " offset INT NOT NULL, stored_len INT NOT NULL, raw_len INT NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS blocks_pack ON blocks(pack);";
+
+static int flush_pending(CbfsBlockIndex *bi, CbfsError *err);
 
 static int db_error(CbfsBlockIndex *bi, CbfsError *err)
 {
@@ -241,6 +251,8 @@ void cbfs_blockindex_free(CbfsBlockIndex *bi)
 {
     if (!bi)
         return;
+    if (bi->db)
+        flush_pending(bi, NULL);
     sqlite3_finalize(bi->lookup);
     sqlite3_finalize(bi->insert);
     sqlite3_close(bi->db);
@@ -249,13 +261,68 @@ void cbfs_blockindex_free(CbfsBlockIndex *bi)
     free(bi);
 }
 
+static size_t slot_of(const uint8_t *id)
+{
+    uint32_t h;
+    memcpy(&h, id, sizeof(h));
+    return h % (2 * BATCH_ROWS);
+}
+
+/* The pending row for id, or NULL.  Caller holds bi->lock. */
+static const CbfsBlockRef *pending_find(CbfsBlockIndex *bi, const uint8_t *id)
+{
+    for (size_t s = slot_of(id); bi->slots[s]; s = (s + 1) % (2 * BATCH_ROWS))
+        if (memcmp(bi->pending[bi->slots[s] - 1].id, id, CBFS_BLOCK_ID_LEN) == 0)
+            return &bi->pending[bi->slots[s] - 1];
+    return NULL;
+}
+
+/* Write the pending rows in one transaction.  Caller holds bi->lock. */
+static int flush_pending(CbfsBlockIndex *bi, CbfsError *err)
+{
+    sqlite3_stmt *st = bi->insert;
+    int rc = 0;
+
+    if (bi->npending == 0)
+        return 0;
+    if (sqlite3_exec(bi->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(bi, err);
+    for (size_t i = 0; i < bi->npending && rc == 0; i++) {
+        const CbfsBlockRef *ref = &bi->pending[i];
+        sqlite3_reset(st);
+        sqlite3_bind_blob(st, 1, ref->id, CBFS_BLOCK_ID_LEN, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, ref->pack, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (int64_t) ref->offset);
+        sqlite3_bind_int64(st, 4, ref->stored_len);
+        sqlite3_bind_int64(st, 5, ref->raw_len);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(bi, err);
+    }
+    sqlite3_reset(st);
+    if (rc == 0 && sqlite3_exec(bi->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        rc = db_error(bi, err);
+    if (rc < 0) {
+        sqlite3_exec(bi->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    bi->npending = 0;
+    memset(bi->slots, 0, sizeof(bi->slots));
+    return 0;
+}
+
 int cbfs_blockindex_lookup(CbfsBlockIndex *bi, const uint8_t id[CBFS_BLOCK_ID_LEN],
                            CbfsBlockRef *ref)
 {
     sqlite3_stmt *st = bi->lookup;
+    const CbfsBlockRef *p;
     int rc = -ENOENT;
 
     pthread_mutex_lock(&bi->lock);
+    if ((p = pending_find(bi, id)) != NULL) {
+        *ref = *p;
+        pthread_mutex_unlock(&bi->lock);
+        return 0;
+    }
     sqlite3_reset(st);
     sqlite3_bind_blob(st, 1, id, CBFS_BLOCK_ID_LEN, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, bi->run, -1, SQLITE_STATIC);
@@ -277,19 +344,21 @@ int cbfs_blockindex_lookup(CbfsBlockIndex *bi, const uint8_t id[CBFS_BLOCK_ID_LE
 
 int cbfs_blockindex_add(CbfsBlockIndex *bi, const CbfsBlockRef *ref, CbfsError *err)
 {
-    sqlite3_stmt *st = bi->insert;
     int rc = 0;
 
     pthread_mutex_lock(&bi->lock);
-    sqlite3_reset(st);
-    sqlite3_bind_blob(st, 1, ref->id, CBFS_BLOCK_ID_LEN, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, ref->pack, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, (int64_t) ref->offset);
-    sqlite3_bind_int64(st, 4, ref->stored_len);
-    sqlite3_bind_int64(st, 5, ref->raw_len);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_error(bi, err);
-    sqlite3_reset(st);
+    if (!pending_find(bi, ref->id)) {
+        size_t s = slot_of(ref->id);
+        if (bi->npending == BATCH_ROWS && (rc = flush_pending(bi, err)) < 0) {
+            pthread_mutex_unlock(&bi->lock);
+            return rc;
+        }
+        s = slot_of(ref->id);
+        while (bi->slots[s])
+            s = (s + 1) % (2 * BATCH_ROWS);
+        bi->pending[bi->npending] = *ref;
+        bi->slots[s] = (uint16_t) (++bi->npending);
+    }
     pthread_mutex_unlock(&bi->lock);
     return rc;
 }
@@ -300,9 +369,12 @@ static int set_pack(CbfsBlockIndex *bi, const char *pack, int stored, CbfsError 
     int rc = 0;
 
     pthread_mutex_lock(&bi->lock);
-    if (sqlite3_prepare_v2(bi->db,
-                           "INSERT OR REPLACE INTO packs(name, stored, run) VALUES (?, ?, ?)", -1,
-                           &st, NULL) != SQLITE_OK) {
+    /* the rows go first, so a pack marked stored always has its blocks */
+    if (stored && (rc = flush_pending(bi, err)) < 0) {
+        /* err is set */
+    } else if (sqlite3_prepare_v2(
+                   bi->db, "INSERT OR REPLACE INTO packs(name, stored, run) VALUES (?, ?, ?)", -1,
+                   &st, NULL) != SQLITE_OK) {
         rc = db_error(bi, err);
     } else {
         sqlite3_bind_text(st, 1, pack, -1, SQLITE_STATIC);
