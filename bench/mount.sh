@@ -188,7 +188,9 @@ CONF
     # -- sequential read of the largest relation segment through a fresh mount
     "$CBFS" umount "$MNT"; sleep 1
     "$MOUNT" "$REPO@bench" "$MNT" -o "cache_size=$CACHE_SIZE"
-    SEG=$(cd "$MNT" && find base -type f -printf '%s %p\n' | sort -rn | head -1 | cut -d' ' -f2)
+    # the largest relation segment (awk reads all its input: no SIGPIPE under pipefail)
+    SEG=$(cd "$MNT" && find base -type f -printf '%s %p\n' |
+        awk '$1 > max { max = $1; p = $2 } END { print p }')
     SEGSIZE=$(stat -c %s "$MNT/$SEG")
     drop_caches
     t2=$(now); dd if="$MNT/$SEG" of=/dev/null bs=1M status=none; t3=$(now)
@@ -203,6 +205,7 @@ CONF
         "$(elapsed "$t0" "$t_mounted")" "$(elapsed "$t0" "$t_query")" "$(elapsed "$t0" "$t_prom")" \
         "$(elapsed "$t1" "$t_restored")" "$(elapsed "$t1" "$t1_query")" \
         "$m_cold" "$m_warm" "$l_tps" "$SEGSIZE" "$cold" "$warm" "$rss1")")
+    note "scale $SCALE: select-only tps cold $m_cold warm $m_warm local $l_tps; seq read cold $cold MB/s warm $warm MB/s ($SEGSIZE bytes); daemon peak RSS $rss1 kB; db $DBSIZE bytes"
     rm -rf "$RST" "$PG"
 done
 

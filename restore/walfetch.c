@@ -2,20 +2,163 @@
  * walfetch.c - `cbfs wal-fetch REPO NAME DEST`, PostgreSQL's restore_command.
  * A file the repository does not have is a quiet exit 1 (PostgreSQL probes
  * for files that do not exist); a damaged one is a loud exit 5.
+ *
+ * Prefetch: recovery asks for one segment at a time, and replay waits for
+ * each fetch.  After serving segment N, a detached child fetches N+1 ..
+ * N+PREFETCH into a spool folder beside DEST (pg_wal/cbfs-prefetch), on
+ * several threads, each verified and written atomically like any fetch; the
+ * next call moves its segment from there.  One prefetcher runs at a time
+ * (flock).  A spooled file is as good as a fresh fetch: repository objects
+ * are immutable and verified before they are written.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cbfs/repo.h"
+#include "cbfs/util.h"
+#include "cbfs/wal.h"
 #include "cbfs/walarchive.h"
 #include "commands.h"
+
+#define PREFETCH 8
+#define PREFETCH_THREADS 4
+
+typedef struct Prefetch {
+    CbfsRepo *repo;
+    const char *spool;
+    char names[PREFETCH][CBFS_WAL_NAME_MAX];
+    int next;     /* atomic: next index to fetch */
+    int stop_at;  /* atomic: first index known missing */
+} Prefetch;
+
+static void *prefetch_thread(void *arg)
+{
+    Prefetch *p = arg;
+    for (;;) {
+        int i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+        char *path;
+        CbfsError err;
+        struct stat st;
+        if (i >= PREFETCH || i >= __atomic_load_n(&p->stop_at, __ATOMIC_RELAXED))
+            break;
+        path = cbfs_xasprintf("%s/%s", p->spool, p->names[i]);
+        cbfs_error_init(&err);
+        if (stat(path, &st) != 0 && cbfs_wal_fetch(p->repo, p->names[i], path, &err) == -ENOENT) {
+            /* the archive ends here (for now): no use fetching beyond */
+            int cur = __atomic_load_n(&p->stop_at, __ATOMIC_RELAXED);
+            while (i < cur && !__atomic_compare_exchange_n(&p->stop_at, &cur, i, false,
+                                                           __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                ;
+        }
+        free(path);
+    }
+    return NULL;
+}
+
+/* Drop spooled segments of timeline tli older than segno (already used). */
+static void prune_spool(const char *spool, uint32_t tli, uint64_t segno, uint32_t seg_size)
+{
+    DIR *d = opendir(spool);
+    struct dirent *de;
+    if (!d)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        uint32_t t;
+        uint64_t s;
+        if (cbfs_wal_parse_segname(de->d_name, seg_size, &t, &s) == 0 && t == tli && s < segno) {
+            char *path = cbfs_xasprintf("%s/%s", spool, de->d_name);
+            unlink(path);
+            free(path);
+        }
+    }
+    closedir(d);
+}
+
+/* After serving name, fetch the next segments in a detached child. */
+static void start_prefetch(CbfsRepo *repo, const char *name, const char *spool,
+                           uint32_t seg_size)
+{
+    uint32_t tli;
+    uint64_t segno;
+    pid_t pid;
+
+    if (cbfs_wal_parse_segname(name, seg_size, &tli, &segno) < 0)
+        return;
+    prune_spool(spool, tli, segno + 1, seg_size);
+    pid = fork();
+    if (pid != 0) {
+        if (pid > 0)
+            waitpid(pid, NULL, 0); /* the middle child exits at once */
+        return;
+    }
+    /* middle child: detach so PostgreSQL's restore_command returns now */
+    setsid();
+    if (fork() != 0)
+        _exit(0);
+    {
+        int null = open("/dev/null", O_RDWR);
+        char *lock = cbfs_xasprintf("%s/.lock", spool);
+        int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        Prefetch p;
+        pthread_t th[PREFETCH_THREADS];
+        int n = 0;
+        free(lock);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) < 0)
+            _exit(0); /* another prefetcher is at work */
+        memset(&p, 0, sizeof(p));
+        p.repo = repo;
+        p.spool = spool;
+        p.stop_at = PREFETCH;
+        for (int i = 0; i < PREFETCH; i++)
+            cbfs_wal_segname(tli, segno + 1 + (uint64_t) i, seg_size, p.names[i],
+                             sizeof(p.names[i]));
+        for (int i = 0; i < PREFETCH_THREADS; i++)
+            if (pthread_create(&th[n], NULL, prefetch_thread, &p) == 0)
+                n++;
+        for (int i = 0; i < n; i++)
+            pthread_join(th[i], NULL);
+        _exit(0);
+    }
+}
+
+/* The segment size, from the header of a fetched segment. */
+static uint32_t segment_size(const char *path)
+{
+    uint8_t buf[64];
+    size_t n = 0;
+    uint64_t sysid;
+    uint32_t size = 0, tli;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    cbfs_pread_full(fd, buf, sizeof(buf), 0, &n);
+    close(fd);
+    if (cbfs_wal_segment_header(buf, n, &sysid, &size, &tli) < 0)
+        return 0;
+    return size;
+}
 
 int cmd_wal_fetch(int argc, char **argv)
 {
     CbfsLocation loc;
     CbfsRepo *repo;
     CbfsError err;
+    char *spool, *spooled, *dir;
+    const char *name, *dest;
     int rc;
 
     cbfs_error_init(&err);
@@ -24,18 +167,42 @@ int cmd_wal_fetch(int argc, char **argv)
                "\n"
                "Restore WAL file NAME from the repository into DEST; for restore_command:\n"
                "  restore_command = 'cbfs wal-fetch REPO %%f %%p'\n"
-               "Exits 1 without a message when the repository does not have NAME.\n");
+               "Exits 1 without a message when the repository does not have NAME.\n"
+               "Prefetches the next segments into cbfs-prefetch/ beside DEST.\n");
         return 0;
     }
     if (argc != 4)
         return cmd_usage_error("wal-fetch", argc < 4 ? "missing arguments" : "too many arguments");
+    name = argv[2];
+    dest = argv[3];
     if (cbfs_location_parse(argv[1], false, &loc, &err) < 0)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
     cbfs_location_release(&loc);
     if (rc < 0)
         return cmd_fail(&err);
-    rc = cbfs_wal_fetch(repo, argv[2], argv[3], &err);
+
+    dir = cbfs_xstrdup(dest);
+    if (strrchr(dir, '/'))
+        *strrchr(dir, '/') = '\0';
+    else
+        strcpy(dir, ".");
+    spool = cbfs_xasprintf("%s/cbfs-prefetch", dir);
+    spooled = cbfs_xasprintf("%s/%s", spool, name);
+    free(dir);
+    if (cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT && rename(spooled, dest) == 0) {
+        rc = 0; /* prefetched */
+    } else {
+        rc = cbfs_wal_fetch(repo, name, dest, &err);
+    }
+    if (rc == 0 && cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT &&
+        (mkdir(spool, 0700) == 0 || errno == EEXIST)) {
+        uint32_t seg_size = segment_size(dest);
+        if (seg_size)
+            start_prefetch(repo, name, spool, seg_size);
+    }
+    free(spool);
+    free(spooled);
     cbfs_repo_free(repo);
     if (rc == -ENOENT)
         return CBFS_EXIT_ERROR;
