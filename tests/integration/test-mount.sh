@@ -19,8 +19,11 @@ pg_archive src "$REPO"
 pg_start src || bail "could not start cluster src"
 
 # ---------------------------------------------------------------- data
+mkdir "$TMP/ts1"
+chown postgres:postgres "$TMP/ts1"
 {
 	pgbench_as src -i -s 5 -q postgres &&
+		psql_as src postgres "create tablespace ts1 location '$TMP/ts1'" &&
 		psql_as src postgres "create database db2" &&
 		psql_as src postgres "
 		create table toasty (id int primary key, big text, squeezable text);
@@ -37,7 +40,9 @@ pg_start src || bail "could not start cluster src"
 		create table t2 (id int primary key, v text, j jsonb);
 		insert into t2 select g, md5(g::text), jsonb_build_object('g', g)
 		from generate_series(1, 20000) g;
-		create index t2_v on t2 (v)"
+		create index t2_v on t2 (v);
+		create table in_ts1 (id int primary key using index tablespace ts1, v text) tablespace ts1;
+		insert into in_ts1 select g, md5(g::text) from generate_series(1, 5000) g"
 } >/dev/null 2>"$TMP/data.err" || bail "could not create the data: $(cat "$TMP/data.err")"
 
 DBS=(postgres db2)
@@ -131,6 +136,10 @@ like "$AUTO" "restore_command = '''[^']*/cbfs'' wal-fetch ''$REPO'' %f %p'" \
 like "$AUTO" "recovery_target = 'immediate'" "postgresql.auto.conf: recovery_target = 'immediate'"
 like "$AUTO" "archive_mode = 'off'|archive_mode = off" "postgresql.auto.conf: archive_mode = off"
 ok "the overlay directory holds the daemon's log" test -f "$OV/mount.log"
+TS_OID=$(ls "$MNT/pg_tblspc")
+like "$(readlink "$MNT/pg_tblspc/$TS_OID")" "^\.\./\.cbfs_tablespaces/[0-9]+$" \
+	"the tablespace link points inside the mount (relative)"
+ok "the tablespace's version folder is there" test -d "$MNT/pg_tblspc/$TS_OID/$(ls "$TMP/ts1")"
 
 if ! start_on_mount "first mount"; then
 	done_testing
@@ -143,6 +152,10 @@ for db in "${DBS[@]}"; do
 	amcheck_ok m "$db"
 done
 is "$(sql m postgres "select sum(length(big)) from toasty")" $((20 * 3200 * 32)) "the TOAST values are whole"
+is "$(sql m db2 "select count(*), sum(id) from in_ts1")" "5000|12502500" "the table in the tablespace reads through the mount"
+is "$(sql m db2 "insert into in_ts1 values (-1, 'x') returning id")" -1 "and takes writes"
+is "$(sql m postgres "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts1'")" \
+	"../.cbfs_tablespaces/$(readlink "$MNT/pg_tblspc/$TS_OID" | sed 's|.*/||')" "pg_tablespace_location shows the link"
 
 # ---------------------------------------------------------------- write load
 pgbench_as m -n -c 4 -j 2 -T 10 postgres >"$TMP/pgbench.out" 2>&1

@@ -93,4 +93,24 @@ fi
 seg2=$(pg_switch_and_archive a)
 ok "archive_command still works" test -n "$seg2"
 
+# prefetch: after serving segment N, wal-fetch fetches N+1.. into a spool
+# beside DEST in the background; the next call serves it from there
+s1=$(pg_switch_and_archive a) || bail "no segment archived"
+psql_as a postgres "insert into t select g from generate_series(1, 1000) g" >/dev/null
+s2=$(pg_switch_and_archive a) || bail "no segment archived"
+mkdir -p "$TMP/pf/pg_wal"
+chown -R postgres:postgres "$TMP/pf"
+cbfs_pg wal-fetch "$REPO" "$s1" "$TMP/pf/pg_wal/RECOVERYXLOG"
+is "$RC/$ERR" "0/" "wal-fetch $s1"
+for ((i = 0; i < 50; i++)); do
+	[[ -f $TMP/pf/pg_wal/cbfs-prefetch/$s2 ]] && break
+	sleep 0.1
+done
+ok "the next segment ($s2) was prefetched into pg_wal/cbfs-prefetch" test -f "$TMP/pf/pg_wal/cbfs-prefetch/$s2"
+cbfs_pg wal-fetch "$REPO" "$s2" "$TMP/pf/pg_wal/RECOVERYXLOG"
+is "$RC/$ERR" "0/" "wal-fetch $s2"
+ok "it was served from the spool" test ! -e "$TMP/pf/pg_wal/cbfs-prefetch/$s2"
+ok "and equals the original" cmp "$TMP/pf/pg_wal/RECOVERYXLOG" "$(datadir a)/pg_wal/$s2"
+ok "the older spooled segment is pruned" test ! -e "$TMP/pf/pg_wal/cbfs-prefetch/$s1"
+
 done_testing
