@@ -115,6 +115,7 @@ compress-type=zst
 compress-level=3
 process-max=$JOBS
 start-fast=y
+archive-timeout=900
 log-level-console=warn
 log-path=$S
 lock-path=$S
@@ -141,6 +142,12 @@ CONF
         create table rnd (id int, b bytea); alter table rnd alter column b set storage external;
         insert into rnd select g, gen_random_bytes(1000) from generate_series(1, $RND_MB * 1000) g;
         checkpoint" >/dev/null
+    # let the archiver work off the load's WAL first: backups wait for it otherwise
+    seg=$(q "$PORT" "select pg_walfile_name(pg_current_wal_lsn()) from (select pg_switch_wal()) s")
+    for ((i = 0; i < 3600; i++)); do
+        [[ $(q "$PORT" "select coalesce(last_archived_wal, '') >= '$seg' from pg_stat_archiver") == t ]] && break
+        sleep 1
+    done
     note "scale $SCALE: backups (cbfs, pgBackRest)"
     "$CBFS" backup "$REPO" --pgdata "$PG" --dbname "host=$W/sock port=$PORT user=postgres dbname=postgres" --jobs "$JOBS" --label bench >/dev/null 2>&1
     runuser -u postgres -- pgbackrest --config="$S/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
