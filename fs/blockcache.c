@@ -50,7 +50,32 @@ struct BlockCache {
     pthread_t *threads;
     int nthreads;
     int stopping;
+    /* freed block buffers kept for reuse: a block allocated by one thread
+     * and freed by another otherwise scatters over malloc arenas, and the
+     * process grows far beyond the cache's capacity */
+    uint8_t **free_bufs;
+    size_t nfree;
+    size_t buf_size; /* size of the buffers kept (the repository's block size) */
 };
+
+#define MAX_FREE_BUFS 256
+
+/* A buffer for a block of len bytes.  Caller holds c->lock. */
+static uint8_t *buf_get(BlockCache *c, size_t len)
+{
+    if (len <= c->buf_size && c->nfree > 0)
+        return c->free_bufs[--c->nfree];
+    return cbfs_xmalloc(len > c->buf_size ? len : c->buf_size);
+}
+
+/* Give a buffer back.  Caller holds c->lock. */
+static void buf_put(BlockCache *c, uint8_t *buf, size_t len)
+{
+    if (buf && len <= c->buf_size && c->nfree < MAX_FREE_BUFS)
+        c->free_bufs[c->nfree++] = buf;
+    else
+        free(buf);
+}
 
 static size_t bucket(BlockCache *c, const uint8_t *id)
 {
@@ -99,7 +124,7 @@ static void remove_entry(BlockCache *c, Entry *e)
     *pp = e->hnext;
     lru_unlink(c, e);
     c->bytes -= e->state == READY ? e->len : 0;
-    free(e->data);
+    buf_put(c, e->data, e->len);
     free(e);
 }
 
@@ -120,12 +145,17 @@ static void evict(BlockCache *c)
 static int load(BlockCache *c, Entry *e, const CbfsBlockRef *ref, CbfsCodec *codec, bool pin,
                 CbfsError *err)
 {
-    uint8_t *data = cbfs_xmalloc(ref->raw_len ? ref->raw_len : 1);
-    int rc = cbfs_pack_read_block(c->store, codec, ref->pack, ref->offset, ref->stored_len,
-                                  ref->raw_len, ref->id, data, err);
+    uint8_t *data;
+    int rc;
+
+    pthread_mutex_lock(&c->lock);
+    data = buf_get(c, ref->raw_len ? ref->raw_len : 1);
+    pthread_mutex_unlock(&c->lock);
+    rc = cbfs_pack_read_block(c->store, codec, ref->pack, ref->offset, ref->stored_len,
+                              ref->raw_len, ref->id, data, err);
     pthread_mutex_lock(&c->lock);
     if (rc < 0) {
-        free(data);
+        buf_put(c, data, ref->raw_len);
         remove_entry(c, e);
     } else {
         e->data = data;
@@ -259,11 +289,13 @@ static void *prefetcher(void *arg)
     return NULL;
 }
 
-BlockCache *blockcache_new(CbfsStore *store, size_t capacity, int prefetchers)
+BlockCache *blockcache_new(CbfsStore *store, size_t capacity, size_t block_size, int prefetchers)
 {
     BlockCache *c = cbfs_xcalloc(1, sizeof(*c));
     c->store = store;
     c->capacity = capacity;
+    c->buf_size = block_size;
+    c->free_bufs = cbfs_xcalloc(MAX_FREE_BUFS, sizeof(uint8_t *));
     c->nbuckets = 65521;
     c->table = cbfs_xcalloc(c->nbuckets, sizeof(Entry *));
     pthread_mutex_init(&c->lock, NULL);
@@ -288,6 +320,9 @@ void blockcache_free(BlockCache *c)
         pthread_join(c->threads[i], NULL);
     while (c->head)
         remove_entry(c, c->head);
+    while (c->nfree > 0)
+        free(c->free_bufs[--c->nfree]);
+    free(c->free_bufs);
     free(c->table);
     free(c->threads);
     free(c);

@@ -21,8 +21,9 @@
 
 typedef struct BlockCache BlockCache;
 
-/* capacity: bytes of block data kept; prefetchers: background threads. */
-BlockCache *blockcache_new(CbfsStore *store, size_t capacity, int prefetchers);
+/* capacity: bytes of block data kept; block_size: the repository's block
+ * size (buffers of that size are recycled); prefetchers: background threads. */
+BlockCache *blockcache_new(CbfsStore *store, size_t capacity, size_t block_size, int prefetchers);
 void blockcache_free(BlockCache *c);
 
 /* Copy len bytes at off within block ref into out, fetching and verifying

@@ -1494,7 +1494,8 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
         cbfs_manifest_foreach_child(fs->manifest, fs->tblspc_id, any_link_cb, &fs->has_tablespaces,
                                     NULL);
     }
-    fs->cache = blockcache_new(cfg->repo->store, cfg->cache_size, cfg->prefetchers);
+    fs->cache =
+        blockcache_new(cfg->repo->store, cfg->cache_size, cfg->repo->block_size, cfg->prefetchers);
     *ret = fs;
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <ftw.h>
 #include <grp.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -187,6 +188,9 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
     int rc;
 
     cbfs_error_init(&err);
+    /* many FUSE threads each with its own malloc arena fragment memory that
+     * the block cache frees; a few arenas keep the daemon near its budget */
+    mallopt(M_ARENA_MAX, 2);
     {
         ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
         self[n > 0 ? n : 0] = '\0';
