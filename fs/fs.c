@@ -1,6 +1,9 @@
 /*
  * fs.c - FUSE low-level operations of a mounted backup.
  *
+ * pg_wal is a symlink to the local folder OVERLAY/pg_wal (inode PGWAL_INO):
+ * WAL, written on every commit and fetched by recovery, bypasses FUSE.
+ *
  * Inode numbers: 1 is the data directory; a backup entry with manifest id N
  * is N + 1 (stable across mounts); TSROOT and TSROOT + 1 + N are the hidden
  * folder ".cbfs_tablespaces" and the contents of tablespace link N, which
@@ -41,7 +44,10 @@
 #include "cbfs/util.h"
 #include "fs.h"
 
-#define TSROOT_INO       (1ull << 39)
+#define TSROOT_INO (1ull << 39)
+/* pg_wal: a symlink to OVERLAY/pg_wal, a local folder, so that WAL (the
+ * commit path, and every segment recovery fetches) never goes through FUSE */
+#define PGWAL_INO        (TSROOT_INO - 1)
 #define TSROOT_NAME      ".cbfs_tablespaces"
 #define READAHEAD_BLOCKS 32
 #define TIMEOUT          60.0
@@ -88,6 +94,7 @@ struct Fs {
     uint32_t block_size;
     int64_t tblspc_id; /* manifest id of pg_tblspc, 0 if none */
     bool has_tablespaces;
+    char *pgwal_target; /* absolute path of OVERLAY/pg_wal */
     char *label;
     const CbfsTarget *target; /* borrowed from the config */
 };
@@ -175,7 +182,7 @@ static void to_row(const Inode *in, OvInode *row)
 /* The hidden tablespace folders: made up by the mount, never removed or moved. */
 static bool is_virtual(uint64_t ino)
 {
-    return ino >= TSROOT_INO && ino < (1ull << 40);
+    return ino == PGWAL_INO || (ino >= TSROOT_INO && ino < (1ull << 40));
 }
 
 /* Where a folder's backup children come from. */
@@ -219,6 +226,12 @@ static int inode_get_locked(Fs *fs, uint64_t ino, Inode **ret)
     } else if (rc != -ENOENT) {
         free(in);
         return -EIO;
+    } else if (ino == PGWAL_INO) {
+        in->type = CBFS_FILE_SYMLINK;
+        in->mode = 0777;
+        in->nlink = 1;
+        in->target = cbfs_xstrdup(fs->pgwal_target);
+        in->mtime_ns = in->ctime_ns = now_ns();
     } else if (ino == FUSE_ROOT_ID || ino == TSROOT_INO) {
         in->type = CBFS_FILE_DIR;
         in->mode = 0700;
@@ -330,6 +343,10 @@ static int resolve_locked(Fs *fs, Inode *parent, const char *name, uint64_t *ret
 
     if (parent->type != CBFS_FILE_DIR)
         return -ENOTDIR;
+    if (parent->ino == FUSE_ROOT_ID && strcmp(name, "pg_wal") == 0) {
+        *ret = PGWAL_INO;
+        return 0;
+    }
     rc = overlay_lookup(fs->ov, parent->ino, name, ret);
     if (rc == 0)
         return 0;
@@ -1003,6 +1020,18 @@ static int list_locked(Fs *fs, Inode *dir, DirList **ret)
         rc = cbfs_manifest_foreach_child(fs->manifest, dir->list_id, base_cb, &lc, &err);
         if (rc == 0 && dir->ino == FUSE_ROOT_ID && fs->has_tablespaces)
             dl_add(dl, TSROOT_NAME, TSROOT_INO, CBFS_FILE_DIR);
+        if (rc == 0 && dir->ino == FUSE_ROOT_ID) {
+            bool seen = false;
+            for (size_t i = 0; i < dl->n; i++) {
+                if (strcmp(dl->e[i].name, "pg_wal") == 0) {
+                    dl->e[i].ino = PGWAL_INO;
+                    dl->e[i].type = CBFS_FILE_SYMLINK;
+                    seen = true;
+                }
+            }
+            if (!seen)
+                dl_add(dl, "pg_wal", PGWAL_INO, CBFS_FILE_SYMLINK);
+        }
     }
     if (rc < 0) {
         dl_free(dl);
@@ -1361,7 +1390,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         int r = resolve_locked(fs, np, newname, &dino);
         if (r == 0) {
             rc = inode_get_locked(fs, dino, &dst);
-            if (rc == 0 && dino == ino)
+            if (rc == 0 && is_virtual(dino))
+                rc = -EPERM;
+            else if (rc == 0 && dino == ino)
                 dst = NULL, rc = 1; /* same file: nothing to do */
             else if (rc == 0 && (flags & RENAME_NOREPLACE))
                 rc = -EEXIST;
@@ -1459,6 +1490,27 @@ const struct fuse_lowlevel_ops *fs_ops(void)
 
 /* ---- setup ---- */
 
+/* Can uid/gid traverse every folder above path? */
+static int reachable(const char *path, uid_t uid, gid_t gid, CbfsError *err)
+{
+    char *p = cbfs_xstrdup(path);
+    int rc = 0;
+    for (char *s = strrchr(p, '/'); s && s > p && rc == 0; s = strrchr(p, '/')) {
+        struct stat st;
+        *s = '\0';
+        if (stat(p, &st) < 0)
+            continue; /* created below */
+        if (uid != 0 && !(st.st_mode & S_IXOTH) && !(st.st_uid == uid && (st.st_mode & S_IXUSR)) &&
+            !(st.st_gid == gid && (st.st_mode & S_IXGRP)))
+            rc = cbfs_error_set(err, EACCES, CBFS_EXIT_USAGE,
+                                "user %u cannot reach the overlay folder \"%s\" (\"%s\" is closed "
+                                "to it); choose one with -o overlay=",
+                                (unsigned) uid, path, p);
+    }
+    free(p);
+    return rc;
+}
+
 static int any_link_cb(const CbfsFileEntry *f, void *ctx)
 {
     if (f->type == CBFS_FILE_SYMLINK)
@@ -1493,6 +1545,26 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
         cbfs_file_entry_release(&f);
         cbfs_manifest_foreach_child(fs->manifest, fs->tblspc_id, any_link_cb, &fs->has_tablespaces,
                                     NULL);
+    }
+    /* the local pg_wal the symlink points to, owned like every file; the
+     * user PostgreSQL runs as must be able to reach it */
+    fs->pgwal_target = cbfs_xasprintf("%s/pg_wal", overlay_dir(cfg->overlay));
+    if ((rc = reachable(fs->pgwal_target, cfg->uid, cfg->gid, err)) < 0) {
+        fs_free(fs);
+        return rc;
+    }
+    {
+        char *status = cbfs_xasprintf("%s/archive_status", fs->pgwal_target);
+        rc = cbfs_mkdir_p(status, 0700, err);
+        if (rc == 0 && (chown(fs->pgwal_target, cfg->uid, cfg->gid) < 0 ||
+                        chown(status, cfg->uid, cfg->gid) < 0))
+            rc = cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not prepare \"%s\": %s",
+                                fs->pgwal_target, strerror(errno));
+        free(status);
+        if (rc < 0) {
+            fs_free(fs);
+            return rc;
+        }
     }
     fs->cache =
         blockcache_new(cfg->repo->store, cfg->cache_size, cfg->repo->block_size, cfg->prefetchers);
@@ -1532,6 +1604,7 @@ void fs_free(Fs *fs)
     cbfs_manifest_free(fs->manifest);
     free(fs->itab);
     free(fs->label);
+    free(fs->pgwal_target);
     free(fs);
 }
 

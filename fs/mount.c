@@ -400,14 +400,24 @@ int cmd_mount(int argc, char **argv)
             goto fail;
         overlay_dir = realpath(mo.overlay, NULL);
     } else {
-        overlay_dir = cbfs_xasprintf("%s/overlay-XXXXXX", cache);
+        /* pg_wal lives in the overlay and PostgreSQL's user must reach it:
+         * /var/tmp (or cache_dir=), not the mounting user's private cache */
+        overlay_dir =
+            cbfs_xasprintf("%s/cbfs-overlay-XXXXXX", mo.cache_dir ? mo.cache_dir : "/var/tmp");
         if (!mkdtemp(overlay_dir)) {
             rc = cbfs_error_set(&err, errno, CBFS_EXIT_ERROR,
-                                "could not create a temporary overlay in \"%s\": %s", cache,
+                                "could not create a temporary overlay \"%s\": %s", overlay_dir,
                                 strerror(errno));
             goto fail;
         }
         temp_overlay = true;
+    }
+    /* the overlay belongs to the user PostgreSQL runs as (its pg_wal is
+     * PostgreSQL's); the daemon, root or that user, keeps writing in it */
+    if (overlay_dir && geteuid() == 0 && chown(overlay_dir, mo.uid, mo.gid) < 0) {
+        rc = cbfs_error_set(&err, errno, CBFS_EXIT_ERROR, "could not give \"%s\" to user %u: %s",
+                            overlay_dir, (unsigned) mo.uid, strerror(errno));
+        goto fail;
     }
 
     if (mo.foreground) {

@@ -41,6 +41,25 @@ static uint64_t get_le64(const uint8_t *p)
     return v;
 }
 
+/* 0 if key holds a file with checksum sum and length len; -ENOENT if key
+ * is absent; CBFS_EXIT_CONFLICT if it holds something else. */
+static int compare_stored(CbfsRepo *r, const char *key, const char *name,
+                          const uint8_t sum[CBFS_SHA256_LEN], size_t len, CbfsError *err)
+{
+    uint8_t head[CBFS_WAL_OBJECT_HEADER];
+    size_t got;
+    int rc = cbfs_store_get_range(r->store, key, 0, sizeof(head), head, &got, err);
+    if (rc < 0)
+        return rc;
+    if (got != sizeof(head) || memcmp(head, wal_magic, 8) != 0 ||
+        memcmp(head + 8, sum, CBFS_SHA256_LEN) != 0 || get_le64(head + 40) != len)
+        return cbfs_error_set(err, EEXIST, CBFS_EXIT_CONFLICT,
+                              "WAL file \"%s\" already exists in repository \"%s\" with "
+                              "different content",
+                              name, r->display);
+    return 0;
+}
+
 /* Check the cluster a segment belongs to against the repository's. */
 static int check_cluster(CbfsRepo *r, const char *name, const uint8_t *data, size_t len,
                          CbfsError *err)
@@ -84,6 +103,14 @@ int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, siz
             return rc;
     }
     cbfs_sha256(data, len, sum);
+    key = cbfs_wal_key(name);
+    /* already stored (by a parallel push, or the other side of a failover):
+     * compare before spending a compression on it */
+    rc = compare_stored(r, key, name, sum, len, err);
+    if (rc != -ENOENT) {
+        free(key);
+        return rc;
+    }
     cap = CBFS_WAL_OBJECT_HEADER + ZSTD_compressBound(len);
     obj = cbfs_xmalloc(cap);
     memcpy(obj, wal_magic, 8);
@@ -95,18 +122,9 @@ int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, siz
         memcpy(obj + CBFS_WAL_OBJECT_HEADER, data, len);
         n = len;
     }
-    key = cbfs_wal_key(name);
     rc = cbfs_store_put(r->store, key, obj, CBFS_WAL_OBJECT_HEADER + n, err);
     if (rc == -EEXIST) {
-        uint8_t head[CBFS_WAL_OBJECT_HEADER];
-        size_t got;
-        rc = cbfs_store_get_range(r->store, key, 0, sizeof(head), head, &got, err);
-        if (rc == 0 && (got != sizeof(head) || memcmp(head, wal_magic, 8) != 0 ||
-                        memcmp(head + 8, sum, CBFS_SHA256_LEN) != 0 || get_le64(head + 40) != len))
-            rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_CONFLICT,
-                                "WAL file \"%s\" already exists in repository \"%s\" with "
-                                "different content",
-                                name, r->display);
+        rc = compare_stored(r, key, name, sum, len, err);
     } else if (rc < 0) {
         cbfs_error_prefix(err, "could not store WAL file \"%s\"", name);
     }

@@ -204,11 +204,14 @@ fi
 umount_ok "remount with the overlay"
 
 # ---------------------------------------------------------------- remount, no overlay
-temp_overlays() { find "$CBFS_CACHE_DIR" -maxdepth 2 -name 'overlay-*' | LC_ALL=C sort; }
-cbfs_mount "$REPO@latest" "$MNT" -o uid=postgres,gid=postgres
+mkdir -p "$TMP/cd"
+temp_overlays() { find "$TMP/cd" -maxdepth 1 -name 'cbfs-overlay-*' | LC_ALL=C sort; }
+cbfs_mount "$REPO@latest" "$MNT" -o uid=postgres,gid=postgres,cache_dir="$TMP/cd"
 is "$RC/$ERR" "0/" "mount @latest without overlay="
 tmp_ov=$(temp_overlays)
-is "$(grep -c . <<<"$tmp_ov")" 1 "a temporary overlay is in the cache directory"
+is "$(grep -c . <<<"$tmp_ov")" 1 "a temporary overlay is in cache_dir"
+is "$(stat -c %U "$tmp_ov")" postgres "it belongs to the user PostgreSQL runs as"
+is "$(readlink "$MNT/pg_wal")" "$tmp_ov/pg_wal" "pg_wal is a link to the overlay's local pg_wal"
 ok "the temporary overlay holds the daemon's log" test -f "$tmp_ov/mount.log"
 ok "pristine: recovery.signal is injected" test -f "$MNT/recovery.signal"
 if start_on_mount "pristine mount"; then
