@@ -35,7 +35,12 @@ typedef struct Push {
 static void *push_thread(void *arg)
 {
     Push *p = arg;
+    const char *name = strrchr(p->path, '/') ? strrchr(p->path, '/') + 1 : p->path;
     cbfs_error_init(&p->err);
+    /* stored already (by an earlier call's threads): the archiver's own call
+     * for it compares the content; nothing to do here */
+    if (cbfs_wal_exists(p->repo, name, &p->err) == 0)
+        return NULL;
     p->rc = cbfs_wal_push_file(p->repo, p->path, &p->err);
     return NULL;
 }
