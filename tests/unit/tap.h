@@ -6,7 +6,10 @@
 #ifndef CBFS_TAP_H
 #define CBFS_TAP_H
 
+#include <ftw.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,6 +61,36 @@ __attribute__((format(printf, 1, 2))) static inline void tap_print_desc(const ch
         if (!same_)                                                                                \
             printf("#   got \"%s\", want \"%s\"\n", g_ ? g_ : "(null)", w_ ? w_ : "(null)");       \
     } while (0)
+
+/* rm -rf path (test temp dirs). */
+static int tap_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void) sb;
+    (void) flag;
+    (void) ftw;
+    return remove(path);
+}
+
+__attribute__((unused)) static void rm_rf(const char *path)
+{
+    nftw(path, tap_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* s with control characters escaped, for test names (static buffer). */
+__attribute__((unused)) static const char *show(const char *s)
+{
+    static char buf[256];
+    size_t n = 0;
+
+    for (; *s && n + 5 < sizeof(buf); s++) {
+        if ((unsigned char) *s < 0x20)
+            n += (size_t) snprintf(buf + n, sizeof(buf) - n, "\\x%02x", (unsigned char) *s);
+        else
+            buf[n++] = *s;
+    }
+    buf[n] = '\0';
+    return buf;
+}
 
 static inline int done_testing(void)
 {

@@ -14,22 +14,6 @@
 #include "cbfs/util.h"
 #include "tap.h"
 
-/* s with newlines and other control characters escaped, for test names. */
-static const char *show(const char *s)
-{
-    static char buf[256];
-    size_t n = 0;
-
-    for (; *s && n + 5 < sizeof(buf); s++) {
-        if ((unsigned char) *s < 0x20)
-            n += (size_t) snprintf(buf + n, sizeof(buf) - n, "\\x%02x", (unsigned char) *s);
-        else
-            buf[n++] = *s;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 static CbfsKv *parse(const char *text)
 {
     CbfsKv *kv = NULL;

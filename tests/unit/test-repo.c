@@ -36,35 +36,6 @@
 
 static char tmpdir[] = "/tmp/cbfs-test-repo.XXXXXX";
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void) sb;
-    (void) flag;
-    (void) ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* s with control characters escaped, for test names (static buffer). */
-static const char *show(const char *s)
-{
-    static char buf[256];
-    size_t n = 0;
-
-    for (; *s && n + 5 < sizeof(buf); s++) {
-        if ((unsigned char) *s < 0x20)
-            n += (size_t) snprintf(buf + n, sizeof(buf) - n, "\\x%02x", (unsigned char) *s);
-        else
-            buf[n++] = *s;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 static char *tmp_path(const char *name)
 {
     return cbfs_xasprintf("%s/%s", tmpdir, name);
