@@ -1174,12 +1174,20 @@ static bool dir_empty_locked(Fs *fs, Inode *dir)
     return empty;
 }
 
+/* 0 if name is free in folder p, -EEXIST if taken, else the lookup's error.
+ * Caller holds ns_lock. */
+static int name_free_locked(Fs *fs, Inode *p, const char *name)
+{
+    uint64_t ino;
+    int rc = resolve_locked(fs, p, name, &ino);
+    return rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
+}
+
 /* A new inode named parent/name, in one committed transaction. */
 static int make_node(Fs *fs, uint64_t parent, const char *name, int type, mode_t mode,
                      const char *target, Inode **ret)
 {
     Inode *p, *in;
-    uint64_t ino;
     int rc;
 
     if (strlen(name) > 255)
@@ -1188,10 +1196,8 @@ static int make_node(Fs *fs, uint64_t parent, const char *name, int type, mode_t
     rc = inode_get_locked(fs, parent, &p);
     if (rc == 0 && p->type != CBFS_FILE_DIR)
         rc = -ENOTDIR;
-    if (rc == 0) {
-        rc = resolve_locked(fs, p, name, &ino);
-        rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
-    }
+    if (rc == 0)
+        rc = name_free_locked(fs, p, name);
     if (rc == 0 && overlay_begin(fs->ov) < 0)
         rc = -EIO;
     if (rc == 0) {
@@ -1284,7 +1290,6 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 {
     Fs *fs = fuse_req_userdata(req);
     Inode *in, *p;
-    uint64_t other;
     int rc;
 
     pthread_mutex_lock(&fs->ns_lock);
@@ -1293,10 +1298,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         rc = inode_get_locked(fs, newparent, &p);
     if (rc == 0 && in->type == CBFS_FILE_DIR)
         rc = -EPERM;
-    if (rc == 0) {
-        rc = resolve_locked(fs, p, newname, &other);
-        rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
-    }
+    if (rc == 0)
+        rc = name_free_locked(fs, p, newname);
     if (rc == 0 && overlay_begin(fs->ov) < 0)
         rc = -EIO;
     if (rc == 0) {
