@@ -2,19 +2,33 @@
  * walpush.c - `cbfs wal-push REPO PATH`, PostgreSQL's archive_command.
  * Exit 0 only once the file is durably in the repository (DESIGN §5).
  *
- * Parallel push: the archiver hands over one segment per call and waits for
- * each.  When pg_wal/archive_status lists more segments as ready, this call
- * stores up to PARALLEL - 1 of them too, on other threads; the archiver's
- * next calls then find them stored and only compare checksums.  The exit
- * code speaks for PATH alone, and only once it is stored: nothing is ever
- * acknowledged that is not durable.
+ * Background queue: the archiver hands over one segment per call and waits
+ * for each.  When PATH lies in a pg_wal whose archive_status lists more
+ * segments as ready, this call starts a detached pusher (one per pg_wal,
+ * flock) that stores those segments ahead of the archiver on several
+ * threads, while the call stores PATH itself.  Once a segment is durably
+ * stored the pusher leaves a marker in pg_wal/cbfs-push/<segment>.ok naming
+ * the repository and the file it read (device, inode, size, mtime).  The
+ * archiver's later call for that segment finds a marker that matches its
+ * file, checks that the object is still in the repository, and returns 0
+ * without reading the segment again.  A segment the pusher is storing right
+ * now is locked (<segment>.lock); the archiver's call waits for it rather
+ * than storing it twice.  Without a matching marker the call stores the
+ * segment itself, so a pusher that failed or died costs time, never safety.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
@@ -22,27 +36,125 @@
 #include "cbfs/walarchive.h"
 #include "commands.h"
 
-#define PARALLEL 4
+#define PUSH_THREADS 4  /* background threads */
+#define PUSH_AHEAD   32 /* segments the pusher takes per scan */
 
-typedef struct Push {
-    CbfsRepo *repo;
-    char *path;
-    int rc;
-    CbfsError err;
-    pthread_t thread;
-} Push;
+/* The push queue of one pg_wal. */
+typedef struct Queue {
+    char *wal_dir; /* absolute pg_wal */
+    char *spool;   /* pg_wal/cbfs-push */
+} Queue;
 
-static void *push_thread(void *arg)
+/* The queue of the pg_wal holding path, or false when path is not a segment
+ * in a folder with archive_status (then there is nothing to queue). */
+static bool queue_open(const char *path, Queue *q)
 {
-    Push *p = arg;
-    const char *name = strrchr(p->path, '/') ? strrchr(p->path, '/') + 1 : p->path;
-    cbfs_error_init(&p->err);
-    /* stored already (by an earlier call's threads): the archiver's own call
-     * for it compares the content; nothing to do here */
-    if (cbfs_wal_exists(p->repo, name, &p->err) == 0)
-        return NULL;
-    p->rc = cbfs_wal_push_file(p->repo, p->path, &p->err);
-    return NULL;
+    char *dir = cbfs_xstrdup(path), *real, *status;
+    struct stat st;
+    bool ok;
+
+    if (strrchr(dir, '/'))
+        *strrchr(dir, '/') = '\0';
+    else
+        strcpy(dir, ".");
+    real = realpath(dir, NULL);
+    free(dir);
+    if (!real)
+        return false;
+    status = cbfs_xasprintf("%s/archive_status", real);
+    ok = stat(status, &st) == 0 && S_ISDIR(st.st_mode);
+    free(status);
+    if (!ok) {
+        free(real);
+        return false;
+    }
+    q->wal_dir = real;
+    q->spool = cbfs_xasprintf("%s/cbfs-push", real);
+    if (mkdir(q->spool, 0700) < 0 && errno != EEXIST) {
+        free(q->spool);
+        free(q->wal_dir);
+        return false;
+    }
+    return true;
+}
+
+static void queue_close(Queue *q)
+{
+    free(q->spool);
+    free(q->wal_dir);
+}
+
+/* What a marker says of the file at path: repository and file identity. */
+static char *marker_text(const CbfsRepo *repo, const struct stat *st)
+{
+    return cbfs_xasprintf("repository %s\ndevice %llu\ninode %llu\nsize %lld\nmtime %lld.%09ld\n",
+                          repo->id, (unsigned long long) st->st_dev,
+                          (unsigned long long) st->st_ino, (long long) st->st_size,
+                          (long long) st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
+}
+
+/* The segment's lock, held (blocking or not); -1 if not taken. */
+static int lock_segment(const Queue *q, const char *name, bool wait)
+{
+    char *path = cbfs_xasprintf("%s/%s.lock", q->spool, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    free(path);
+    if (fd < 0)
+        return -1;
+    if (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* True if a marker says this very file (st) is stored in repo. */
+static bool marker_matches(const Queue *q, const CbfsRepo *repo, const char *name,
+                           const struct stat *st)
+{
+    char *path = cbfs_xasprintf("%s/%s.ok", q->spool, name);
+    char *want = marker_text(repo, st);
+    char buf[256];
+    ssize_t n = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+    }
+    free(path);
+    bool match = n == (ssize_t) strlen(want) && memcmp(buf, want, (size_t) n) == 0;
+    free(want);
+    return match;
+}
+
+/* Leave the marker: written whole (rename) after the object is durable.  It
+ * need not survive a crash; without it the segment is only pushed again. */
+static void marker_write(const Queue *q, const CbfsRepo *repo, const char *name,
+                         const struct stat *st)
+{
+    char *path = cbfs_xasprintf("%s/%s.ok", q->spool, name);
+    char *tmp = cbfs_xasprintf("%s/%s.ok.tmp", q->spool, name);
+    char *text = marker_text(repo, st);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        bool ok = write(fd, text, strlen(text)) == (ssize_t) strlen(text);
+        close(fd);
+        if (!ok || rename(tmp, path) < 0)
+            unlink(tmp);
+    }
+    free(text);
+    free(tmp);
+    free(path);
+}
+
+static void marker_remove(const Queue *q, const char *name)
+{
+    char *ok = cbfs_xasprintf("%s/%s.ok", q->spool, name);
+    char *lock = cbfs_xasprintf("%s/%s.lock", q->spool, name);
+    unlink(ok);
+    unlink(lock);
+    free(lock);
+    free(ok);
 }
 
 static int cmp_name(const void *a, const void *b)
@@ -50,29 +162,22 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-/* Up to max segments that archive_status beside path marks ready, after
- * name, oldest first.  Paths are returned (caller frees each). */
-static size_t ready_after(const char *path, const char *name, char **ret, size_t max)
+/* Segments archive_status marks ready, oldest first, after `after` (NULL:
+ * all).  Returns the count; *ret is an array of names (caller frees). */
+static size_t ready_segments(const Queue *q, const char *after, char ***ret)
 {
-    char *dir = cbfs_xstrdup(path), *status;
+    char *status = cbfs_xasprintf("%s/archive_status", q->wal_dir);
     char **names = NULL;
-    size_t n = 0, out = 0;
-    DIR *d;
+    size_t n = 0;
+    DIR *d = opendir(status);
     struct dirent *de;
 
-    if (strrchr(dir, '/'))
-        *strrchr(dir, '/') = '\0';
-    else
-        strcpy(dir, ".");
-    status = cbfs_xasprintf("%s/archive_status", dir);
-    d = opendir(status);
     while (d && (de = readdir(d)) != NULL) {
-        size_t len = strlen(de->d_name);
         char seg[CBFS_WAL_NAME_MAX];
-        if (len != 24 + 6 || strcmp(de->d_name + 24, ".ready") != 0)
+        if (strlen(de->d_name) != 24 + 6 || strcmp(de->d_name + 24, ".ready") != 0)
             continue;
         snprintf(seg, sizeof(seg), "%.24s", de->d_name);
-        if (cbfs_wal_classify(seg, NULL) != CBFS_WAL_SEGMENT || strcmp(seg, name) <= 0)
+        if (cbfs_wal_classify(seg, NULL) != CBFS_WAL_SEGMENT || (after && strcmp(seg, after) <= 0))
             continue;
         names = cbfs_xrealloc(names, (n + 1) * sizeof(char *));
         names[n++] = cbfs_xstrdup(seg);
@@ -81,27 +186,198 @@ static size_t ready_after(const char *path, const char *name, char **ret, size_t
         closedir(d);
     if (n > 1)
         qsort(names, n, sizeof(char *), cmp_name);
-    for (size_t i = 0; i < n; i++) {
-        if (out < max)
-            ret[out++] = cbfs_xasprintf("%s/%s", dir, names[i]);
-        free(names[i]);
-    }
-    free(names);
     free(status);
-    free(dir);
-    return out;
+    *ret = names;
+    return n;
 }
+
+static void free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* ---- the background pusher ------------------------------------------------ */
+
+typedef struct Pusher {
+    const Queue *q;
+    CbfsRepo *repo;
+    char **names;
+    size_t count;
+    size_t next;   /* atomic */
+    size_t stored; /* atomic */
+} Pusher;
+
+/* Push one ready segment unless it is locked (being pushed) or marked. */
+static void pusher_one(Pusher *p, const char *name)
+{
+    char *path = cbfs_xasprintf("%s/%s", p->q->wal_dir, name);
+    struct stat before, after;
+    CbfsError err;
+    int fd = lock_segment(p->q, name, false);
+
+    cbfs_error_init(&err);
+    if (fd < 0)
+        goto out;
+    if (stat(path, &before) < 0 || marker_matches(p->q, p->repo, name, &before))
+        goto out;
+    if (cbfs_wal_push_file(p->repo, path, &err) == 0 && stat(path, &after) == 0 &&
+        before.st_ino == after.st_ino && before.st_size == after.st_size &&
+        before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
+        before.st_mtim.tv_nsec == after.st_mtim.tv_nsec) {
+        marker_write(p->q, p->repo, name, &after);
+        __atomic_fetch_add(&p->stored, 1, __ATOMIC_RELAXED);
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+}
+
+static void *pusher_thread(void *arg)
+{
+    Pusher *p = arg;
+    for (;;) {
+        size_t i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+        if (i >= p->count)
+            return NULL;
+        pusher_one(p, p->names[i]);
+    }
+}
+
+/* Drop markers and locks of segments no longer ready (archived since). */
+static void pusher_prune(const Queue *q)
+{
+    DIR *d = opendir(q->spool);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        char seg[CBFS_WAL_NAME_MAX], *ready;
+        struct stat st;
+        size_t len = strlen(de->d_name);
+        if (len <= 24 || de->d_name[24] != '.' || strcmp(de->d_name, "pusher.lock") == 0)
+            continue;
+        snprintf(seg, sizeof(seg), "%.24s", de->d_name);
+        if (cbfs_wal_classify(seg, NULL) != CBFS_WAL_SEGMENT)
+            continue;
+        ready = cbfs_xasprintf("%s/archive_status/%s.ready", q->wal_dir, seg);
+        if (stat(ready, &st) < 0 && errno == ENOENT) {
+            char *path = cbfs_xasprintf("%s/%s", q->spool, de->d_name);
+            unlink(path);
+            free(path);
+        }
+        free(ready);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* The detached pusher: stores ready segments (other than `skip`, which the
+ * archiver's own call is storing) until a scan finds nothing left to do. */
+static void pusher_run(const Queue *q, const char *repo_spec, const char *skip)
+{
+    CbfsLocation loc;
+    CbfsRepo *repo = NULL;
+    CbfsError err;
+    char *lock = cbfs_xasprintf("%s/pusher.lock", q->spool);
+    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+    free(lock);
+    if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) < 0)
+        return; /* another pusher is at work: it scans again before it ends */
+    cbfs_error_init(&err);
+    /* a repository of our own: nothing is shared with the parent's */
+    if (cbfs_location_parse(repo_spec, false, &loc, &err) < 0)
+        return;
+    if (cbfs_repo_open(&loc, &repo, &err) < 0) {
+        cbfs_location_release(&loc);
+        return;
+    }
+    for (int round = 0; round < 1000; round++) {
+        Pusher p;
+        pthread_t th[PUSH_THREADS];
+        size_t todo = 0;
+        int n = 0;
+        char **names;
+        size_t count = ready_segments(q, skip, &names);
+
+        memset(&p, 0, sizeof(p));
+        p.q = q;
+        p.repo = repo;
+        p.names = cbfs_xmalloc((count ? count : 1) * sizeof(char *));
+        for (size_t i = 0; i < count && todo < PUSH_AHEAD; i++) {
+            char *ok = cbfs_xasprintf("%s/%s.ok", q->spool, names[i]);
+            struct stat st;
+            if (stat(ok, &st) < 0)
+                p.names[todo++] = names[i];
+            free(ok);
+        }
+        p.count = todo;
+        for (int i = 0; i < PUSH_THREADS && (size_t) i < todo; i++)
+            if (pthread_create(&th[n], NULL, pusher_thread, &p) == 0)
+                n++;
+        for (int i = 0; i < n; i++)
+            pthread_join(th[i], NULL);
+        free(p.names);
+        free_names(names, count);
+        pusher_prune(q);
+        if (todo == 0 || p.stored == 0)
+            break; /* all done, or nothing could be stored: the archiver's calls take over */
+    }
+    cbfs_repo_free(repo);
+    cbfs_location_release(&loc);
+}
+
+/* Start the pusher, detached, if segments after name are ready. */
+static void pusher_start(const Queue *q, const char *repo_spec, const char *name)
+{
+    char **names;
+    size_t count = ready_segments(q, name, &names), unmarked = 0;
+    pid_t pid;
+
+    for (size_t i = 0; i < count; i++) {
+        char *ok = cbfs_xasprintf("%s/%s.ok", q->spool, names[i]);
+        struct stat st;
+        unmarked += stat(ok, &st) < 0;
+        free(ok);
+    }
+    free_names(names, count);
+    if (unmarked == 0)
+        return;
+    pid = fork();
+    if (pid != 0) {
+        if (pid > 0)
+            waitpid(pid, NULL, 0); /* the middle child exits at once */
+        return;
+    }
+    /* middle child: detach so the archiver's call is not kept waiting */
+    setsid();
+    if (fork() != 0)
+        _exit(0);
+    {
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        signal(SIGPIPE, SIG_IGN);
+        pusher_run(q, repo_spec, name);
+        _exit(0);
+    }
+}
+
+/* ---- the archiver's call -------------------------------------------------- */
 
 int cmd_wal_push(int argc, char **argv)
 {
     CbfsLocation loc;
     CbfsRepo *repo;
     CbfsError err;
-    Push pushes[PARALLEL];
-    char *extra[PARALLEL - 1];
-    const char *name;
-    size_t nextra;
-    int rc;
+    Queue q;
+    bool queued;
+    const char *path, *name;
+    int rc, lfd = -1;
 
     cbfs_error_init(&err);
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -110,11 +386,13 @@ int cmd_wal_push(int argc, char **argv)
                "Store the WAL file at PATH in the repository; for archive_command:\n"
                "  archive_command = 'cbfs wal-push REPO %%p'\n"
                "Exits 0 only once the file is durably stored (or an identical copy was).\n"
-               "Segments that archive_status marks ready are stored alongside, in parallel.\n");
+               "Segments that archive_status marks ready are stored ahead by a background\n"
+               "pusher, which leaves its markers in cbfs-push/ beside PATH.\n");
         return 0;
     }
     if (argc != 3)
         return cmd_usage_error("wal-push", argc < 3 ? "missing arguments" : "too many arguments");
+    path = argv[2];
     if (cbfs_location_parse(argv[1], false, &loc, &err) < 0)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
@@ -122,24 +400,26 @@ int cmd_wal_push(int argc, char **argv)
     if (rc < 0)
         return cmd_fail(&err);
 
-    name = strrchr(argv[2], '/') ? strrchr(argv[2], '/') + 1 : argv[2];
-    nextra = cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT
-                 ? ready_after(argv[2], name, extra, PARALLEL - 1)
-                 : 0;
-    memset(pushes, 0, sizeof(pushes));
-    for (size_t i = 0; i < nextra; i++) {
-        pushes[i].repo = repo;
-        pushes[i].path = extra[i];
-        if (pthread_create(&pushes[i].thread, NULL, push_thread, &pushes[i]) != 0)
-            pushes[i].path = NULL, free(extra[i]);
+    name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    queued = cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT && queue_open(path, &q);
+    if (queued) {
+        struct stat st;
+        pusher_start(&q, argv[1], name);
+        lfd = lock_segment(&q, name, true); /* the pusher may be storing it now */
+        if (stat(path, &st) == 0 && marker_matches(&q, repo, name, &st) &&
+            cbfs_wal_exists(repo, name, &err) == 0) {
+            rc = 0; /* stored ahead by the pusher */
+            goto done;
+        }
     }
-    rc = cbfs_wal_push_file(repo, argv[2], &err);
-    /* the others are waited for: a process must not exit under their writes */
-    for (size_t i = 0; i < nextra; i++) {
-        if (!pushes[i].path)
-            continue;
-        pthread_join(pushes[i].thread, NULL);
-        free(pushes[i].path);
+    rc = cbfs_wal_push_file(repo, path, &err);
+done:
+    if (queued) {
+        if (rc == 0)
+            marker_remove(&q, name);
+        if (lfd >= 0)
+            close(lfd);
+        queue_close(&q);
     }
     cbfs_repo_free(repo);
     return rc < 0 ? cmd_fail(&err) : 0;

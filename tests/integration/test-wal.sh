@@ -113,4 +113,53 @@ ok "it was served from the spool" test ! -e "$TMP/pf/pg_wal/cbfs-prefetch/$s2"
 ok "and equals the original" cmp "$TMP/pf/pg_wal/RECOVERYXLOG" "$(datadir a)/pg_wal/$s2"
 ok "the older spooled segment is pruned" test ! -e "$TMP/pf/pg_wal/cbfs-prefetch/$s1"
 
+# background push: a call for segment N with more segments ready in
+# archive_status starts a pusher that stores them ahead and leaves markers;
+# the archiver's call for one of them then returns at once, but only for
+# the very file the marker names and only for the repository it names
+s3=$(pg_switch_and_archive a) || bail "no segment archived"
+Q=$TMP/q/pg_wal
+mkdir -p "$Q/archive_status"
+for s in "$seg2" "$s1" "$s2" "$s3"; do
+	cbfs wal-fetch "$REPO" "$s" "$Q/$s" || bail "could not fetch $s: $ERR"
+	touch "$Q/archive_status/$s.ready"
+done
+chown -R postgres:postgres "$TMP/q"
+REPO2=$TMP/repo2
+repo_init "$REPO2"
+cbfs_pg wal-push "$REPO2" "$Q/$seg2"
+is "$RC/$ERR" "0/" "wal-push $seg2 with three more segments ready"
+for ((i = 0; i < 100; i++)); do
+	[[ -f $Q/cbfs-push/$s1.ok && -f $Q/cbfs-push/$s2.ok && -f $Q/cbfs-push/$s3.ok ]] && break
+	sleep 0.1
+done
+ok "the pusher left markers for $s1, $s2 and $s3" \
+	test -f "$Q/cbfs-push/$s1.ok" -a -f "$Q/cbfs-push/$s2.ok" -a -f "$Q/cbfs-push/$s3.ok"
+for s in "$s1" "$s2" "$s3"; do
+	rm -f "$TMP/w3/q"
+	cbfs_pg wal-fetch "$REPO2" "$s" "$TMP/w3/q"
+	ok "$s was stored ahead, whole" cmp "$TMP/w3/q" "$Q/$s"
+done
+mv "$Q/archive_status/$seg2.ready" "$Q/archive_status/$seg2.done"
+chmod 000 "$Q/$s1" # answered from the marker, the file is not read again
+cbfs_pg wal-push "$REPO2" "$Q/$s1"
+is "$RC/$ERR" "0/" "the archiver's call for $s1 is answered from the marker (file not read)"
+chmod 600 "$Q/$s1"
+ok "and the marker is gone" test ! -e "$Q/cbfs-push/$s1.ok"
+mv "$Q/archive_status/$s1.ready" "$Q/archive_status/$s1.done"
+cp "$Q/$s2" "$TMP/q/other"
+flip_byte "$TMP/q/other" $((2 * 1024 * 1024 + 7))
+chown postgres:postgres "$TMP/q/other"
+mv "$TMP/q/other" "$Q/$s2"
+cbfs_pg wal-push "$REPO2" "$Q/$s2"
+check_error "a marker for another file is not trusted" 6 \
+	"cbfs: WAL file \"$s2\" already exists in repository \"$REPO2\" with different content"
+REPO3=$TMP/repo3
+repo_init "$REPO3"
+cbfs_pg wal-push "$REPO3" "$Q/$s3"
+is "$RC/$ERR" "0/" "wal-push $s3 into another repository"
+rm -f "$TMP/w3/q"
+cbfs_pg wal-fetch "$REPO3" "$s3" "$TMP/w3/q"
+ok "a marker for another repository is not trusted: $s3 is stored there" cmp "$TMP/w3/q" "$Q/$s3"
+
 done_testing
