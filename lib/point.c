@@ -351,7 +351,7 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
     char *target;
     const char *repo = r->loc.kind == CBFS_LOCATION_POSIX ? r->loc.path : r->loc.spec;
     const char *parts[2] = {self, repo};
-    char *qcmd, *conf;
+    char *qcmd, *qend, *conf;
     CbfsBuf cmd;
 
     /* restore_command runs through the shell: quote both paths for it */
@@ -368,16 +368,22 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
         cbfs_buf_append(&cmd, i == 0 ? " wal-fetch " : " %f %p", i == 0 ? 11 : 6);
     }
     qcmd = cbfs_pg_quote(cmd.data);
+    /* the end command drops segments fetched ahead that recovery did not use */
+    cmd.len = (size_t) (strstr(cmd.data, " wal-fetch ") - cmd.data);
+    cbfs_buf_append(&cmd, " wal-fetch --end", 16);
+    qend = cbfs_pg_quote(cmd.data);
     target = cbfs_pg_quote(t->kind == CBFS_TARGET_IMMEDIATE ? "immediate" : t->value);
     conf =
         cbfs_xasprintf("\n# added by %s for backup %s\n"
                        "restore_command = %s\n"
+                       "recovery_end_command = %s\n"
                        "%s = %s\n"
                        "recovery_target_action = '%s'\n%s",
-                       who, t->label, qcmd, settings[t->kind], target,
+                       who, t->label, qcmd, qend, settings[t->kind], target,
                        t->pause ? "pause" : "promote", archive_off ? "archive_mode = 'off'\n" : "");
     cbfs_buf_release(&cmd);
     free(qcmd);
+    free(qend);
     free(target);
     return conf;
 }

@@ -29,15 +29,15 @@
 #include "cbfs/walarchive.h"
 #include "commands.h"
 
-#define PREFETCH 8
+#define PREFETCH         8
 #define PREFETCH_THREADS 4
 
 typedef struct Prefetch {
     CbfsRepo *repo;
     const char *spool;
     char names[PREFETCH][CBFS_WAL_NAME_MAX];
-    int next;     /* atomic: next index to fetch */
-    int stop_at;  /* atomic: first index known missing */
+    int next;    /* atomic: next index to fetch */
+    int stop_at; /* atomic: first index known missing */
 } Prefetch;
 
 static void *prefetch_thread(void *arg)
@@ -84,7 +84,7 @@ static void prune_spool(const char *spool, uint32_t tli, uint64_t segno, uint32_
 }
 
 /* After serving name, fetch the next segments in a detached child. */
-static void start_prefetch(CbfsRepo *repo, const char *name, const char *spool,
+static void start_prefetch(const char *repo_spec, const char *name, const char *spool,
                            uint32_t seg_size)
 {
     uint32_t tli;
@@ -111,6 +111,9 @@ static void start_prefetch(CbfsRepo *repo, const char *name, const char *spool,
         Prefetch p;
         pthread_t th[PREFETCH_THREADS];
         int n = 0;
+        CbfsLocation loc;
+        CbfsRepo *repo;
+        CbfsError err;
         free(lock);
         if (null >= 0) {
             dup2(null, 0);
@@ -119,6 +122,11 @@ static void start_prefetch(CbfsRepo *repo, const char *name, const char *spool,
         }
         if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) < 0)
             _exit(0); /* another prefetcher is at work */
+        /* a repository of our own: nothing is shared with the parent's */
+        cbfs_error_init(&err);
+        if (cbfs_location_parse(repo_spec, false, &loc, &err) < 0 ||
+            cbfs_repo_open(&loc, &repo, &err) < 0)
+            _exit(0);
         memset(&p, 0, sizeof(p));
         p.repo = repo;
         p.spool = spool;
@@ -133,6 +141,37 @@ static void start_prefetch(CbfsRepo *repo, const char *name, const char *spool,
             pthread_join(th[i], NULL);
         _exit(0);
     }
+}
+
+/* Recovery is over: wait for a prefetcher still at work, then drop the
+ * segments it fetched that recovery did not use, and the spool. */
+static int end_prefetch(const char *spool)
+{
+    char *lock = cbfs_xasprintf("%s/.lock", spool);
+    int lfd = open(lock, O_RDWR | O_CLOEXEC);
+    DIR *d;
+    struct dirent *de;
+
+    if (lfd >= 0)
+        flock(lfd, LOCK_EX);
+    d = opendir(spool);
+    while (d && (de = readdir(d)) != NULL) {
+        char *path;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            strcmp(de->d_name, ".lock") == 0)
+            continue;
+        path = cbfs_xasprintf("%s/%s", spool, de->d_name);
+        unlink(path);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    unlink(lock);
+    rmdir(spool);
+    if (lfd >= 0)
+        close(lfd);
+    free(lock);
+    return 0;
 }
 
 /* The segment size, from the header of a fetched segment. */
@@ -164,13 +203,20 @@ int cmd_wal_fetch(int argc, char **argv)
     cbfs_error_init(&err);
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("Usage: cbfs wal-fetch REPO NAME DEST\n"
+               "       cbfs wal-fetch --end\n"
                "\n"
                "Restore WAL file NAME from the repository into DEST; for restore_command:\n"
                "  restore_command = 'cbfs wal-fetch REPO %%f %%p'\n"
                "Exits 1 without a message when the repository does not have NAME.\n"
-               "Prefetches the next segments into cbfs-prefetch/ beside DEST.\n");
+               "Prefetches the next segments into cbfs-prefetch/ beside DEST.\n"
+               "\n"
+               "--end removes pg_wal/cbfs-prefetch under the current directory (the data\n"
+               "directory, where PostgreSQL runs it); for recovery_end_command:\n"
+               "  recovery_end_command = 'cbfs wal-fetch --end'\n");
         return 0;
     }
+    if (argc == 2 && strcmp(argv[1], "--end") == 0)
+        return end_prefetch("pg_wal/cbfs-prefetch");
     if (argc != 4)
         return cmd_usage_error("wal-fetch", argc < 4 ? "missing arguments" : "too many arguments");
     name = argv[2];
@@ -199,7 +245,7 @@ int cmd_wal_fetch(int argc, char **argv)
         (mkdir(spool, 0700) == 0 || errno == EEXIST)) {
         uint32_t seg_size = segment_size(dest);
         if (seg_size)
-            start_prefetch(repo, name, spool, seg_size);
+            start_prefetch(argv[1], name, spool, seg_size);
     }
     free(spool);
     free(spooled);

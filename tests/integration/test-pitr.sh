@@ -53,6 +53,8 @@ check_restored() { # NAME SPEC EXPECTED WHAT [restore option...]
 	is "$RC/$ERR" "0/" "restore $spec"
 	if pg_start "$name" && pg_wait_promoted "$name"; then
 		is "$(rows "$name")" "$want" "$what"
+		ok "$name: no prefetched WAL left behind after promotion (recovery_end_command)" \
+			test ! -e "$(datadir "$name")/pg_wal/cbfs-prefetch"
 		pg_stop "$name"
 	else
 		fail "$what" "$(tail -n 20 "$TMP/$name.log")"
@@ -87,6 +89,8 @@ check_mounted() { # NAME SPEC EXPECTED WHAT
 	is "$RC/$ERR" "0/" "mount $spec"
 	if pg_start "$name" && pg_wait_promoted "$name"; then
 		is "$(rows "$name")" "$want" "$what"
+		ok "$name: no prefetched WAL left behind after promotion (recovery_end_command)" \
+			test ! -e "$mnt/pg_wal/cbfs-prefetch"
 		pg_stop "$name"
 	else
 		fail "$what" "$(tail -n 20 "$TMP/$name.log")"
