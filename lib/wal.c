@@ -17,9 +17,12 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cbfs/util.h"
 #include "cbfs/wal.h"
 
 #define WAL_SEG_MIN (1u << 20) /* 1 MB */
@@ -246,4 +249,142 @@ int cbfs_wal_segment_header(const uint8_t *buf, size_t len, uint64_t *ret_sysid,
     if (ret_tli)
         *ret_tli = tli;
     return 0;
+}
+
+/* ---- transaction end times ------------------------------------------------ */
+
+#define XLP_FIRST_IS_CONTRECORD 0x0001
+#define XLP_REM_LEN_OFF         16 /* uint32 */
+#define XLP_SHORT_HEADER_LEN    24
+#define XLOG_RECORD_LEN         24 /* xl_tot_len .. xl_crc */
+#define XLOG_RECORD_CRC_OFF     20
+#define RM_XACT_ID              1
+#define XLOG_XACT_OPMASK        0x70
+#define XLR_BLOCK_ID_DATA_SHORT 255
+#define XLR_BLOCK_ID_DATA_LONG  254
+#define XLR_BLOCK_ID_ORIGIN     253
+#define XLR_BLOCK_ID_TOPLEVEL   252
+#define PG_EPOCH_OFFSET_US      INT64_C(946684800000000) /* 2000-01-01 in Unix microseconds */
+
+static uint32_t crc32c_table[256];
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+
+static void crc32c_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[i] = c;
+    }
+}
+
+static uint32_t crc32c_update(uint32_t crc, const uint8_t *p, size_t n)
+{
+    while (n--)
+        crc = crc32c_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+static uint64_t align8(uint64_t v)
+{
+    return (v + 7) & ~UINT64_C(7);
+}
+
+/* The end time of a transaction record (commit or abort, prepared or not),
+ * as recoveryStopsBefore reads it: the first field of the main data. */
+static bool xact_time(const uint8_t *rec, uint32_t len, int64_t *ret_us)
+{
+    uint8_t op = rec[16] & XLOG_XACT_OPMASK;
+    uint32_t pos = XLOG_RECORD_LEN;
+    int64_t t;
+
+    if (rec[17] != RM_XACT_ID || (op != 0x00 && op != 0x20 && op != 0x30 && op != 0x40))
+        return false;
+    while (pos < len) {
+        uint8_t id = rec[pos++];
+        uint32_t data_len;
+        if (id == XLR_BLOCK_ID_ORIGIN) {
+            pos += 2;
+        } else if (id == XLR_BLOCK_ID_TOPLEVEL) {
+            pos += 4;
+        } else if (id == XLR_BLOCK_ID_DATA_SHORT || id == XLR_BLOCK_ID_DATA_LONG) {
+            if (id == XLR_BLOCK_ID_DATA_SHORT) {
+                if (pos + 1 > len)
+                    return false;
+                data_len = rec[pos++];
+            } else {
+                if (pos + 4 > len)
+                    return false;
+                memcpy(&data_len, rec + pos, 4);
+                pos += 4;
+            }
+            /* no block data precedes it in a transaction record */
+            if (data_len < sizeof(t) || pos + sizeof(t) > len)
+                return false;
+            memcpy(&t, rec + pos, sizeof(t));
+            *ret_us = t + PG_EPOCH_OFFSET_US;
+            return true;
+        } else {
+            return false; /* a block reference: not a plain transaction record */
+        }
+    }
+    return false;
+}
+
+int cbfs_wal_last_xact_time(const uint8_t *seg, size_t len, int64_t *ret_us)
+{
+    uint64_t sysid, start;
+    uint32_t seg_size, tli, blcksz, rem_len;
+    uint16_t magic, info;
+    uint8_t *stream;
+    size_t total = 0, pos;
+    bool found = false;
+
+    if (cbfs_wal_segment_header(seg, len, &sysid, &seg_size, &tli) < 0 || len != seg_size)
+        return -EINVAL;
+    pthread_once(&crc32c_once, crc32c_init);
+    memcpy(&blcksz, seg + XLP_XLOG_BLCKSZ_OFF, sizeof(blcksz));
+    memcpy(&magic, seg + XLP_MAGIC_OFF, sizeof(magic));
+    memcpy(&start, seg + XLP_PAGEADDR_OFF, sizeof(start));
+    memcpy(&rem_len, seg + XLP_REM_LEN_OFF, sizeof(rem_len));
+    memcpy(&info, seg + XLP_INFO_OFF, sizeof(info));
+
+    /* the record stream without page headers, up to the first page that is
+     * not this segment's (a recycled file keeps pages of its earlier life);
+     * page headers are multiples of 8, so alignment carries over */
+    stream = cbfs_xmalloc(len);
+    for (size_t off = 0; off + blcksz <= len; off += blcksz) {
+        uint16_t m;
+        uint64_t addr;
+        size_t hdr = off == 0 ? XLP_LONG_HEADER_LEN : XLP_SHORT_HEADER_LEN;
+        memcpy(&m, seg + off + XLP_MAGIC_OFF, sizeof(m));
+        memcpy(&addr, seg + off + XLP_PAGEADDR_OFF, sizeof(addr));
+        if (m != magic || addr != start + off)
+            break;
+        memcpy(stream + total, seg + off + hdr, blcksz - hdr);
+        total += blcksz - hdr;
+    }
+    /* the tail of a record begun in the previous segment */
+    pos = info & XLP_FIRST_IS_CONTRECORD ? align8(rem_len) : 0;
+    while (pos + XLOG_RECORD_LEN <= total) {
+        const uint8_t *rec = stream + pos;
+        uint32_t tot_len, crc, want;
+        int64_t t;
+        memcpy(&tot_len, rec, sizeof(tot_len));
+        if (tot_len < XLOG_RECORD_LEN || tot_len > total - pos)
+            break; /* the end of the WAL written, or a record going on in the next segment */
+        memcpy(&want, rec + XLOG_RECORD_CRC_OFF, sizeof(want));
+        crc = crc32c_update(0xFFFFFFFFu, rec + XLOG_RECORD_LEN, tot_len - XLOG_RECORD_LEN);
+        crc = crc32c_update(crc, rec, XLOG_RECORD_CRC_OFF) ^ 0xFFFFFFFFu;
+        if (crc != want)
+            break;
+        if (xact_time(rec, tot_len, &t) && (!found || t > *ret_us)) {
+            *ret_us = t;
+            found = true;
+        }
+        pos = align8(pos + tot_len);
+    }
+    free(stream);
+    return found ? 1 : 0;
 }

@@ -173,7 +173,7 @@ int cbfs_wal_push_file(CbfsRepo *r, const char *path, CbfsError *err)
     return rc;
 }
 
-int cbfs_wal_fetch(CbfsRepo *r, const char *name, const char *dest, CbfsError *err)
+int cbfs_wal_read(CbfsRepo *r, const char *name, uint8_t **ret_buf, size_t *ret_len, CbfsError *err)
 {
     char *key = cbfs_wal_key(name);
     uint8_t *obj = NULL, *plain = NULL, sum[CBFS_SHA256_LEN];
@@ -212,7 +212,10 @@ int cbfs_wal_fetch(CbfsRepo *r, const char *name, const char *dest, CbfsError *e
         why = "checksum mismatch";
         goto corrupt;
     }
-    rc = cbfs_write_file_atomic(dest, plain, plen, 0600, err);
+    *ret_buf = plain;
+    *ret_len = plen;
+    plain = NULL;
+    rc = 0;
     goto out;
 corrupt:
     rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
@@ -222,6 +225,18 @@ out:
     free(obj);
     free(plain);
     free(key);
+    return rc;
+}
+
+int cbfs_wal_fetch(CbfsRepo *r, const char *name, const char *dest, CbfsError *err)
+{
+    uint8_t *plain;
+    size_t len;
+    int rc = cbfs_wal_read(r, name, &plain, &len, err);
+    if (rc < 0)
+        return rc;
+    rc = cbfs_write_file_atomic(dest, plain, len, 0600, err);
+    free(plain);
     return rc;
 }
 

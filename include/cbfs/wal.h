@@ -45,4 +45,12 @@ int cbfs_wal_parse_segname(const char *name, uint32_t seg_size, uint32_t *ret_tl
 int cbfs_wal_segment_header(const uint8_t *buf, size_t len, uint64_t *ret_sysid,
                             uint32_t *ret_seg_size, uint32_t *ret_tli);
 
+/* The latest end time (commit or abort, in Unix microseconds) of the
+ * transactions whose records are whole in segment seg (len bytes, one whole
+ * segment), the times recovery_target_time is compared with.  Records are
+ * read up to the first one that is not valid (CRC, page address): the end of
+ * the WAL written.  1 if one was found, 0 if none, -EINVAL if seg is not a
+ * segment. */
+int cbfs_wal_last_xact_time(const uint8_t *seg, size_t len, int64_t *ret_us);
+
 #endif

@@ -33,6 +33,10 @@ int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, siz
  * CBFS_EXIT_CORRUPT naming it. */
 int cbfs_wal_fetch(CbfsRepo *r, const char *name, const char *dest, CbfsError *err);
 
+/* The same into a new buffer (caller frees *ret_buf). */
+int cbfs_wal_read(CbfsRepo *r, const char *name, uint8_t **ret_buf, size_t *ret_len,
+                  CbfsError *err);
+
 /* 0 if the repository holds WAL file name, -ENOENT if not. */
 int cbfs_wal_exists(CbfsRepo *r, const char *name, CbfsError *err);
 

@@ -35,7 +35,9 @@ sleep 1.2
 psql_as a postgres "insert into t values (4, 'before-lsn')" >/dev/null
 L=$(psql_as a postgres "select pg_current_wal_insert_lsn()")
 psql_as a postgres "insert into t values (5, 'after-lsn')" >/dev/null
-pg_switch_and_archive a >/dev/null || bail "the last segment was not archived"
+LASTSEG=$(pg_switch_and_archive a) || bail "the last segment was not archived"
+sleep 1.2
+T2=$(date -u +%Y-%m-%dT%H:%M:%SZ) # after the last transaction archived
 
 cbfs list "$REPO" --json --points
 is "$(json_get "$OUT" '" ".join(p["name"] for p in j)')" p1 "cbfs list --json --points shows the point"
@@ -110,6 +112,10 @@ check_error "a time before the first backup is refused" 7 \
 cbfs restore "$REPO@lsn:FF/0" "$TMP/x1"
 check_error "an LSN beyond the archived WAL is refused" 7 \
 	"cbfs: point \"lsn:FF/0\" is beyond the archived WAL: WAL file \"00000001000000FE000000FF\" is not in repository \"$REPO\""
+cbfs restore "$REPO@$T2" "$TMP/x1"
+is "$RC" 7 "a time after the last archived transaction is refused"
+like "$ERR" "^cbfs: point \"$T2\" is beyond the archived WAL: its last transaction ended at [0-9T:-]+Z \(WAL file \"$LASTSEG\"\)$" \
+	"  and the message says when the last archived transaction ended, and where"
 cbfs restore "$REPO@2099-01-01T00:00:00Z" "$TMP/x1"
 check_error "a time in the future is refused" 7 "cbfs: point \"2099-01-01T00:00:00Z\" is in the future"
 cbfs restore "$REPO@2026-11-21T10:30:00" "$TMP/x1"

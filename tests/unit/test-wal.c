@@ -8,7 +8,9 @@
  * 3, WAL position AC/... with pg_resetwal.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cbfs/wal.h"
@@ -410,11 +412,171 @@ static void test_header(void)
     is_int(try_hdr(&h), 0, "WAL block size 1 kB");
 }
 
+/* ---- transaction end times ---- */
+
+/* A 1 MB segment of timeline 1 at 0/3000000 built record by record, with
+ * the page layout of PostgreSQL 15 (8 kB pages, 40-byte long header on the
+ * first page, 24-byte short headers after). */
+#define SEG_START UINT64_C(0x3000000)
+#define BLCKSZ    8192
+
+typedef struct Seg {
+    uint8_t data[MB];
+    size_t pos; /* next byte of the record stream, as a file offset */
+} Seg;
+
+/* CRC-32C, bit by bit (independent of the table the library uses). */
+static uint32_t crc32c_bits(uint32_t crc, const uint8_t *p, size_t n)
+{
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++)
+            crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+    }
+    return crc;
+}
+
+static void page_header(Seg *s, size_t off, uint16_t info, uint32_t rem_len, uint64_t addr)
+{
+    uint16_t magic = 0xD110;
+    uint32_t tli = 1;
+    memcpy(s->data + off, &magic, 2);
+    memcpy(s->data + off + 2, &info, 2);
+    memcpy(s->data + off + 4, &tli, 4);
+    memcpy(s->data + off + 8, &addr, 8);
+    memcpy(s->data + off + 16, &rem_len, 4);
+    if (off == 0) {
+        uint64_t sysid = UINT64_C(7000000000000000001);
+        uint32_t seg_size = MB, blcksz = BLCKSZ;
+        memcpy(s->data + 24, &sysid, 8);
+        memcpy(s->data + 32, &seg_size, 4);
+        memcpy(s->data + 36, &blcksz, 4);
+    }
+}
+
+static void seg_init(Seg *s, uint32_t cont_len)
+{
+    memset(s, 0, sizeof(*s));
+    for (size_t off = 0; off < MB; off += BLCKSZ)
+        page_header(s, off, (uint16_t) ((off == 0 ? 2 : 0) | (cont_len ? 1 : 0)), cont_len,
+                    SEG_START + off);
+    s->pos = 40;
+    /* the tail of a record begun in the previous segment: skipped */
+    for (uint32_t i = 0; i < cont_len; i++)
+        s->data[s->pos++] = 0xEE;
+    s->pos = (s->pos + 7) & ~(size_t) 7;
+}
+
+/* Append bytes to the record stream, stepping over page headers. */
+static void put(Seg *s, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n--) {
+        if (s->pos % BLCKSZ == 0)
+            s->pos += 24;
+        s->data[s->pos++] = *b++;
+    }
+}
+
+/* A record of resource manager rmid with info and main data of len bytes
+ * (its first 8 bytes t, when rmid is the transaction manager's). */
+static void put_record(Seg *s, uint8_t rmid, uint8_t info, size_t len, int64_t t, bool bad_crc)
+{
+    uint8_t *rec = calloc(1, 24 + 5 + len);
+    size_t hlen = len < 256 ? 2 : 5, tot = 24 + hlen + len;
+    uint32_t tot32 = (uint32_t) tot, crc, len32 = (uint32_t) len;
+    rec[16] = info;
+    rec[17] = rmid;
+    memcpy(rec, &tot32, 4);
+    if (len < 256) {
+        rec[24] = 255;
+        rec[25] = (uint8_t) len;
+    } else {
+        rec[24] = 254;
+        memcpy(rec + 25, &len32, 4);
+    }
+    for (size_t i = 0; i < len; i++)
+        rec[24 + hlen + i] = (uint8_t) (i * 7);
+    if (len >= 8)
+        memcpy(rec + 24 + hlen, &t, 8);
+    crc = crc32c_bits(0xFFFFFFFFu, rec + 24, tot - 24);
+    crc = crc32c_bits(crc, rec, 20) ^ 0xFFFFFFFFu;
+    if (bad_crc)
+        crc ^= 1;
+    memcpy(rec + 20, &crc, 4);
+    /* records start on 8-byte boundaries of the stream */
+    if (s->pos % BLCKSZ == 0)
+        s->pos += 24;
+    s->pos = (s->pos + 7) & ~(size_t) 7;
+    put(s, rec, tot);
+    free(rec);
+}
+
+#define PG_US(unix_s) ((int64_t) ((unix_s) -946684800) * 1000000) /* PostgreSQL timestamp */
+
+static void test_xact_time(void)
+{
+    static Seg s;
+    int64_t t = 0;
+    const int64_t t1 = PG_US(1763700000) + 250000, t2 = PG_US(1763700060) + 5;
+    size_t page_end;
+
+    is_int((int) crc32c_bits(0xFFFFFFFFu, (const uint8_t *) "123456789", 9) ^ (int) 0xFFFFFFFFu,
+           (int) 0xE3069283u, "the test's CRC-32C gives the check value");
+
+    seg_init(&s, 0);
+    put_record(&s, 10, 0x00, 9000, 0, false); /* a heap record over two pages */
+    ok(cbfs_wal_last_xact_time(s.data, MB, &t) == 0, "no transaction record: 0");
+    put_record(&s, 1, 0x00, 8, t1, false); /* commit */
+    put_record(&s, 10, 0x00, 300, 0, false);
+    /* an abort that straddles a page boundary */
+    page_end = (s.pos / BLCKSZ + 1) * BLCKSZ;
+    while (page_end - s.pos > 16)
+        put_record(&s, 10, 0x00, 1, 0, false);
+    put_record(&s, 1, 0x20, 8, t2, false);
+    ok(s.pos > page_end, "(the abort record crosses a page boundary)");
+    is_int(cbfs_wal_last_xact_time(s.data, MB, &t), 1, "commit and abort records: found");
+    ok(t == t2 + INT64_C(946684800000000), "the latest end time, in Unix microseconds");
+
+    /* a record of another manager with the commit's info bits is no commit */
+    put_record(&s, 2, 0x00, 8, t2 + 1000000, false);
+    cbfs_wal_last_xact_time(s.data, MB, &t);
+    ok(t == t2 + INT64_C(946684800000000), "a record of another resource manager is not read");
+
+    /* a transaction record after a broken one is beyond the end of the WAL */
+    put_record(&s, 1, 0x00, 8, t2 + 2000000, true);
+    put_record(&s, 1, 0x00, 8, t2 + 3000000, false);
+    cbfs_wal_last_xact_time(s.data, MB, &t);
+    ok(t == t2 + INT64_C(946684800000000), "the scan stops at a record whose CRC is wrong");
+
+    /* pages of an earlier life of a recycled file end the WAL too */
+    seg_init(&s, 0);
+    put_record(&s, 1, 0x00, 8, t1, false);
+    while (s.pos < 2 * BLCKSZ + 100)
+        put_record(&s, 10, 0x00, 500, 0, false);
+    put_record(&s, 1, 0x00, 8, t2, false); /* on the third page */
+    is_int(cbfs_wal_last_xact_time(s.data, MB, &t), 1, "records over three pages: found");
+    ok(t == t2 + INT64_C(946684800000000), "the commit on the third page is read");
+    page_header(&s, 2 * BLCKSZ, 0, 0, SEG_START - MB + 2 * BLCKSZ);
+    cbfs_wal_last_xact_time(s.data, MB, &t);
+    ok(t == t1 + INT64_C(946684800000000), "a page with another address (recycled) ends the WAL");
+
+    /* the tail of a record from the previous segment is skipped */
+    seg_init(&s, 100);
+    put_record(&s, 1, 0x40, 8, t1, false); /* abort prepared */
+    is_int(cbfs_wal_last_xact_time(s.data, MB, &t), 1, "after a continued record: found");
+    ok(t == t1 + INT64_C(946684800000000), "the continuation is skipped");
+
+    is_int(cbfs_wal_last_xact_time(s.data, MB - BLCKSZ, &t), -EINVAL,
+           "not a whole segment: -EINVAL");
+}
+
 int main(void)
 {
     test_classify();
     test_lsn();
     test_segments();
     test_header();
+    test_xact_time();
     return done_testing();
 }
