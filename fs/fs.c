@@ -817,19 +817,21 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
      * (overlay.db commits each change, and the data file's size covers
      * extensions) */
     pthread_mutex_lock(&in->lock);
-    if (in->fd >= 0 && fdatasync(in->fd) < 0)
+    if (in->map_dirty)
+        rc = save_map(fs, in, true); /* syncs the data before the map */
+    else if (in->fd >= 0 && fdatasync(in->fd) < 0)
         rc = -errno;
-    if (rc == 0)
-        rc = save_map(fs, in, true);
     pthread_mutex_unlock(&in->lock);
     fuse_reply_err(req, -rc);
 }
 
+/* Nothing to do at close: ENOSYS tells the kernel to stop sending flushes
+ * (it still writes cached pages back before a close returns). */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void) ino;
     (void) fi;
-    fuse_reply_err(req, 0);
+    fuse_reply_err(req, ENOSYS);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1456,7 +1458,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
     conn->max_readahead = 1u << 20;
-    /* keep the kernel from sending writes bigger than we expect: fine as is */
+    if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+        conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+        conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 }
 
 static const struct fuse_lowlevel_ops ops = {
