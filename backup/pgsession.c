@@ -1,7 +1,10 @@
 /*
  * pgsession.c - libpq conversation of a backup.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,9 +15,58 @@
 #include "cbfs/wal.h"
 #include "pgsession.h"
 
+/* libpq is loaded when a command first connects, not linked: the commands
+ * PostgreSQL runs once per WAL file (wal-push, wal-fetch) never need it, and
+ * its dependencies (LDAP, GnuTLS, Kerberos) cost milliseconds at every
+ * process start. */
+static struct {
+    void (*clear)(PGresult *);
+    PGconn *(*connectdbParams)(const char *const *, const char *const *, int);
+    char *(*errorMessage)(const PGconn *);
+    PGresult *(*execParams)(PGconn *, const char *, int, const Oid *, const char *const *,
+                            const int *, const int *, int);
+    void (*finish)(PGconn *);
+    int (*getisnull)(const PGresult *, int, int);
+    char *(*getvalue)(const PGresult *, int, int);
+    int (*ntuples)(const PGresult *);
+    ExecStatusType (*resultStatus)(const PGresult *);
+    int (*serverVersion)(const PGconn *);
+    ConnStatusType (*status)(const PGconn *);
+} pq;
+static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
+static char pq_error[256];
+
+static void *pq_sym(void *lib, const char *name)
+{
+    void *f = dlsym(lib, name);
+    if (!f && !pq_error[0])
+        snprintf(pq_error, sizeof(pq_error), "could not load libpq: symbol %s not found", name);
+    return f;
+}
+
+static void pq_load(void)
+{
+    void *lib = dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(pq_error, sizeof(pq_error), "could not load libpq: %s", dlerror());
+        return;
+    }
+    *(void **) &pq.clear = pq_sym(lib, "PQclear");
+    *(void **) &pq.connectdbParams = pq_sym(lib, "PQconnectdbParams");
+    *(void **) &pq.errorMessage = pq_sym(lib, "PQerrorMessage");
+    *(void **) &pq.execParams = pq_sym(lib, "PQexecParams");
+    *(void **) &pq.finish = pq_sym(lib, "PQfinish");
+    *(void **) &pq.getisnull = pq_sym(lib, "PQgetisnull");
+    *(void **) &pq.getvalue = pq_sym(lib, "PQgetvalue");
+    *(void **) &pq.ntuples = pq_sym(lib, "PQntuples");
+    *(void **) &pq.resultStatus = pq_sym(lib, "PQresultStatus");
+    *(void **) &pq.serverVersion = pq_sym(lib, "PQserverVersion");
+    *(void **) &pq.status = pq_sym(lib, "PQstatus");
+}
+
 static int query_error(PgSession *s, CbfsError *err, const char *what)
 {
-    const char *text = PQerrorMessage(s->conn);
+    const char *text = pq.errorMessage(s->conn);
     char *msg;
     int rc;
     if (strncmp(text, "ERROR:  ", 8) == 0)
@@ -31,10 +83,10 @@ static int query(PgSession *s, const char *sql, const char *param, const char *w
                  CbfsError *err)
 {
     PGresult *res =
-        PQexecParams(s->conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        pq.execParams(s->conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
+    if (pq.resultStatus(res) != PGRES_TUPLES_OK || pq.ntuples(res) != 1) {
         int rc = query_error(s, err, what);
-        PQclear(res);
+        pq.clear(res);
         return rc;
     }
     *ret = res;
@@ -48,6 +100,12 @@ int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err)
     PGresult *res;
     int n = 0, rc;
 
+    pthread_once(&pq_once, pq_load);
+    if (pq_error[0]) {
+        free(s);
+        return cbfs_error_set(err, ENOSYS, CBFS_EXIT_DATABASE, "%s", pq_error);
+    }
+
     keys[n] = "dbname";
     vals[n++] = conninfo ? conninfo : "dbname=postgres";
     if (!conninfo && geteuid() == 0 && !getenv("PGUSER")) {
@@ -58,9 +116,9 @@ int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err)
     vals[n++] = "cbfs";
     keys[n] = NULL;
     vals[n] = NULL;
-    s->conn = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(s->conn) != CONNECTION_OK) {
-        char *msg = cbfs_xstrdup(PQerrorMessage(s->conn));
+    s->conn = pq.connectdbParams(keys, vals, 1);
+    if (pq.status(s->conn) != CONNECTION_OK) {
+        char *msg = cbfs_xstrdup(pq.errorMessage(s->conn));
         char *nl = strchr(msg, '\n');
         if (nl)
             *nl = '\0';
@@ -70,7 +128,7 @@ int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err)
         pg_session_free(s);
         return rc;
     }
-    s->server_version = PQserverVersion(s->conn);
+    s->server_version = pq.serverVersion(s->conn);
     if (s->server_version < 100000) {
         int major = s->server_version / 10000;
         pg_session_free(s);
@@ -90,14 +148,14 @@ int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err)
         pg_session_free(s);
         return rc;
     }
-    s->system_identifier = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-    s->in_recovery = strcmp(PQgetvalue(res, 0, 1), "true") == 0;
-    s->wal_level = cbfs_xstrdup(PQgetvalue(res, 0, 2));
-    s->data_checksums = strcmp(PQgetvalue(res, 0, 3), "on") == 0;
-    s->wal_segment_size = (uint32_t) strtoul(PQgetvalue(res, 0, 4), NULL, 10);
-    s->data_directory = cbfs_xstrdup(PQgetvalue(res, 0, 5));
-    s->tablespaces = cbfs_xstrdup(PQgetvalue(res, 0, 6));
-    PQclear(res);
+    s->system_identifier = strtoull(pq.getvalue(res, 0, 0), NULL, 10);
+    s->in_recovery = strcmp(pq.getvalue(res, 0, 1), "true") == 0;
+    s->wal_level = cbfs_xstrdup(pq.getvalue(res, 0, 2));
+    s->data_checksums = strcmp(pq.getvalue(res, 0, 3), "on") == 0;
+    s->wal_segment_size = (uint32_t) strtoul(pq.getvalue(res, 0, 4), NULL, 10);
+    s->data_directory = cbfs_xstrdup(pq.getvalue(res, 0, 5));
+    s->tablespaces = cbfs_xstrdup(pq.getvalue(res, 0, 6));
+    pq.clear(res);
     if (s->server_version < 110000)
         s->wal_segment_size *= 8192; /* PostgreSQL 10 reports it in 8 kB units */
     *ret = s;
@@ -108,22 +166,22 @@ void pg_session_free(PgSession *s)
 {
     if (!s)
         return;
-    PQfinish(s->conn);
+    pq.finish(s->conn);
     free(s->wal_level);
     free(s->data_directory);
     free(s->tablespaces);
     free(s);
 }
 
-int pg_session_value(PgSession *s, const char *sql, const char *param, const char *what,
-                     char **ret, CbfsError *err)
+int pg_session_value(PgSession *s, const char *sql, const char *param, const char *what, char **ret,
+                     CbfsError *err)
 {
     PGresult *res;
     int rc = query(s, sql, param, what, &res, err);
     if (rc < 0)
         return rc;
-    *ret = cbfs_xstrdup(PQgetvalue(res, 0, 0));
-    PQclear(res);
+    *ret = cbfs_xstrdup(pq.getvalue(res, 0, 0));
+    pq.clear(res);
     return 0;
 }
 
@@ -141,7 +199,7 @@ int pg_session_reserve_wal(PgSession *s, CbfsError *err)
     rc = query(s, "SELECT slot_name FROM pg_create_physical_replication_slot($1, true, true)", name,
                "create a temporary replication slot", &res, err);
     if (rc == 0)
-        PQclear(res);
+        pq.clear(res);
     return rc;
 }
 
@@ -154,10 +212,10 @@ int pg_session_backup_start(PgSession *s, const char *label, uint64_t *ret_lsn, 
                    label, "start the backup", &res, err);
     if (rc < 0)
         return rc;
-    rc = cbfs_lsn_parse(PQgetvalue(res, 0, 0), ret_lsn);
+    rc = cbfs_lsn_parse(pq.getvalue(res, 0, 0), ret_lsn);
     if (rc < 0)
         rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_DATABASE, "server returned an invalid LSN");
-    PQclear(res);
+    pq.clear(res);
     return rc;
 }
 
@@ -173,13 +231,13 @@ int pg_session_backup_stop(PgSession *s, uint64_t *ret_lsn, char **ret_label_fil
               NULL, "stop the backup", &res, err);
     if (rc < 0)
         return rc;
-    rc = cbfs_lsn_parse(PQgetvalue(res, 0, 0), ret_lsn);
+    rc = cbfs_lsn_parse(pq.getvalue(res, 0, 0), ret_lsn);
     if (rc < 0) {
-        PQclear(res);
+        pq.clear(res);
         return cbfs_error_set(err, EINVAL, CBFS_EXIT_DATABASE, "server returned an invalid LSN");
     }
-    *ret_label_file = cbfs_xstrdup(PQgetvalue(res, 0, 1));
-    *ret_tablespace_map = cbfs_xstrdup(PQgetisnull(res, 0, 2) ? "" : PQgetvalue(res, 0, 2));
-    PQclear(res);
+    *ret_label_file = cbfs_xstrdup(pq.getvalue(res, 0, 1));
+    *ret_tablespace_map = cbfs_xstrdup(pq.getisnull(res, 0, 2) ? "" : pq.getvalue(res, 0, 2));
+    pq.clear(res);
     return 0;
 }
