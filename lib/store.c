@@ -40,10 +40,8 @@ int cbfs_store_open(const CbfsLocation *loc, bool create, CbfsStore **ret, CbfsE
     case CBFS_LOCATION_POSIX:
         return cbfs_store_posix_new(loc->path, loc->spec, create, ret, err);
     case CBFS_LOCATION_S3:
-        return cbfs_error_set(err, ENOTSUP, CBFS_EXIT_REPO,
-                              "could not open repository \"%s\": S3 repositories are not "
-                              "supported yet",
-                              loc->spec);
+        (void) create; /* the bucket must exist; nothing to create */
+        return cbfs_store_s3_new(loc, ret, err);
     }
     return -EINVAL;
 }

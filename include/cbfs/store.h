@@ -1,6 +1,6 @@
 /*
  * store.h - the object store: one interface, a driver per backend (posix,
- * in-memory for unit tests; s3 later).
+ * in-memory for unit tests, s3).
  *
  * Keys are '/'-separated relative names made of [A-Za-z0-9._-] components,
  * never starting with '.' (such names are the drivers' temp files), never
@@ -66,6 +66,8 @@ CbfsStore *cbfs_store_mem_new(void);
 /* A posix store rooted at directory root; display names it in messages. */
 int cbfs_store_posix_new(const char *root, const char *display, bool create, CbfsStore **ret,
                          CbfsError *err);
+/* An S3 store for loc (see store_s3.c for its settings). */
+int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err);
 void cbfs_store_free(CbfsStore *st);
 
 /* True if key is well formed (see above). */
