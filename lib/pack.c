@@ -210,27 +210,43 @@ out:
     return rc;
 }
 
+int cbfs_pack_read_run(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
+                       CbfsError *err)
+{
+    char *key = cbfs_pack_key(name);
+    size_t n;
+    int rc = cbfs_store_get_range(st, key, offset, len, out, &n, err);
+    if (rc == -ENOENT)
+        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT, "pack \"%s\" is missing", key);
+    else if (rc == 0 && n != len)
+        rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                            "pack \"%s\" is truncated at offset %llu", key,
+                            (unsigned long long) offset);
+    free(key);
+    return rc;
+}
+
+int cbfs_pack_decode_block(CbfsCodec *codec, const char *name, uint64_t offset,
+                           const uint8_t *stored, uint32_t stored_len, uint32_t raw_len,
+                           const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err)
+{
+    int rc = cbfs_codec_decode(codec, stored, stored_len, out, raw_len, id, err);
+    if (rc < 0) {
+        char *key = cbfs_pack_key(name);
+        cbfs_error_prefix(err, "pack \"%s\" offset %llu", key, (unsigned long long) offset);
+        free(key);
+    }
+    return rc;
+}
+
 int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
                          uint32_t stored_len, uint32_t raw_len, const uint8_t id[CBFS_BLOCK_ID_LEN],
                          void *out, CbfsError *err)
 {
-    char *key = cbfs_pack_key(name);
     uint8_t *stored = cbfs_xmalloc(stored_len ? stored_len : 1);
-    size_t n;
-    int rc;
-
-    rc = cbfs_store_get_range(st, key, offset, stored_len, stored, &n, err);
-    if (rc == -ENOENT)
-        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT, "pack \"%s\" is missing", key);
-    else if (rc < 0)
-        ;
-    else if (n != stored_len)
-        rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
-                            "pack \"%s\" is truncated at offset %llu", key,
-                            (unsigned long long) offset);
-    else if ((rc = cbfs_codec_decode(codec, stored, stored_len, out, raw_len, id, err)) < 0)
-        cbfs_error_prefix(err, "pack \"%s\" offset %llu", key, (unsigned long long) offset);
+    int rc = cbfs_pack_read_run(st, name, offset, stored_len, stored, err);
+    if (rc == 0)
+        rc = cbfs_pack_decode_block(codec, name, offset, stored, stored_len, raw_len, id, out, err);
     free(stored);
-    free(key);
     return rc;
 }

@@ -32,6 +32,8 @@
 #include "cbfs/util.h"
 #include "commands.h"
 
+#define RUN_MAX (8u << 20) /* stored bytes read from a pack in one request */
+
 typedef struct RFile {
     int64_t id;
     char *path; /* relative */
@@ -73,8 +75,8 @@ static void restore_fail(Restore *r, const CbfsError *err)
     pthread_mutex_unlock(&r->lock);
 }
 
-static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *buf, const RFile *f,
-                        CbfsError *err)
+static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *buf, uint8_t **run,
+                        size_t *run_cap, const RFile *f, CbfsError *err)
 {
     char *path = cbfs_xasprintf("%s/%s", r->dir, f->path);
     CbfsBlockRef *refs = NULL;
@@ -94,26 +96,44 @@ static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *
         goto out;
     }
     rc = cbfs_manifest_file_blocks(m, f->id, &refs, &n, err);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        uint64_t off = refs[i].blockno * r->block_size;
-        if (refs[i].raw_len > r->block_size || off + refs[i].raw_len > f->size) {
-            rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
-                                "manifest block %llu of \"%s\" lies outside the file",
-                                (unsigned long long) refs[i].blockno, f->path);
-            break;
+    for (size_t i = 0; i < n && rc == 0;) {
+        /* blocks stored one after another in a pack are read in one go */
+        size_t j = i + 1, len = refs[i].stored_len, k;
+        while (j < n && strcmp(refs[j].pack, refs[i].pack) == 0 &&
+               refs[j].offset == refs[j - 1].offset + refs[j - 1].stored_len &&
+               len + refs[j].stored_len <= RUN_MAX)
+            len += refs[j++].stored_len;
+        if (len > *run_cap) {
+            *run = cbfs_xrealloc(*run, len);
+            *run_cap = len;
         }
-        rc = cbfs_pack_read_block(r->repo->store, codec, refs[i].pack, refs[i].offset,
-                                  refs[i].stored_len, refs[i].raw_len, refs[i].id, buf, err);
-        if (rc < 0) {
-            cbfs_error_prefix(err, "could not restore \"%s\" at offset %llu", f->path,
-                              (unsigned long long) off);
-            break;
+        rc = cbfs_pack_read_run(r->repo->store, refs[i].pack, refs[i].offset, len, *run, err);
+        for (k = i; k < j && rc == 0; k++) {
+            uint64_t off = refs[k].blockno * r->block_size;
+            if (refs[k].raw_len > r->block_size || off + refs[k].raw_len > f->size) {
+                rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                                    "manifest block %llu of \"%s\" lies outside the file",
+                                    (unsigned long long) refs[k].blockno, f->path);
+                break;
+            }
+            rc = cbfs_pack_decode_block(codec, refs[k].pack, refs[k].offset,
+                                        *run + (refs[k].offset - refs[i].offset),
+                                        refs[k].stored_len, refs[k].raw_len, refs[k].id, buf, err);
+            if (rc == 0) {
+                rc = cbfs_pwrite_full(fd, buf, refs[k].raw_len, (off_t) off);
+                if (rc < 0)
+                    cbfs_error_set(err, -rc, CBFS_EXIT_TARGET, "could not write file \"%s\": %s",
+                                   path, strerror(-rc));
+            }
+            if (rc < 0)
+                break;
+            __atomic_add_fetch(&r->bytes, refs[k].raw_len, __ATOMIC_RELAXED);
         }
-        rc = cbfs_pwrite_full(fd, buf, refs[i].raw_len, (off_t) off);
         if (rc < 0)
-            cbfs_error_set(err, -rc, CBFS_EXIT_TARGET, "could not write file \"%s\": %s", path,
-                           strerror(-rc));
-        __atomic_add_fetch(&r->bytes, refs[i].raw_len, __ATOMIC_RELAXED);
+            cbfs_error_prefix(
+                err, "could not restore \"%s\" at offset %llu", f->path,
+                (unsigned long long) (refs[k < j ? k : j - 1].blockno * r->block_size));
+        i = j;
     }
     if (rc == 0) {
         struct timespec ts[2] = {{f->mtime, 0}, {f->mtime, 0}};
@@ -141,7 +161,8 @@ static void *rworker_main(void *arg)
     Restore *r = w->r;
     CbfsManifest *m = NULL;
     CbfsCodec *codec = cbfs_codec_new(1);
-    uint8_t *buf = cbfs_xmalloc(r->block_size);
+    uint8_t *buf = cbfs_xmalloc(r->block_size), *run = NULL;
+    size_t run_cap = 0;
     CbfsError err;
 
     cbfs_error_init(&err);
@@ -152,7 +173,7 @@ static void *rworker_main(void *arg)
             size_t i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
             if (i >= r->nfiles || __atomic_load_n(&r->failed, __ATOMIC_RELAXED))
                 break;
-            if (restore_file(r, m, codec, buf, &r->files[i], &err) < 0) {
+            if (restore_file(r, m, codec, buf, &run, &run_cap, &r->files[i], &err) < 0) {
                 restore_fail(r, &err);
                 break;
             }
@@ -161,6 +182,7 @@ static void *rworker_main(void *arg)
     cbfs_manifest_free(m);
     cbfs_codec_free(codec);
     free(buf);
+    free(run);
     return NULL;
 }
 

@@ -63,6 +63,17 @@ char *cbfs_pack_key(const char *name);
 int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_entries,
                          size_t *ret_n, CbfsError *err);
 
+/* len stored bytes of pack name at offset, in one ranged read (several
+ * adjacent blocks at once).  A missing pack or a short read is an error
+ * naming the pack (and the offset). */
+int cbfs_pack_read_run(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
+                       CbfsError *err);
+/* Decompress one block read with cbfs_pack_read_run and verify it against
+ * id; a mismatch names the pack and the offset. */
+int cbfs_pack_decode_block(CbfsCodec *codec, const char *name, uint64_t offset,
+                           const uint8_t *stored, uint32_t stored_len, uint32_t raw_len,
+                           const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err);
+
 /* Fetch one block with a ranged read, decompress it into out (raw_len
  * bytes) and verify it against id.  A missing pack is an error naming the
  * pack; a short read or a mismatch names the pack and the offset. */
