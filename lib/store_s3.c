@@ -28,8 +28,9 @@
  * A store that answers 501 to it is remembered, and from then on a write
  * asks HEAD first, PUTs, and checks with HEAD that the ETag is its own; a
  * concurrent writer of different content is then reported as -EEXIST.  A
- * 412 after an attempt whose answer was lost is checked the same way (the
- * object may be our own).  Objects larger than the part size go up in a
+ * 412 is checked the same way: the object may be our own, stored by an
+ * attempt whose answer was lost (libcurl itself resends a request once
+ * when a reused connection breaks before the answer).  Objects larger than the part size go up in a
  * multipart upload, after the same HEAD check.
  *
  * libcurl is loaded at the first S3 location (dlopen), so that a local
@@ -825,7 +826,7 @@ static int s3_put(CbfsStore *st, const char *key, const void *data, size_t len, 
 {
     S3Store *s = (S3Store *) st;
     S3Req r;
-    int rc, attempts = 0;
+    int rc;
 
     if (!cbfs_store_key_valid(key))
         return bad_key(st, key, err);
@@ -836,10 +837,11 @@ static int s3_put(CbfsStore *st, const char *key, const void *data, size_t len, 
         r.if_none_match = true;
         r.body = data;
         r.body_len = len;
-        rc = request(s, &r, "write", &attempts, err);
+        rc = request(s, &r, "write", NULL, err);
         if (rc == 0 && r.status == 412)
-            /* exists; but if an earlier attempt's answer was lost, maybe ours */
-            rc = attempts > 1 ? check_ours(s, key, data, len, err) : -EEXIST;
+            /* exists; but it may be ours: an attempt whose answer was lost,
+             * or libcurl resending on a reused connection that broke */
+            rc = check_ours(s, key, data, len, err);
         else if (rc == 0 && r.status == 501)
             __atomic_store_n(&s->conditional, 0, __ATOMIC_RELAXED);
         else if (rc == 0 && (r.status < 200 || r.status >= 300))
