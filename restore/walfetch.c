@@ -8,8 +8,9 @@
  * N+PREFETCH into a spool folder beside DEST (pg_wal/cbfs-prefetch), on
  * several threads, each verified and written atomically like any fetch; the
  * next call moves its segment from there.  One prefetcher runs at a time
- * (flock).  A spooled file is as good as a fresh fetch: repository objects
- * are immutable and verified before they are written.
+ * (flock); while it fetches a segment it holds <segment>.lock, and a call
+ * for that segment waits for it instead of fetching it twice.  A spooled file is as good as a fresh
+ * fetch: repository objects are immutable and verified before they are written.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -45,13 +46,19 @@ static void *prefetch_thread(void *arg)
     Prefetch *p = arg;
     for (;;) {
         int i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
-        char *path;
+        char *path, *lock;
+        int lfd;
         CbfsError err;
         struct stat st;
         if (i >= PREFETCH || i >= __atomic_load_n(&p->stop_at, __ATOMIC_RELAXED))
             break;
         path = cbfs_xasprintf("%s/%s", p->spool, p->names[i]);
+        lock = cbfs_xasprintf("%s/%s.lock", p->spool, p->names[i]);
         cbfs_error_init(&err);
+        /* held while fetching: a call for this segment waits for it */
+        lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (lfd >= 0)
+            flock(lfd, LOCK_EX);
         if (stat(path, &st) != 0 && cbfs_wal_fetch(p->repo, p->names[i], path, &err) == -ENOENT) {
             /* the archive ends here (for now): no use fetching beyond */
             int cur = __atomic_load_n(&p->stop_at, __ATOMIC_RELAXED);
@@ -59,6 +66,11 @@ static void *prefetch_thread(void *arg)
                                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED))
                 ;
         }
+        if (lfd >= 0) {
+            unlink(lock);
+            close(lfd);
+        }
+        free(lock);
         free(path);
     }
     return NULL;
@@ -143,6 +155,26 @@ static void start_prefetch(const char *repo_spec, const char *name, const char *
     }
 }
 
+/* Move segment name from the spool to dest, waiting for a prefetcher that
+ * is fetching it right now rather than fetching it a second time. */
+static bool take_spooled(const char *spool, const char *name, const char *dest)
+{
+    char *path = cbfs_xasprintf("%s/%s", spool, name);
+    char *lock = cbfs_xasprintf("%s/%s.lock", spool, name);
+    bool ok = rename(path, dest) == 0;
+    if (!ok) {
+        int lfd = open(lock, O_RDWR | O_CLOEXEC);
+        if (lfd >= 0) {
+            flock(lfd, LOCK_EX);
+            close(lfd);
+        }
+        ok = rename(path, dest) == 0;
+    }
+    free(lock);
+    free(path);
+    return ok;
+}
+
 /* Recovery is over: wait for a prefetcher still at work, then drop the
  * segments it fetched that recovery did not use, and the spool. */
 static int end_prefetch(const char *spool)
@@ -196,7 +228,7 @@ int cmd_wal_fetch(int argc, char **argv)
     CbfsLocation loc;
     CbfsRepo *repo;
     CbfsError err;
-    char *spool, *spooled, *dir;
+    char *spool, *dir;
     const char *name, *dest;
     int rc;
 
@@ -234,9 +266,8 @@ int cmd_wal_fetch(int argc, char **argv)
     else
         strcpy(dir, ".");
     spool = cbfs_xasprintf("%s/cbfs-prefetch", dir);
-    spooled = cbfs_xasprintf("%s/%s", spool, name);
     free(dir);
-    if (cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT && rename(spooled, dest) == 0) {
+    if (cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT && take_spooled(spool, name, dest)) {
         rc = 0; /* prefetched */
     } else {
         rc = cbfs_wal_fetch(repo, name, dest, &err);
@@ -248,7 +279,6 @@ int cmd_wal_fetch(int argc, char **argv)
             start_prefetch(argv[1], name, spool, seg_size);
     }
     free(spool);
-    free(spooled);
     cbfs_repo_free(repo);
     if (rc == -ENOENT)
         return CBFS_EXIT_ERROR;
