@@ -32,6 +32,7 @@ typedef struct Entry {
 } Entry;
 
 #define PREFETCH_QUEUE 256
+#define PREFETCH_RUN   32 /* blocks fetched with one request, at most */
 
 struct BlockCache {
     CbfsStore *store;
@@ -259,30 +260,84 @@ void blockcache_prefetch(BlockCache *c, const CbfsBlockRef *ref)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* Fetch n blocks stored one after another in one pack with one ranged
+ * read into their LOADING entries (called unlocked).  A block that fails is
+ * forgotten: a reader's own fetch reports it. */
+static void load_run(BlockCache *c, Entry **es, const CbfsBlockRef *refs, size_t n,
+                     CbfsCodec *codec)
+{
+    size_t len = 0;
+    uint8_t *run;
+    CbfsError err;
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        len += refs[i].stored_len;
+    run = cbfs_xmalloc(len ? len : 1);
+    cbfs_error_init(&err);
+    rc = cbfs_pack_read_run(c->store, refs[0].pack, refs[0].offset, len, run, &err);
+    for (size_t i = 0, pos = 0; i < n; pos += refs[i].stored_len, i++) {
+        uint8_t *data;
+        int brc = rc;
+        pthread_mutex_lock(&c->lock);
+        data = buf_get(c, refs[i].raw_len ? refs[i].raw_len : 1);
+        pthread_mutex_unlock(&c->lock);
+        if (brc == 0)
+            brc =
+                cbfs_pack_decode_block(codec, refs[i].pack, refs[i].offset, run + pos,
+                                       refs[i].stored_len, refs[i].raw_len, refs[i].id, data, &err);
+        pthread_mutex_lock(&c->lock);
+        if (brc < 0) {
+            buf_put(c, data, refs[i].raw_len);
+            remove_entry(c, es[i]);
+        } else {
+            es[i]->data = data;
+            es[i]->len = refs[i].raw_len;
+            es[i]->state = READY;
+            c->bytes += es[i]->len;
+            evict(c);
+        }
+        pthread_cond_broadcast(&c->loaded);
+        pthread_mutex_unlock(&c->lock);
+    }
+    free(run);
+}
+
 static void *prefetcher(void *arg)
 {
     BlockCache *c = arg;
-    CbfsError err;
+    CbfsBlockRef refs[PREFETCH_RUN];
+    Entry *es[PREFETCH_RUN];
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
-        CbfsBlockRef ref;
-        Entry *e;
+        size_t n = 0;
         while (!c->stopping && c->qlen == 0)
             pthread_cond_wait(&c->queued, &c->lock);
         if (c->stopping)
             break;
-        ref = c->queue[c->qhead];
-        c->qhead = (c->qhead + 1) % PREFETCH_QUEUE;
-        c->qlen--;
-        if (find(c, ref.id))
+        /* the next queued block, and those queued after it that follow it
+         * in the same pack: one request for all */
+        while (c->qlen > 0 && n < PREFETCH_RUN) {
+            const CbfsBlockRef *ref = &c->queue[c->qhead];
+            if (n > 0 && (strcmp(ref->pack, refs[n - 1].pack) != 0 ||
+                          ref->offset != refs[n - 1].offset + refs[n - 1].stored_len))
+                break;
+            if (n > 0 && find(c, ref->id))
+                break;
+            refs[n] = *ref;
+            c->qhead = (c->qhead + 1) % PREFETCH_QUEUE;
+            c->qlen--;
+            if (find(c, refs[n].id))
+                continue; /* the first one is cached already: look at the next */
+            es[n] = insert_loading(c, refs[n].id);
+            c->stats.prefetched++;
+            n++;
+        }
+        if (n == 0)
             continue;
-        e = insert_loading(c, ref.id);
-        c->stats.prefetched++;
         pthread_mutex_unlock(&c->lock);
-        cbfs_error_init(&err);
-        /* a failed prefetch is forgotten: the reader's own fetch reports it */
-        load(c, e, &ref, codec_for_thread(), false, &err);
+        load_run(c, es, refs, n, codec_for_thread());
         pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);
