@@ -21,13 +21,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cbfs/repo.h"
@@ -333,7 +331,6 @@ static void pusher_start(const Queue *q, const char *repo_spec, const char *name
 {
     char **names;
     size_t count = ready_segments(q, name, &names), unmarked = 0;
-    pid_t pid;
 
     for (size_t i = 0; i < count; i++) {
         char *ok = cbfs_xasprintf("%s/%s.ok", q->spool, names[i]);
@@ -344,27 +341,10 @@ static void pusher_start(const Queue *q, const char *repo_spec, const char *name
     free_names(names, count);
     if (unmarked == 0)
         return;
-    pid = fork();
-    if (pid != 0) {
-        if (pid > 0)
-            waitpid(pid, NULL, 0); /* the middle child exits at once */
-        return;
-    }
-    /* middle child: detach so the archiver's call is not kept waiting */
-    setsid();
-    if (fork() != 0)
-        _exit(0);
-    {
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        signal(SIGPIPE, SIG_IGN);
-        pusher_run(q, repo_spec, name);
-        _exit(0);
-    }
+    if (!cmd_detach())
+        return; /* the archiver's call goes on while the pusher works */
+    pusher_run(q, repo_spec, name);
+    _exit(0);
 }
 
 /* ---- the archiver's call -------------------------------------------------- */

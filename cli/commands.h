@@ -6,6 +6,8 @@
 #ifndef CBFS_COMMANDS_H
 #define CBFS_COMMANDS_H
 
+#include <stdbool.h>
+
 #include "cbfs/error.h"
 
 int cmd_init(int argc, char **argv);
@@ -23,5 +25,10 @@ int cmd_umount(int argc, char **argv);
 int cmd_fail(const CbfsError *err);
 /* "try \"cbfs CMD --help\"" after a usage error; returns CBFS_EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Fork a detached worker (double fork, own session, stdio on /dev/null,
+ * SIGPIPE ignored): true in the worker, which must end with _exit(); false
+ * in the caller, which goes on at once. */
+bool cmd_detach(void);
 
 #endif

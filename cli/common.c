@@ -2,9 +2,13 @@
  * common.c - helpers every command entry point shares (also linked into
  * mount.cbfs).
  */
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cbfs/error.h"
 #include "cbfs/log.h"
@@ -32,4 +36,30 @@ int cmd_usage_error(const char *cmd, const char *fmt, ...)
     else
         fprintf(stderr, "Try \"%s --help\" for more information.\n", cbfs_log_get_progname());
     return CBFS_EXIT_USAGE;
+}
+
+bool cmd_detach(void)
+{
+    pid_t pid = fork();
+    int null;
+    if (pid != 0) {
+        if (pid > 0)
+            waitpid(pid, NULL, 0); /* the middle child exits at once */
+        return false;
+    }
+    /* the middle child: a session of its own, then gone, so the caller's
+     * parent (PostgreSQL) neither waits for nor signals the grandchild */
+    setsid();
+    if (fork() != 0)
+        _exit(0);
+    null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2)
+            close(null);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return true;
 }

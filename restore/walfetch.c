@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cbfs/repo.h"
@@ -101,23 +100,13 @@ static void start_prefetch(const char *repo_spec, const char *name, const char *
 {
     uint32_t tli;
     uint64_t segno;
-    pid_t pid;
 
     if (cbfs_wal_parse_segname(name, seg_size, &tli, &segno) < 0)
         return;
     prune_spool(spool, tli, segno + 1, seg_size);
-    pid = fork();
-    if (pid != 0) {
-        if (pid > 0)
-            waitpid(pid, NULL, 0); /* the middle child exits at once */
-        return;
-    }
-    /* middle child: detach so PostgreSQL's restore_command returns now */
-    setsid();
-    if (fork() != 0)
-        _exit(0);
+    if (!cmd_detach())
+        return; /* PostgreSQL's restore_command returns now */
     {
-        int null = open("/dev/null", O_RDWR);
         char *lock = cbfs_xasprintf("%s/.lock", spool);
         int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         Prefetch p;
@@ -127,11 +116,6 @@ static void start_prefetch(const char *repo_spec, const char *name, const char *
         CbfsRepo *repo;
         CbfsError err;
         free(lock);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
         if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) < 0)
             _exit(0); /* another prefetcher is at work */
         /* a repository of our own: nothing is shared with the parent's */
