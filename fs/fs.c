@@ -49,7 +49,7 @@
  * commit path, and every segment recovery fetches) never goes through FUSE */
 #define PGWAL_INO        (TSROOT_INO - 1)
 #define TSROOT_NAME      ".cbfs_tablespaces"
-#define READAHEAD_BLOCKS 32
+#define READAHEAD_BLOCKS 256
 #define TIMEOUT          60.0
 
 typedef struct Inode {
