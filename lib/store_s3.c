@@ -149,6 +149,7 @@ typedef struct S3Req {
     CbfsBuf *out_buf;
     uint64_t skip; /* leading bytes to drop (a 200 answer to a ranged GET) */
     /* per attempt */
+    uint64_t skip_left;
     size_t out_len;
     size_t body_pos;
     bool out_full; /* stopped on purpose: the caller has what it asked for */
@@ -236,9 +237,9 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
             cbfs_buf_append(&r->err_body, data, len);
         return len;
     }
-    if (r->skip) {
-        size_t drop = r->skip < len ? (size_t) r->skip : len;
-        r->skip -= drop;
+    if (r->skip_left) {
+        size_t drop = r->skip_left < len ? (size_t) r->skip_left : len;
+        r->skip_left -= drop;
         data += drop;
         len -= drop;
         if (!len)
@@ -268,6 +269,18 @@ static size_t on_upload(char *buf, size_t size, size_t n, void *arg)
     memcpy(buf, r->body + r->body_pos, take);
     r->body_pos += take;
     return take;
+}
+
+/* libcurl rewinds the body to send it again: after a redirect, or when it
+ * resends a request whose reused connection broke before any answer
+ * (without this it fails that request with CURLE_SEND_FAIL_REWIND). */
+static int on_seek(void *arg, curl_off_t off, int origin)
+{
+    S3Req *r = arg;
+    if (origin != SEEK_SET || off < 0 || (uint64_t) off > r->body_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    r->body_pos = (size_t) off;
+    return CURL_SEEKFUNC_OK;
 }
 
 /* The <Code> of an S3 error body, or "". */
@@ -316,13 +329,25 @@ static void backoff(const S3Store *s, int attempt)
     long window = s->retry_base_ms << (attempt - 2 < 10 ? attempt - 2 : 10);
     long ms;
     struct timespec ts;
-    unsigned int seed = (unsigned int) (time(NULL) ^ (pthread_self() * 2654435761u) ^ attempt);
+    unsigned int seed;
+    /* differs between threads and between processes retrying together */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    seed = (unsigned int) (ts.tv_nsec ^ ts.tv_sec ^ ((unsigned long) getpid() * 2246822519u) ^
+                           (pthread_self() * 2654435761u) ^ (unsigned long) attempt);
     if (window > BACKOFF_MAX_MS)
         window = BACKOFF_MAX_MS;
     ms = window / 2 + rand_r(&seed) % (window / 2 + 1);
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = (ms % 1000) * 1000000;
     nanosleep(&ts, NULL);
+}
+
+/* free() of a string that held a credential or a signature. */
+static void wipe_free(char *p)
+{
+    if (p)
+        OPENSSL_cleanse(p, strlen(p));
+    free(p);
 }
 
 static char *hex_sha256(const uint8_t *data, size_t len)
@@ -396,17 +421,18 @@ static CURLcode attempt(S3Store *s, S3Req *r, const char *payload_hash, char *cu
     if (s->token && *s->token) {
         line = cbfs_xasprintf("x-amz-security-token: %s", s->token);
         hl = curl.slist_append(hl, line);
-        free(line);
+        wipe_free(line);
     }
     line = cbfs_xasprintf("Authorization: %s", auth);
     hl = curl.slist_append(hl, line);
-    free(line);
+    wipe_free(line);
     hl = curl.slist_append(hl, "Expect:"); /* no 100-continue round trip */
     if (r->body)
         hl = curl.slist_append(hl, "Content-Type: application/octet-stream");
 
     r->status = 0;
     r->etag[0] = '\0';
+    r->skip_left = r->skip;
     r->out_len = 0;
     r->body_pos = 0;
     r->out_full = false;
@@ -434,6 +460,8 @@ static CURLcode attempt(S3Store *s, S3Req *r, const char *payload_hash, char *cu
         curl.easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl.easy_setopt(h, CURLOPT_READFUNCTION, on_upload);
         curl.easy_setopt(h, CURLOPT_READDATA, r);
+        curl.easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+        curl.easy_setopt(h, CURLOPT_SEEKDATA, r);
         curl.easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t) r->body_len);
     } else if (strcmp(r->method, "POST") == 0) {
         curl.easy_setopt(h, CURLOPT_POST, 1L);
@@ -455,6 +483,8 @@ static CURLcode attempt(S3Store *s, S3Req *r, const char *payload_hash, char *cu
         curl.easy_cleanup(h); /* its connection may be broken */
     }
 out:
+    for (struct curl_slist *l = hl; l; l = l->next)
+        OPENSSL_cleanse(l->data, strlen(l->data)); /* the token and the signature */
     curl.slist_free_all(hl);
     if (auth) {
         OPENSSL_cleanse(auth, strlen(auth));
@@ -524,7 +554,8 @@ static int status_error(S3Store *s, S3Req *r, const char *verb, CbfsError *err)
     int rc;
     error_code(&r->err_body, code, sizeof(code));
     if (r->status == 404 && strcmp(code, "NoSuchBucket") == 0)
-        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_REPO,
+        /* not ENOENT: that is "no such object", a result (store.h) */
+        rc = cbfs_error_set(err, ENXIO, CBFS_EXIT_REPO,
                             "could not %s object \"%s\": bucket \"%s\" "
                             "does not exist",
                             verb, name, s->bucket);

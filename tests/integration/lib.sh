@@ -178,6 +178,13 @@ declare -a _mounts=()    # mount points this test mounted on
 declare -a _overlays=()  # mount.log files of its persistent overlays
 declare -a _bg_pids=()   # background jobs to end at exit
 declare -a _used_ports=()
+declare -a _exit_hooks=() # commands run at exit once servers and mounts are gone
+
+# at_exit CMD...: runs CMD at exit, after every server and mount of the test
+# is gone and before the temp dir is removed (e.g. to stop an S3 server).
+at_exit() {
+	_exit_hooks+=("$(printf '%q ' "$@")")
+}
 
 _cleanup() {
 	local rc=$?
@@ -191,6 +198,10 @@ _cleanup() {
 		_pg_kill "$name"
 	done
 	declare -F _unmount_all >/dev/null && _unmount_all
+	local hook
+	for hook in "${_exit_hooks[@]}"; do
+		eval "$hook"
+	done
 	if [[ ${CBFS_KEEP_TMP:-} == 1 || (${CBFS_KEEP_FAILED:-} == 1 && $_tap_failed -gt 0) ]]; then
 		diag "kept $TMP"
 	else
