@@ -41,8 +41,8 @@ int cmd_init(int argc, char **argv)
         case 'h':
             printf("Usage: cbfs init REPO [OPTIONS]\n"
                    "\n"
-                   "Create a repository: a local directory (/path, file:/path) or, later,\n"
-                   "an S3 location (s3://bucket/prefix, bucket:/prefix).\n"
+                   "Create a repository: a local directory (/path, file:/path) or an S3\n"
+                   "location (s3://bucket/prefix, bucket:/prefix; the bucket must exist).\n"
                    "\n"
                    "Options:\n"
                    "  -b, --block-size SIZE     deduplication block size, a multiple of 8k\n"

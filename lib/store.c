@@ -34,6 +34,12 @@ bool cbfs_store_key_valid(const char *key)
     return true;
 }
 
+int cbfs_store_bad_key(CbfsStore *st, const char *key, CbfsError *err)
+{
+    return cbfs_error_set(err, EINVAL, CBFS_EXIT_ERROR, "invalid object name \"%s\" in \"%s\"", key,
+                          st->display);
+}
+
 int cbfs_store_open(const CbfsLocation *loc, bool create, CbfsStore **ret, CbfsError *err)
 {
     switch (loc->kind) {

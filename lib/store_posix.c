@@ -40,12 +40,6 @@ static char *key_path(PosixStore *ps, const char *key)
     return cbfs_xasprintf("%s/%s", ps->root, key);
 }
 
-static int bad_key(CbfsStore *st, const char *key, CbfsError *err)
-{
-    return cbfs_error_set(err, EINVAL, CBFS_EXIT_ERROR, "invalid object name \"%s\" in \"%s\"", key,
-                          st->display);
-}
-
 static int posix_get_range(CbfsStore *st, const char *key, uint64_t off, size_t len, void *buf,
                            size_t *ret_n, CbfsError *err)
 {
@@ -54,7 +48,7 @@ static int posix_get_range(CbfsStore *st, const char *key, uint64_t off, size_t 
     int fd, rc;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     path = key_path(ps, key);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -91,7 +85,7 @@ static int posix_get(CbfsStore *st, const char *key, uint8_t **ret_buf, size_t *
     struct stat sb;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     path = key_path(ps, key);
     if (stat(path, &sb) == 0 ? !S_ISREG(sb.st_mode) : errno == ENOENT) {
         free(path); /* absent, or a folder: not an object */
@@ -154,7 +148,7 @@ static int posix_put(CbfsStore *st, const char *key, const void *data, size_t le
     int fd, rc;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     rc = make_parents(ps, key, err);
     if (rc < 0)
         return rc;
@@ -224,7 +218,7 @@ static int posix_stat(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsEr
     int rc = 0;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     path = key_path(ps, key);
     if (stat(path, &sb) < 0)
         rc = errno == ENOENT
@@ -308,7 +302,7 @@ static int posix_remove(CbfsStore *st, const char *key, CbfsError *err)
     int rc = 0;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     path = key_path(ps, key);
     if (unlink(path) < 0)
         rc = errno == ENOENT || errno == EISDIR

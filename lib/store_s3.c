@@ -20,7 +20,8 @@
  * Requests: a pool of curl handles keeps connections alive across requests
  * and threads (every op may run on many threads at once).  Failures that
  * may pass — 5xx, 429 and SlowDown, timeouts, refused or reset connections,
- * short reads — are retried with exponential backoff and full jitter, up to
+ * short reads — are retried with exponential backoff and jitter (a sleep
+ * between half the window and the whole of it), up to
  * s3_max_attempts; the last failure names the operation, the object and the
  * last status.  No message or log line carries a credential.
  *
@@ -190,6 +191,17 @@ static char *object_name(const S3Store *s, const char *key)
 {
     return cbfs_xasprintf("s3://%s/%s%s%s", s->bucket, s->prefix, *s->prefix && key ? "/" : "",
                           key ? key : "");
+}
+
+/* What a message says was not done: 'read object "s3://b/p/key"', or for
+ * a request on the bucket (a listing) 'list objects under "s3://b/p"'. */
+static char *subject(const S3Store *s, const char *verb, const char *key)
+{
+    char *name = object_name(s, key);
+    char *text = key ? cbfs_xasprintf("%s object \"%s\"", verb, name)
+                     : cbfs_xasprintf("%s objects under \"%s\"", verb, name);
+    free(name);
+    return text;
 }
 
 /* The object path in the bucket, unencoded: "prefix/key". */
@@ -524,19 +536,17 @@ static int request(S3Store *s, S3Req *r, const char *verb, int *ret_attempts, Cb
         } else {
             snprintf(last, sizeof(last), "%s", curl_msg[0] ? curl_msg : curl.easy_strerror(c));
             if (!curl_retryable(c)) {
-                char *name = object_name(s, r->key);
-                rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO, "could not %s object \"%s\": %s",
-                                    verb, name, last);
-                free(name);
+                char *what = subject(s, verb, r->key);
+                rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO, "could not %s: %s", what, last);
+                free(what);
                 break;
             }
         }
         if (n >= s->max_attempts) {
-            char *name = object_name(s, r->key);
-            rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO,
-                                "could not %s object \"%s\": %s (after %d attempts)", verb, name,
-                                last, n);
-            free(name);
+            char *what = subject(s, verb, r->key);
+            rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO, "could not %s: %s (after %d attempts)",
+                                what, last, n);
+            free(what);
             break;
         }
         backoff(s, n + 1);
@@ -550,23 +560,21 @@ static int request(S3Store *s, S3Req *r, const char *verb, int *ret_attempts, Cb
 /* The error for a final status the caller does not handle itself. */
 static int status_error(S3Store *s, S3Req *r, const char *verb, CbfsError *err)
 {
-    char code[64], *name = object_name(s, r->key);
+    char code[64], *what = subject(s, verb, r->key);
     int rc;
     error_code(&r->err_body, code, sizeof(code));
     if (r->status == 404 && strcmp(code, "NoSuchBucket") == 0)
         /* not ENOENT: that is "no such object", a result (store.h) */
         rc = cbfs_error_set(err, ENXIO, CBFS_EXIT_REPO,
-                            "could not %s object \"%s\": bucket \"%s\" "
-                            "does not exist",
-                            verb, name, s->bucket);
+                            "could not %s: bucket \"%s\" does not exist", what, s->bucket);
     else if (r->status == 403)
         rc = cbfs_error_set(err, EACCES, CBFS_EXIT_REPO,
-                            "could not %s object \"%s\": access denied (HTTP 403%s%s)", verb, name,
-                            code[0] ? " " : "", code);
+                            "could not %s: access denied (HTTP 403%s%s)", what, code[0] ? " " : "",
+                            code);
     else
-        rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO, "could not %s object \"%s\": HTTP %ld%s%s",
-                            verb, name, r->status, code[0] ? " " : "", code);
-    free(name);
+        rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO, "could not %s: HTTP %ld%s%s", what, r->status,
+                            code[0] ? " " : "", code);
+    free(what);
     return rc;
 }
 
@@ -580,12 +588,6 @@ static int not_found(S3Store *s, S3Req *r, const char *verb, CbfsError *err)
     return -ENOENT;
 }
 
-static int bad_key(CbfsStore *st, const char *key, CbfsError *err)
-{
-    return cbfs_error_set(err, EINVAL, CBFS_EXIT_ERROR, "invalid object name \"%s\" in \"%s\"", key,
-                          st->display);
-}
-
 /* ---- ops ------------------------------------------------------------------ */
 
 static int s3_get_range(CbfsStore *st, const char *key, uint64_t off, size_t len, void *buf,
@@ -596,7 +598,7 @@ static int s3_get_range(CbfsStore *st, const char *key, uint64_t off, size_t len
     int rc;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     *ret_n = 0;
     if (len == 0)
         return st->ops->stat(st, key, NULL, err);
@@ -640,7 +642,7 @@ static int s3_get(CbfsStore *st, const char *key, uint8_t **ret_buf, size_t *ret
     int rc;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     cbfs_buf_init(&out);
     memset(&r, 0, sizeof(r));
     r.method = "GET";
@@ -860,7 +862,7 @@ static int s3_put(CbfsStore *st, const char *key, const void *data, size_t len, 
     int rc;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     if (len <= s->part_size && __atomic_load_n(&s->conditional, __ATOMIC_RELAXED)) {
         memset(&r, 0, sizeof(r));
         r.method = "PUT";
@@ -908,7 +910,7 @@ static int s3_put(CbfsStore *st, const char *key, const void *data, size_t len, 
 static int s3_stat(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsError *err)
 {
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     return head((S3Store *) st, key, ret_size, NULL, 0, err);
 }
 
@@ -986,7 +988,7 @@ static int s3_remove(CbfsStore *st, const char *key, CbfsError *err)
     int rc;
 
     if (!cbfs_store_key_valid(key))
-        return bad_key(st, key, err);
+        return cbfs_store_bad_key(st, key, err);
     rc = head(s, key, NULL, NULL, 0, err);
     if (rc < 0)
         return rc;

@@ -39,7 +39,9 @@ typedef struct CbfsStoreOps {
      * for convenience, the NUL not counted).  -ENOENT if absent. */
     int (*get)(CbfsStore *st, const char *key, uint8_t **ret_buf, size_t *ret_len, CbfsError *err);
     /* Create the object durably, all or nothing.  -EEXIST if it already
-     * exists (err not set; the existing object is untouched). */
+     * exists (err not set; the existing object is untouched); a driver that
+     * cannot tell its own earlier attempt from another writer (S3) returns
+     * 0 when the existing object holds exactly data. */
     int (*put)(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err);
     /* Size of the object.  -ENOENT if absent. */
     int (*stat)(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsError *err);
@@ -72,6 +74,8 @@ void cbfs_store_free(CbfsStore *st);
 
 /* True if key is well formed (see above). */
 bool cbfs_store_key_valid(const char *key);
+/* For drivers: the error for a key that is not well formed. */
+int cbfs_store_bad_key(CbfsStore *st, const char *key, CbfsError *err);
 
 /* Convenience wrappers over the ops table. */
 static inline int cbfs_store_get_range(CbfsStore *st, const char *key, uint64_t off, size_t len,

@@ -617,8 +617,8 @@ static void test_missing_bucket(void)
     cbfs_error_init(&err);
     rc = cbfs_store_list(st, "", seen_cb, &seen, &err);
     ok(rc < 0 && rc != -ENOENT, "missing bucket: list fails (%d)", rc);
-    want =
-        cbfs_xasprintf("could not list object \"s3://%s/x\": bucket \"%s\" does not exist", b, b);
+    want = cbfs_xasprintf(
+        "could not list objects under \"s3://%s/x\": bucket \"%s\" does not exist", b, b);
     is_str(err.msg, want, "missing bucket: list names the bucket");
     free(want);
     cbfs_store_free(st);
@@ -696,9 +696,9 @@ static void test_wrong_secret(void)
     cbfs_error_init(&err);
     rc = cbfs_store_list(st, "obj/", seen_cb, &seen, &err);
     ok(rc < 0, "wrong secret: list fails (%d)", rc);
-    want = cbfs_xasprintf(
-        "could not list object \"s3://%s/plain\": access denied (HTTP 403 SignatureDoesNotMatch)",
-        bucket);
+    want = cbfs_xasprintf("could not list objects under \"s3://%s/plain\": access denied (HTTP 403 "
+                          "SignatureDoesNotMatch)",
+                          bucket);
     is_str(err.msg, want, "wrong secret: list says access denied");
     free(want);
     ok(cbfs_now() - t0 < 2.5, "wrong secret: a 403 is not retried (%.2f s)", cbfs_now() - t0);
