@@ -99,6 +99,12 @@ typedef struct Worker {
     CbfsBlockRef refs[REF_BATCH];
     size_t nrefs;
     CbfsError err;
+    /* the sealed pack being stored while the worker fills the next one */
+    CbfsPackWriter *up_pack;
+    pthread_t up_thread;
+    bool up_running;
+    int up_rc;
+    CbfsError up_err;
 } Worker;
 
 static void backup_fail(Backup *b, const CbfsError *err)
@@ -129,17 +135,60 @@ static int start_pack(Worker *w)
     return cbfs_blockindex_pack_begin(w->b->index, cbfs_pack_writer_name(w->pack), &w->err);
 }
 
-static int finish_pack(Worker *w)
+/* Store a sealed pack and mark it stored in the dedup index. */
+static int store_pack(Backup *b, CbfsPackWriter *pack, CbfsError *err)
 {
-    int rc;
-    if (!w->pack)
-        return 0;
-    rc = cbfs_pack_writer_finish(w->pack, w->b->repo->store, &w->err);
-    if (rc == 0 && cbfs_pack_writer_count(w->pack) > 0)
-        rc = cbfs_blockindex_pack_stored(w->b->index, cbfs_pack_writer_name(w->pack), &w->err);
-    cbfs_pack_writer_free(w->pack);
-    w->pack = NULL;
+    int rc = cbfs_pack_writer_finish(pack, b->repo->store, err);
+    if (rc == 0 && cbfs_pack_writer_count(pack) > 0)
+        rc = cbfs_blockindex_pack_stored(b->index, cbfs_pack_writer_name(pack), err);
+    cbfs_pack_writer_free(pack);
     return rc;
+}
+
+static void *upload_main(void *arg)
+{
+    Worker *w = arg;
+    w->up_rc = store_pack(w->b, w->up_pack, &w->up_err);
+    w->up_pack = NULL;
+    return NULL;
+}
+
+/* Wait for the pack being stored in the background; its result. */
+static int wait_upload(Worker *w)
+{
+    if (!w->up_running)
+        return 0;
+    pthread_join(w->up_thread, NULL);
+    w->up_running = false;
+    if (w->up_rc < 0) {
+        w->err = w->up_err;
+        return w->up_rc;
+    }
+    return 0;
+}
+
+/* Seal the current pack and store it: in the background (one pack in
+ * flight per worker, so compression goes on while an object store takes
+ * its time), or with wait, now, waiting for every pack of this worker.
+ * Packs are all stored before the backup's manifest is: a failed store
+ * fails the backup. */
+static int finish_pack(Worker *w, bool wait)
+{
+    int rc = wait_upload(w);
+    CbfsPackWriter *pack = w->pack;
+    if (rc < 0 || !pack)
+        return rc;
+    w->pack = NULL;
+    if (!wait) {
+        cbfs_error_init(&w->up_err);
+        w->up_pack = pack;
+        if (pthread_create(&w->up_thread, NULL, upload_main, w) == 0) {
+            w->up_running = true;
+            return 0;
+        }
+        w->up_pack = NULL;
+    }
+    return store_pack(w->b, pack, &w->err);
 }
 
 /* Check the pages of one block; count and record the bad ones. */
@@ -205,7 +254,7 @@ static int store_block(Worker *w, BackupFile *f, uint64_t blockno, const uint8_t
         if (cbfs_pack_writer_size(w->pack) >= CBFS_PACK_TARGET_SIZE) {
             /* the manifest may reference the pack only once it is stored
              * (or the whole backup fails): flush after storing */
-            if ((rc = finish_pack(w)) < 0)
+            if ((rc = finish_pack(w, false)) < 0)
                 return rc;
         }
     }
@@ -278,7 +327,9 @@ static void *worker_main(void *arg)
     }
     /* store the last pack before the refs to it: a reference never precedes its pack */
     if (rc == 0)
-        rc = finish_pack(w);
+        rc = finish_pack(w, true);
+    else
+        wait_upload(w); /* no thread outlives its worker */
     if (rc == 0)
         rc = flush_refs(w);
     if (rc < 0)
@@ -297,8 +348,8 @@ static void add_unit(Backup *b, BackupFile *f, uint64_t first, uint64_t n)
     b->units[b->nunits++] = (WorkUnit){f, first, n};
 }
 
-static int add_entry(Backup *b, int64_t parent, const char *rel, const struct stat *st, enum cbfs_file_type type,
-                     const char *target, int64_t *ret_id, CbfsError *err)
+static int add_entry(Backup *b, int64_t parent, const char *rel, const struct stat *st,
+                     enum cbfs_file_type type, const char *target, int64_t *ret_id, CbfsError *err)
 {
     CbfsFileEntry fe = {
         .path = rel,
@@ -317,8 +368,8 @@ static int add_entry(Backup *b, int64_t parent, const char *rel, const struct st
     return rc;
 }
 
-static int add_regular(Backup *b, int64_t parent, const char *src, const char *rel, const struct stat *st,
-                       CbfsError *err)
+static int add_regular(Backup *b, int64_t parent, const char *src, const char *rel,
+                       const struct stat *st, CbfsError *err)
 {
     BackupFile *f = cbfs_xcalloc(1, sizeof(*f));
     CbfsRelFile rf;
@@ -362,17 +413,17 @@ static int add_regular(Backup *b, int64_t parent, const char *src, const char *r
     return 0;
 }
 
-static int walk_dir(Backup *b, int64_t parent, const char *src, const char *rel, const char *pg_major,
-                    CbfsError *err);
+static int walk_dir(Backup *b, int64_t parent, const char *src, const char *rel,
+                    const char *pg_major, CbfsError *err);
 
 static int cmp_name(const void *a, const void *b)
 {
     return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
-static int walk_entry(Backup *b, int64_t parent, const char *src, const char *rel, const char *pg_major,
-                      const char *const *siblings, size_t nsiblings, const char *name,
-                      CbfsError *err)
+static int walk_entry(Backup *b, int64_t parent, const char *src, const char *rel,
+                      const char *pg_major, const char *const *siblings, size_t nsiblings,
+                      const char *name, CbfsError *err)
 {
     struct stat st;
     enum cbfs_pg_exclude ex;
@@ -476,8 +527,8 @@ static int walk_entry(Backup *b, int64_t parent, const char *src, const char *re
     return 0;
 }
 
-static int walk_dir(Backup *b, int64_t parent, const char *src, const char *rel, const char *pg_major,
-                    CbfsError *err)
+static int walk_dir(Backup *b, int64_t parent, const char *src, const char *rel,
+                    const char *pg_major, CbfsError *err)
 {
     DIR *d = opendir(src);
     struct dirent *de;
@@ -787,7 +838,8 @@ int cmd_backup(int argc, char **argv)
     }
 
     /* walk, then copy with the workers */
-    if (cbfs_manifest_begin(b.manifest, &err) < 0 || walk_dir(&b, 0, pgdata, "", pg_major, &err) < 0)
+    if (cbfs_manifest_begin(b.manifest, &err) < 0 ||
+        walk_dir(&b, 0, pgdata, "", pg_major, &err) < 0)
         goto fail;
     workers = cbfs_xcalloc((size_t) jobs, sizeof(Worker));
     for (long i = 0; i < jobs; i++) {
@@ -824,7 +876,8 @@ int cmd_backup(int argc, char **argv)
     if (b.pg_control) {
         Worker *w = &workers[0];
         WorkUnit u = {b.pg_control, 0, (b.pg_control->size + b.block_size - 1) / b.block_size};
-        if (process_unit(w, &u) < 0 || finish_pack(w) < 0 || flush_refs(w) < 0) {
+        if (process_unit(w, &u) < 0 || finish_pack(w, true) < 0 || flush_refs(w) < 0) {
+            wait_upload(w);
             err = w->err;
             goto fail;
         }

@@ -179,15 +179,27 @@ CONN="host=$W/sock port=$PORT user=postgres dbname=postgres"
 
 # ---- 1. backups ------------------------------------------------------------
 declare -A T
+# CPU seconds used so far by the S3 server's processes (Swift, stunnel)
+server_cpu() {
+    local pid t=0
+    for pid in $(awk '{ print $1 }' "$S3_PIDFILE") "$STUNNEL_PID"; do
+        [[ -r /proc/$pid/stat ]] || continue
+        t=$(awk -v t="$t" '{ sub(/^.*\) /, ""); print t + ($12 + $13) / 100 }' "/proc/$pid/stat")
+    done
+    echo "$t"
+}
 timed() { # NAME CMD...
-    local name=$1 t0 t1
+    local name=$1 t0 t1 c0 c1
     shift
     drop_caches
+    c0=$(server_cpu)
     t0=$(now)
     "$@" >"$W/log/$name.out" 2>&1 || { cat "$W/log/$name.out" >&2; die "$name failed"; }
     t1=$(now)
+    c1=$(server_cpu)
     T[$name]=$(elapsed "$t0" "$t1")
-    note "$name: ${T[$name]} s ($(mbps "$DBSIZE" "$t0" "$t1") MB/s of database)"
+    T[${name}_server_cpu]=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.1f", b - a }')
+    note "$name: ${T[$name]} s ($(mbps "$DBSIZE" "$t0" "$t1") MB/s of database), S3 server CPU ${T[${name}_server_cpu]} s"
 }
 note "database: $DBSIZE bytes"
 timed backup_local "$CBFS" backup "$LREPO" --pgdata "$PG" --dbname "$CONN" --jobs "$JOBS" --label bench
@@ -252,9 +264,10 @@ seq_read seq_local "$LREPO"
 s3_bytes=$(find "$W/swift" -type f -path '*objects*' -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
 printf '\ndatabase %s bytes (pgbench scale %s + %s MB random), jobs %s, Swift s3api via stunnel (TLS)\n' \
     "$DBSIZE" "$SCALE" "$RND_MB" "$JOBS"
-printf '%-34s %10s %10s\n' "step" "seconds" "MB/s"
+printf '%-34s %10s %10s %18s\n' "step" "seconds" "MB/s" "S3 server CPU s"
 for n in backup_local backup_s3 backup_pgbr_s3; do
-    printf '%-34s %10s %10s\n' "$n" "${T[$n]}" "$(awk -v s="$DBSIZE" -v t="${T[$n]}" 'BEGIN { printf "%.0f", s / t / 1e6 }')"
+    printf '%-34s %10s %10s %18s\n' "$n" "${T[$n]}" "$(awk -v s="$DBSIZE" -v t="${T[$n]}" 'BEGIN { printf "%.0f", s / t / 1e6 }')" \
+        "${T[${n}_server_cpu]}"
 done
 printf '%-34s %10s\n' "mount_s3 -> first query" "${T[mount_s3_query]}"
 printf '%-34s %10s\n' "mount_local -> first query" "${T[mount_local_query]}"

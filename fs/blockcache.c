@@ -32,7 +32,7 @@ typedef struct Entry {
 } Entry;
 
 #define PREFETCH_QUEUE 256
-#define PREFETCH_RUN   16 /* blocks fetched with one request, at most */
+#define PREFETCH_RUN   32 /* blocks fetched with one request, at most */
 
 struct BlockCache {
     CbfsStore *store;

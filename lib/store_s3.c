@@ -12,7 +12,8 @@
  *   s3_secret_access_key  AWS_SECRET_ACCESS_KEY (secret)
  *   s3_session_token      AWS_SESSION_TOKEN (secret)
  *   s3_ca_file            AWS_CA_BUNDLE: CA certificates for HTTPS
- *   s3_part_size          CBFS_S3_PART_SIZE: multipart part size (16 MiB)
+ *   s3_part_size          CBFS_S3_PART_SIZE: multipart part size (64 MiB; a
+ *                         pack, sealed at 16 MiB, goes up in one PUT)
  *   s3_max_attempts       CBFS_S3_MAX_ATTEMPTS: tries per request (10)
  *   s3_retry_base_ms      CBFS_S3_RETRY_BASE_MS: first backoff (100 ms)
  * HTTPS certificates are verified; plain HTTP only with an http:// endpoint.
@@ -1119,7 +1120,7 @@ int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err)
         (rc = setting("s3_secret_access_key", env_secret, true, &secret, err)) < 0 ||
         (rc = setting("s3_session_token", env_token, true, &token, err)) < 0 ||
         (rc = setting("s3_ca_file", env_ca, false, &ca, err)) < 0 ||
-        (rc = number_setting("s3_part_size", "CBFS_S3_PART_SIZE", 16u << 20, 5u << 20, 5ull << 30,
+        (rc = number_setting("s3_part_size", "CBFS_S3_PART_SIZE", 64u << 20, 5u << 20, 5ull << 30,
                              loc->spec, &part, err)) < 0 ||
         (rc = number_setting("s3_max_attempts", "CBFS_S3_MAX_ATTEMPTS", 10, 1, 100, loc->spec,
                              &attempts, err)) < 0 ||
