@@ -46,13 +46,23 @@ usage: /usr/bin/python3 faultproxy.py --target 127.0.0.1:PORT [options]
                        a second while they change, and on exit
   --log FILE           one line per injected fault (default: stderr)
   --timeout S          socket I/O timeout (default 120)
+  --tls-cert FILE      accept TLS (HTTPS) on the listening side with this
+                       certificate (PEM, the chain after it); needs
+                       --tls-key.  Upstream stays plain HTTP.  The
+                       handshake is done in the connection's thread;
+                       ALPN offers http/1.1 only.  A failed handshake is
+                       logged and counted (tls_handshake_errors), is no
+                       request and gets no answer.  Connections are closed
+                       with a TCP FIN or RST, without close_notify.
+  --tls-key FILE       the certificate's private key (PEM, unencrypted)
 
 Signals: SIGTERM/SIGINT exit cleanly (stats written); SIGUSR1 turns faults
 off (pass-through); SIGUSR2 turns them on; SIGHUP writes the stats now.
 
 Stats keys: connections requests forwarded responses error_500 error_503
 reset_before reset_after_request reset_mid_body delay faults
-upstream_errors client_errors bytes_to_upstream bytes_to_client seed.
+upstream_errors client_errors bytes_to_upstream bytes_to_client seed;
+with --tls-cert also tls_handshakes (completed) and tls_handshake_errors.
 """
 
 import argparse
@@ -62,6 +72,7 @@ import random
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -296,6 +307,17 @@ class Proxy:
              'reset_after_request', 'reset_mid_body', 'delay', 'faults',
              'upstream_errors', 'client_errors', 'bytes_to_upstream',
              'bytes_to_client'), 0)
+        self.tls = None
+        if args.tls_cert:
+            self.stats['tls_handshakes'] = 0
+            self.stats['tls_handshake_errors'] = 0
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                self.tls.load_cert_chain(args.tls_cert, args.tls_key)
+            except (OSError, ssl.SSLError) as e:
+                sys.exit('faultproxy: cannot load --tls-cert %s / --tls-key '
+                         '%s: %s' % (args.tls_cert, args.tls_key, e))
+            self.tls.set_alpn_protocols(['http/1.1'])
         self.stats_version = 0
         self.stats_written = -1
         self.stop = threading.Event()
@@ -395,8 +417,9 @@ class Proxy:
             atomic_write(self.args.pid_file, '%d\n' % os.getpid())
         if self.args.port_file:
             atomic_write(self.args.port_file, '%d\n' % port)
-        self.log('listening on 127.0.0.1:%d -> %s:%d, seed %d, %s' % (
-            port, self.target[0], self.target[1], self.seed,
+        self.log('listening on 127.0.0.1:%d%s -> %s:%d, seed %d, %s' % (
+            port, ' (TLS)' if self.tls else '', self.target[0],
+            self.target[1], self.seed,
             'faults on' if self.faults_on else 'pass-through'))
         try:
             sys.stdout.write('%d\n' % port)
@@ -442,8 +465,34 @@ class Proxy:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return s, Reader(s)
 
+    def tls_accept(self, csock, cid):
+        """The TLS server side of a new client connection, handshake done;
+        None (the connection closed) when the handshake fails."""
+        csock.settimeout(self.args.timeout)
+        try:
+            tsock = self.tls.wrap_socket(csock, server_side=True,
+                                         do_handshake_on_connect=False)
+        except (OSError, ValueError) as e:
+            self.count('tls_handshake_errors')
+            self.log('conn %d: TLS: %s' % (cid, e))
+            close(csock)
+            return None
+        try:
+            tsock.do_handshake()
+        except (OSError, ValueError) as e:
+            self.count('tls_handshake_errors')
+            self.log('conn %d: TLS handshake failed: %s' % (cid, e))
+            close(tsock)
+            return None
+        self.count('tls_handshakes')
+        return tsock
+
     def handle_connection(self, csock, cid):
         csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            csock = self.tls_accept(csock, cid)
+            if csock is None:
+                return
         creader = Reader(csock)
         up = [None, None]  # upstream socket, reader (kept across requests)
         try:
@@ -848,7 +897,11 @@ def main():
     p.add_argument('--log')
     p.add_argument('--timeout', type=float, default=120.0)
     p.add_argument('--idle-timeout', type=float, default=600.0)
+    p.add_argument('--tls-cert')
+    p.add_argument('--tls-key')
     args = p.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error('--tls-cert and --tls-key go together')
     if args.error_rate + args.reset_rate > 1.0:
         p.error('--error-rate + --reset-rate must not exceed 1')
     if args.delay_max < args.delay_min:
