@@ -67,3 +67,32 @@ s3_config() {
 s3_env_off() {
 	unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_DEFAULT_REGION
 }
+
+# fp_sync: the proxy's stats file is current (SIGHUP writes it now).
+fp_sync() {
+	local i
+	rm -f "$FP_STATS"
+	kill -HUP "$FP_PID"
+	for ((i = 0; i < 50; i++)); do
+		[[ -s $FP_STATS ]] && return 0
+		sleep 0.1
+	done
+	fail "the fault proxy writes its stats"
+}
+
+# s3_load_data NAME: pgbench tables (scale 2), TOAST and a large object in
+# cluster NAME, then a checkpoint; bails out if that fails.
+s3_load_data() {
+	{
+		pgbench_as "$1" -i -s 2 -q postgres &&
+			psql_as "$1" postgres "
+			create table toasty (id int primary key, big text);
+			insert into toasty
+			select g, (select string_agg(md5(random()::text || g || i), '')
+			           from generate_series(1, 2000) i)
+			from generate_series(1, 10) g;
+			select lo_from_bytea(0, decode((select string_agg(md5(random()::text || i), '')
+			                                from generate_series(1, 20000) i), 'hex'));
+			checkpoint"
+	} >/dev/null 2>"$TMP/data.err" || bail "could not create the data: $(cat "$TMP/data.err")"
+}

@@ -24,17 +24,6 @@ s3_config "$CONF_DIRECT"
 s3_env_off
 export CBFS_CONFIG=$CONF # also for the clusters, run by postgres
 
-# fp_sync: the proxy's stats file is current (SIGHUP writes it now).
-fp_sync() {
-	local i
-	rm -f "$FP_STATS"
-	kill -HUP "$FP_PID"
-	for ((i = 0; i < 50; i++)); do
-		[[ -s $FP_STATS ]] && return 0
-		sleep 0.1
-	done
-	fail "the fault proxy writes its stats"
-}
 # phase NAME: begins a phase; phase_end checks that it met faults.
 phase() {
 	fp_sync
@@ -53,18 +42,7 @@ is "$RC/$ERR" "0/" "cbfs init through the faults"
 pg_init a
 pg_archive a "$REPO"
 pg_start a || bail "could not start cluster a"
-{
-	pgbench_as a -i -s 2 -q postgres &&
-		psql_as a postgres "
-		create table toasty (id int primary key, big text);
-		insert into toasty
-		select g, (select string_agg(md5(random()::text || g || i), '')
-		           from generate_series(1, 2000) i)
-		from generate_series(1, 10) g;
-		select lo_from_bytea(0, decode((select string_agg(md5(random()::text || i), '')
-		                                from generate_series(1, 20000) i), 'hex'));
-		checkpoint"
-} >/dev/null 2>"$TMP/data.err" || bail "could not create the data: $(cat "$TMP/data.err")"
+s3_load_data a
 
 phase "archive"
 for ((i = 0; i < 8; i++)); do

@@ -44,17 +44,6 @@ fp_start tls --passthrough --tls-cert "$CA" --tls-key "$TMP/tls/ip.key" ||
 	bail "could not start the TLS proxy"
 EP=https://127.0.0.1:$FP_PORT
 
-# fp_sync: the proxy's stats file is current (SIGHUP writes it now).
-fp_sync() {
-	local i
-	rm -f "$FP_STATS"
-	kill -HUP "$FP_PID"
-	for ((i = 0; i < 50; i++)); do
-		[[ -s $FP_STATS ]] && return 0
-		sleep 0.1
-	done
-	fail "the proxy writes its stats"
-}
 # mark: remembers the proxy's counters; delta KEY: their growth since.
 mark() {
 	fp_sync

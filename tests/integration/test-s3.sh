@@ -58,20 +58,9 @@ check_error "no credentials anywhere" 2 \
 pg_init a
 pg_archive a "$REPO"
 pg_start a || bail "could not start cluster a"
-{
-	pgbench_as a -i -s 2 -q postgres &&
-		psql_as a postgres "
-		create table t (id int primary key, phase text);
-		insert into t values (1, 'before-backup');
-		create table toasty (id int primary key, big text);
-		insert into toasty
-		select g, (select string_agg(md5(random()::text || g || i), '')
-		           from generate_series(1, 2000) i)
-		from generate_series(1, 10) g;
-		select lo_from_bytea(0, decode((select string_agg(md5(random()::text || i), '')
-		                                from generate_series(1, 20000) i), 'hex'));
-		checkpoint"
-} >/dev/null 2>"$TMP/data.err" || bail "could not create the data: $(cat "$TMP/data.err")"
+s3_load_data a
+psql_as a postgres "create table t (id int primary key, phase text);
+	insert into t values (1, 'before-backup')" >/dev/null || bail "could not create table t"
 
 seg=$(pg_switch_and_archive a) || bail "no segment archived into S3: $(tail -n 5 "$TMP/a.log")"
 pass "archive_command (cbfs wal-push) archived $seg into S3"
