@@ -107,13 +107,9 @@ int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, siz
     }
     cbfs_sha256(data, len, sum);
     key = cbfs_wal_key(name);
-    /* already stored (by a parallel push, or the other side of a failover):
-     * compare before spending a compression on it */
-    rc = compare_stored(r, key, name, sum, len, err);
-    if (rc != -ENOENT) {
-        free(key);
-        return rc;
-    }
+    /* no look first: a segment is rarely stored already (the background
+     * pusher's markers spare the archiver's call that), and on an object
+     * store a look is a round trip on every push */
     cap = CBFS_WAL_OBJECT_HEADER + ZSTD_compressBound(len);
     obj = cbfs_xmalloc(cap);
     memcpy(obj, wal_magic, 8);
@@ -127,6 +123,7 @@ int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, siz
     }
     rc = cbfs_store_put(r->store, key, obj, CBFS_WAL_OBJECT_HEADER + n, err);
     if (rc == -EEXIST) {
+        /* the other side of a failover, or an earlier call: same content? */
         rc = compare_stored(r, key, name, sum, len, err);
     } else if (rc < 0) {
         cbfs_error_prefix(err, "could not store WAL file \"%s\"", name);
