@@ -1,7 +1,6 @@
 /*
  * pgsession.c - libpq conversation of a backup.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -36,32 +35,23 @@ static struct {
 static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
 static char pq_error[256];
 
-static void *pq_sym(void *lib, const char *name)
-{
-    void *f = dlsym(lib, name);
-    if (!f && !pq_error[0])
-        snprintf(pq_error, sizeof(pq_error), "could not load libpq: symbol %s not found", name);
-    return f;
-}
-
 static void pq_load(void)
 {
-    void *lib = dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        snprintf(pq_error, sizeof(pq_error), "could not load libpq: %s", dlerror());
-        return;
-    }
-    *(void **) &pq.clear = pq_sym(lib, "PQclear");
-    *(void **) &pq.connectdbParams = pq_sym(lib, "PQconnectdbParams");
-    *(void **) &pq.errorMessage = pq_sym(lib, "PQerrorMessage");
-    *(void **) &pq.execParams = pq_sym(lib, "PQexecParams");
-    *(void **) &pq.finish = pq_sym(lib, "PQfinish");
-    *(void **) &pq.getisnull = pq_sym(lib, "PQgetisnull");
-    *(void **) &pq.getvalue = pq_sym(lib, "PQgetvalue");
-    *(void **) &pq.ntuples = pq_sym(lib, "PQntuples");
-    *(void **) &pq.resultStatus = pq_sym(lib, "PQresultStatus");
-    *(void **) &pq.serverVersion = pq_sym(lib, "PQserverVersion");
-    *(void **) &pq.status = pq_sym(lib, "PQstatus");
+    const CbfsDlSym syms[] = {
+        {(void **) &pq.clear, "PQclear"},
+        {(void **) &pq.connectdbParams, "PQconnectdbParams"},
+        {(void **) &pq.errorMessage, "PQerrorMessage"},
+        {(void **) &pq.execParams, "PQexecParams"},
+        {(void **) &pq.finish, "PQfinish"},
+        {(void **) &pq.getisnull, "PQgetisnull"},
+        {(void **) &pq.getvalue, "PQgetvalue"},
+        {(void **) &pq.ntuples, "PQntuples"},
+        {(void **) &pq.resultStatus, "PQresultStatus"},
+        {(void **) &pq.serverVersion, "PQserverVersion"},
+        {(void **) &pq.status, "PQstatus"},
+    };
+    cbfs_dl_load("libpq.so.5", "libpq", syms, sizeof(syms) / sizeof(syms[0]), pq_error,
+                 sizeof(pq_error));
 }
 
 static int query_error(PgSession *s, CbfsError *err, const char *what)

@@ -40,7 +40,6 @@
  */
 #define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -80,11 +79,7 @@ static char curl_error[256];
 
 static void curl_load(void)
 {
-    void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    struct {
-        void **slot;
-        const char *name;
-    } syms[] = {
+    const CbfsDlSym syms[] = {
         {(void **) &curl.global_init, "curl_global_init"},
         {(void **) &curl.easy_init, "curl_easy_init"},
         {(void **) &curl.easy_setopt, "curl_easy_setopt"},
@@ -96,19 +91,9 @@ static void curl_load(void)
         {(void **) &curl.slist_append, "curl_slist_append"},
         {(void **) &curl.slist_free_all, "curl_slist_free_all"},
     };
-    if (!lib) {
-        snprintf(curl_error, sizeof(curl_error), "could not load libcurl: %s", dlerror());
-        return;
-    }
-    for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
-        *syms[i].slot = dlsym(lib, syms[i].name);
-        if (!*syms[i].slot) {
-            snprintf(curl_error, sizeof(curl_error), "could not load libcurl: no symbol %s",
-                     syms[i].name);
-            return;
-        }
-    }
-    if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    if (cbfs_dl_load("libcurl.so.4", "libcurl", syms, sizeof(syms) / sizeof(syms[0]), curl_error,
+                     sizeof(curl_error)) == 0 &&
+        curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         snprintf(curl_error, sizeof(curl_error), "could not initialize libcurl");
 }
 
@@ -730,7 +715,7 @@ static int check_ours(S3Store *s, const char *key, const uint8_t *data, size_t l
 }
 
 /* The text between <tag> and </tag> after *pos, advancing *pos; NULL if none. */
-static char *xml_next(const char *xml, const char *tag, const char **pos)
+static char *xml_next(const char *tag, const char **pos)
 {
     char open[64], close[64];
     const char *s, *e;
@@ -744,7 +729,6 @@ static char *xml_next(const char *xml, const char *tag, const char **pos)
     if (!e)
         return NULL;
     *pos = e + strlen(close);
-    (void) xml;
     {
         /* decode the five XML entities */
         char *out = cbfs_xmalloc((size_t) (e - s) + 1), *o = out;
@@ -794,7 +778,7 @@ static int put_multipart(S3Store *s, const char *key, const uint8_t *data, size_
         rc = status_error(s, &r, "write", err);
     cbfs_buf_release(&r.err_body);
     pos = out.data ? out.data : "";
-    if (rc == 0 && !(upload_id = xml_next(out.data, "UploadId", &pos))) {
+    if (rc == 0 && !(upload_id = xml_next("UploadId", &pos))) {
         char *name = object_name(s, key);
         rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO,
                             "could not write object \"%s\": no upload id in the answer", name);
@@ -952,11 +936,11 @@ static int s3_list(CbfsStore *st, const char *prefix, cbfs_store_list_cb cb, voi
             break;
         cbfs_buf_append(&out, "", 0);
         pos = out.data ? out.data : "";
-        while (rc == 0 && (c = xml_next(out.data, "Contents", &pos)) != NULL) {
+        while (rc == 0 && (c = xml_next("Contents", &pos)) != NULL) {
             const char *p = c;
-            char *key = xml_next(c, "Key", &p), *size;
+            char *key = xml_next("Key", &p), *size;
             p = c;
-            size = xml_next(c, "Size", &p);
+            size = xml_next("Size", &p);
             if (key && strlen(key) > skip && cbfs_store_key_valid(key + skip))
                 rc = cb(key + skip, size ? strtoull(size, NULL, 10) : 0, ctx);
             free(key);
@@ -966,11 +950,11 @@ static int s3_list(CbfsStore *st, const char *prefix, cbfs_store_list_cb cb, voi
         if (rc != 0)
             break;
         pos = out.data ? out.data : "";
-        truncated = xml_next(out.data, "IsTruncated", &pos);
+        truncated = xml_next("IsTruncated", &pos);
         free(token);
         pos = out.data ? out.data : "";
         token = truncated && strcmp(truncated, "true") == 0
-                    ? xml_next(out.data, "NextContinuationToken", &pos)
+                    ? xml_next("NextContinuationToken", &pos)
                     : NULL;
         free(truncated);
         if (!token)

@@ -1,6 +1,7 @@
 /*
  * util.c - allocation, hashing, hex, parsing, durable file writes.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -441,4 +442,22 @@ void cbfs_buf_printf(CbfsBuf *b, const char *fmt, ...)
         abort();
     cbfs_buf_append(b, s, (size_t) n);
     free(s);
+}
+
+int cbfs_dl_load(const char *soname, const char *what, const CbfsDlSym *syms, size_t n,
+                 char *errbuf, size_t errlen)
+{
+    void *lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(errbuf, errlen, "could not load %s: %s", what, dlerror());
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        *syms[i].slot = dlsym(lib, syms[i].name);
+        if (!*syms[i].slot) {
+            snprintf(errbuf, errlen, "could not load %s: no symbol %s", what, syms[i].name);
+            return -1;
+        }
+    }
+    return 0;
 }

@@ -75,4 +75,13 @@ void cbfs_buf_append(CbfsBuf *b, const void *data, size_t len);
 void cbfs_buf_reserve(CbfsBuf *b, size_t n);
 void cbfs_buf_printf(CbfsBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A library loaded at run time (dlopen) rather than linked: its functions
+ * land in slots.  0, or -1 with "could not load LIB: ..." in errbuf. */
+typedef struct CbfsDlSym {
+    void **slot;
+    const char *name;
+} CbfsDlSym;
+int cbfs_dl_load(const char *soname, const char *what, const CbfsDlSym *syms, size_t n,
+                 char *errbuf, size_t errlen);
+
 #endif
