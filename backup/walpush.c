@@ -160,13 +160,14 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-/* Segments archive_status marks ready, oldest first, after `after` (NULL:
- * all).  Returns the count; *ret is an array of names (caller frees). */
-static size_t ready_segments(const Queue *q, const char *after, char ***ret)
+/* Up to max segments that archive_status marks ready and that have no
+ * marker yet, oldest first, after `after`.  Returns the count; *ret is an
+ * array of names (caller frees with free_names). */
+static size_t unmarked_ready(const Queue *q, const char *after, size_t max, char ***ret)
 {
     char *status = cbfs_xasprintf("%s/archive_status", q->wal_dir);
     char **names = NULL;
-    size_t n = 0;
+    size_t n = 0, kept = 0;
     DIR *d = opendir(status);
     struct dirent *de;
 
@@ -175,7 +176,7 @@ static size_t ready_segments(const Queue *q, const char *after, char ***ret)
         if (strlen(de->d_name) != 24 + 6 || strcmp(de->d_name + 24, ".ready") != 0)
             continue;
         snprintf(seg, sizeof(seg), "%.24s", de->d_name);
-        if (cbfs_wal_classify(seg, NULL) != CBFS_WAL_SEGMENT || (after && strcmp(seg, after) <= 0))
+        if (cbfs_wal_classify(seg, NULL) != CBFS_WAL_SEGMENT || strcmp(seg, after) <= 0)
             continue;
         names = cbfs_xrealloc(names, (n + 1) * sizeof(char *));
         names[n++] = cbfs_xstrdup(seg);
@@ -184,9 +185,18 @@ static size_t ready_segments(const Queue *q, const char *after, char ***ret)
         closedir(d);
     if (n > 1)
         qsort(names, n, sizeof(char *), cmp_name);
+    for (size_t i = 0; i < n; i++) {
+        char *ok = cbfs_xasprintf("%s/%s.ok", q->spool, names[i]);
+        struct stat st;
+        if (kept < max && stat(ok, &st) < 0)
+            names[kept++] = names[i];
+        else
+            free(names[i]);
+        free(ok);
+    }
     free(status);
     *ret = names;
-    return n;
+    return kept;
 }
 
 static void free_names(char **names, size_t n)
@@ -294,30 +304,21 @@ static void pusher_run(const Queue *q, const char *repo_spec, const char *skip)
     for (int round = 0; round < 1000; round++) {
         Pusher p;
         pthread_t th[PUSH_THREADS];
-        size_t todo = 0;
         int n = 0;
         char **names;
-        size_t count = ready_segments(q, skip, &names);
+        size_t todo = unmarked_ready(q, skip, PUSH_AHEAD, &names);
 
         memset(&p, 0, sizeof(p));
         p.q = q;
         p.repo = repo;
-        p.names = cbfs_xmalloc((count ? count : 1) * sizeof(char *));
-        for (size_t i = 0; i < count && todo < PUSH_AHEAD; i++) {
-            char *ok = cbfs_xasprintf("%s/%s.ok", q->spool, names[i]);
-            struct stat st;
-            if (stat(ok, &st) < 0)
-                p.names[todo++] = names[i];
-            free(ok);
-        }
+        p.names = names;
         p.count = todo;
         for (int i = 0; i < PUSH_THREADS && (size_t) i < todo; i++)
             if (pthread_create(&th[n], NULL, pusher_thread, &p) == 0)
                 n++;
         for (int i = 0; i < n; i++)
             pthread_join(th[i], NULL);
-        free(p.names);
-        free_names(names, count);
+        free_names(names, todo);
         pusher_prune(q);
         if (todo == 0 || p.stored == 0)
             break; /* all done, or nothing could be stored: the archiver's calls take over */
@@ -330,15 +331,9 @@ static void pusher_run(const Queue *q, const char *repo_spec, const char *skip)
 static void pusher_start(const Queue *q, const char *repo_spec, const char *name)
 {
     char **names;
-    size_t count = ready_segments(q, name, &names), unmarked = 0;
+    size_t unmarked = unmarked_ready(q, name, 1, &names);
 
-    for (size_t i = 0; i < count; i++) {
-        char *ok = cbfs_xasprintf("%s/%s.ok", q->spool, names[i]);
-        struct stat st;
-        unmarked += stat(ok, &st) < 0;
-        free(ok);
-    }
-    free_names(names, count);
+    free_names(names, unmarked);
     if (unmarked == 0)
         return;
     if (!cmd_detach())
