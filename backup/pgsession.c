@@ -13,56 +13,12 @@
 #include "cbfs/util.h"
 #include "cbfs/wal.h"
 #include "pgsession.h"
-
-/* libpq is loaded when a command first connects, not linked: the commands
- * PostgreSQL runs once per WAL file (wal-push, wal-fetch) never need it, and
- * its dependencies (LDAP, GnuTLS, Kerberos) cost milliseconds at every
- * process start. */
-static struct {
-    void (*clear)(PGresult *);
-    PGconn *(*connectdbParams)(const char *const *, const char *const *, int);
-    char *(*errorMessage)(const PGconn *);
-    PGresult *(*execParams)(PGconn *, const char *, int, const Oid *, const char *const *,
-                            const int *, const int *, int);
-    void (*finish)(PGconn *);
-    int (*getisnull)(const PGresult *, int, int);
-    char *(*getvalue)(const PGresult *, int, int);
-    int (*ntuples)(const PGresult *);
-    ExecStatusType (*resultStatus)(const PGresult *);
-    int (*serverVersion)(const PGconn *);
-    ConnStatusType (*status)(const PGconn *);
-} pq;
-static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
-static char pq_error[256];
-
-static void pq_load(void)
-{
-    const CbfsDlSym syms[] = {
-        {(void **) &pq.clear, "PQclear"},
-        {(void **) &pq.connectdbParams, "PQconnectdbParams"},
-        {(void **) &pq.errorMessage, "PQerrorMessage"},
-        {(void **) &pq.execParams, "PQexecParams"},
-        {(void **) &pq.finish, "PQfinish"},
-        {(void **) &pq.getisnull, "PQgetisnull"},
-        {(void **) &pq.getvalue, "PQgetvalue"},
-        {(void **) &pq.ntuples, "PQntuples"},
-        {(void **) &pq.resultStatus, "PQresultStatus"},
-        {(void **) &pq.serverVersion, "PQserverVersion"},
-        {(void **) &pq.status, "PQstatus"},
-    };
-    cbfs_dl_load("libpq.so.5", "libpq", syms, sizeof(syms) / sizeof(syms[0]), pq_error,
-                 sizeof(pq_error));
-}
+#include "pq.h"
 
 static int query_error(PgSession *s, CbfsError *err, const char *what)
 {
-    const char *text = pq.errorMessage(s->conn);
-    char *msg;
+    char *msg = pq_first_line(pq.errorMessage(s->conn));
     int rc;
-    if (strncmp(text, "ERROR:  ", 8) == 0)
-        text += 8;
-    msg = cbfs_xstrdup(text);
-    msg[strcspn(msg, "\n")] = '\0';
     rc = cbfs_error_set(err, EIO, CBFS_EXIT_DATABASE, "could not %s: %s", what, msg);
     free(msg);
     return rc;
@@ -90,10 +46,9 @@ int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err)
     PGresult *res;
     int n = 0, rc;
 
-    pthread_once(&pq_once, pq_load);
-    if (pq_error[0]) {
+    if ((rc = pq_load(err)) < 0) {
         free(s);
-        return cbfs_error_set(err, ENOSYS, CBFS_EXIT_DATABASE, "%s", pq_error);
+        return rc;
     }
 
     keys[n] = "dbname";

@@ -20,6 +20,8 @@ int cmd_restore(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_restore_point(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 /* Shared by the commands: print err as one line and return its exit code. */
 int cmd_fail(const CbfsError *err);

@@ -23,6 +23,8 @@ static const struct {
     {"restore", cmd_restore, "restore a backup into a new data directory"},
     {"mount", cmd_mount, "mount a backup as a data directory (as mount.cbfs)"},
     {"umount", cmd_umount, "unmount a mounted backup"},
+    {"verify", cmd_verify, "test a backup: start PostgreSQL on it and run amcheck"},
+    {"check", cmd_check, "check the repository's objects, WAL and (optionally) data"},
 };
 
 static void usage(FILE *out)

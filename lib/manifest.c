@@ -396,6 +396,24 @@ void cbfs_file_entry_release(CbfsFileEntry *f)
     f->path = f->target = NULL;
 }
 
+/* Fill r from a row whose columns from col on are: blockno, id, pack name,
+ * offset, stored_len, raw_len. */
+static int block_row(CbfsManifest *m, sqlite3_stmt *st, int col, CbfsBlockRef *r, CbfsError *err)
+{
+    const char *pack = (const char *) sqlite3_column_text(st, col + 2);
+    r->blockno = (uint64_t) sqlite3_column_int64(st, col);
+    if (sqlite3_column_bytes(st, col + 1) != CBFS_BLOCK_ID_LEN || !pack ||
+        !cbfs_pack_name_valid(pack) || sqlite3_column_int64(st, col + 3) < 0)
+        return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                              "manifest \"%s\" has an invalid block entry", m->path);
+    memcpy(r->id, sqlite3_column_blob(st, col + 1), CBFS_BLOCK_ID_LEN);
+    strcpy(r->pack, pack);
+    r->offset = (uint64_t) sqlite3_column_int64(st, col + 3);
+    r->stored_len = (uint32_t) sqlite3_column_int64(st, col + 4);
+    r->raw_len = (uint32_t) sqlite3_column_int64(st, col + 5);
+    return 0;
+}
+
 int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,
                               CbfsError *err)
 {
@@ -411,27 +429,16 @@ int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret,
         return rc;
     sqlite3_bind_int64(st, 1, file);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        CbfsBlockRef *r;
-        const char *pack = (const char *) sqlite3_column_text(st, 2);
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
             refs = cbfs_xrealloc(refs, cap * sizeof(*refs));
         }
-        r = &refs[n++];
-        r->file = file;
-        r->blockno = (uint64_t) sqlite3_column_int64(st, 0);
-        if (sqlite3_column_bytes(st, 1) != CBFS_BLOCK_ID_LEN || !pack ||
-            !cbfs_pack_name_valid(pack)) {
+        refs[n].file = file;
+        if (block_row(m, st, 0, &refs[n++], err) < 0) {
             free(refs);
             sqlite3_finalize(st);
-            return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
-                                  "manifest \"%s\" has an invalid block entry", m->path);
+            return -EBADMSG;
         }
-        memcpy(r->id, sqlite3_column_blob(st, 1), CBFS_BLOCK_ID_LEN);
-        strcpy(r->pack, pack);
-        r->offset = (uint64_t) sqlite3_column_int64(st, 3);
-        r->stored_len = (uint32_t) sqlite3_column_int64(st, 4);
-        r->raw_len = (uint32_t) sqlite3_column_int64(st, 5);
     }
     if (rc != SQLITE_DONE) {
         free(refs);
@@ -439,6 +446,63 @@ int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret,
     } else {
         *ret = refs;
         *ret_n = n;
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cbfs_manifest_foreach_block(CbfsManifest *m, cbfs_manifest_block_cb cb, void *ctx,
+                                CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m,
+                     "SELECT f.path, b.file, b.blockno, b.id, p.name, b.offset, b.stored_len,"
+                     " b.raw_len FROM blocks b JOIN packs p ON p.id = b.pack"
+                     " JOIN files f ON f.id = b.file ORDER BY p.name, b.offset",
+                     &st, err);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        CbfsBlockRef r;
+        const char *path = (const char *) sqlite3_column_text(st, 0);
+        r.file = sqlite3_column_int64(st, 1);
+        if (!path || block_row(m, st, 2, &r, err) < 0) {
+            sqlite3_finalize(st);
+            return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                                  "manifest \"%s\" has an invalid block entry", m->path);
+        }
+        if ((rc = cb(&r, path, ctx)) != 0) {
+            sqlite3_finalize(st);
+            return rc;
+        }
+    }
+    rc = rc == SQLITE_DONE ? 0 : db_error(m, err, "read");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cbfs_manifest_quick_check(CbfsManifest *m, CbfsError *err)
+{
+    sqlite3_stmt *st;
+    const char *res;
+    int rc = prepare(m, "PRAGMA quick_check(1)", &st, err);
+    if (rc < 0)
+        return rc;
+    rc = sqlite3_step(st);
+    res = rc == SQLITE_ROW ? (const char *) sqlite3_column_text(st, 0) : NULL;
+    if (!res || strcmp(res, "ok") != 0) {
+        /* SQLite's first finding, on one line: "*** in database main ***\nPage 9: ..." */
+        char *why = cbfs_xstrdup(res ? res : sqlite3_errmsg(m->db)), *p = why;
+        if (strncmp(p, "*** in database main ***\n", 25) == 0)
+            p += 25;
+        for (char *c = p; *c; c++)
+            if (*c == '\n' || *c == '\r' || *c == '\t')
+                *c = ' ';
+        rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT, "manifest \"%s\" is damaged: %s",
+                            m->path, p);
+        free(why);
+    } else {
         rc = 0;
     }
     sqlite3_finalize(st);

@@ -170,6 +170,53 @@ void cbfs_lsn_format(uint64_t lsn, char *buf, size_t len)
     snprintf(buf, len, "%" PRIX32 "/%" PRIX32, (uint32_t) (lsn >> 32), (uint32_t) lsn);
 }
 
+int cbfs_wal_parse_history(const char *text, CbfsTliSwitch **ret, size_t *ret_n)
+{
+    CbfsTliSwitch *sw = NULL;
+    size_t n = 0;
+
+    while (*text) {
+        size_t len = strcspn(text, "\n");
+        char line[256];
+        if (len < sizeof(line)) {
+            char *p, *end;
+            memcpy(line, text, len);
+            line[len] = '\0';
+            p = line + strspn(line, " \t");
+            if (*p && *p != '#') {
+                unsigned long tli = strtoul(p, &end, 10);
+                char lsn[32];
+                size_t l;
+                if (end == p || (*end != ' ' && *end != '\t') || tli == 0 || tli > UINT32_MAX)
+                    goto bad;
+                p = end + strspn(end, " \t");
+                l = strcspn(p, " \t");
+                if (l == 0 || l >= sizeof(lsn))
+                    goto bad;
+                memcpy(lsn, p, l);
+                lsn[l] = '\0';
+                sw = cbfs_xrealloc(sw, (n + 1) * sizeof(*sw));
+                sw[n].tli = (uint32_t) tli;
+                if (cbfs_lsn_parse(lsn, &sw[n].end) < 0 ||
+                    (n > 0 && (sw[n].tli <= sw[n - 1].tli || sw[n].end < sw[n - 1].end)))
+                    goto bad;
+                n++;
+            }
+        } else {
+            goto bad;
+        }
+        text += len;
+        if (*text == '\n')
+            text++;
+    }
+    *ret = sw;
+    *ret_n = n;
+    return 0;
+bad:
+    free(sw);
+    return -EINVAL;
+}
+
 uint64_t cbfs_wal_segno(uint64_t lsn, uint32_t seg_size)
 {
     assert(is_pow2(seg_size));

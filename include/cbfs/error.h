@@ -23,6 +23,8 @@ enum cbfs_exit {
     CBFS_EXIT_CONFLICT = 6,  /* object exists with different content (wal-push) */
     CBFS_EXIT_NOT_FOUND = 7, /* unknown backup label or point */
     CBFS_EXIT_TARGET = 8,    /* restore target unusable (not empty, not writable) */
+    CBFS_EXIT_UNCHECKED = 9, /* verify: the check could not run (PostgreSQL binaries,
+                              * mount, server start, interrupted): nothing was judged */
 };
 
 #define CBFS_ERROR_MSG_MAX 1024

@@ -104,6 +104,15 @@ int cbfs_manifest_foreach_child(CbfsManifest *m, int64_t parent, cbfs_manifest_f
 /* All block refs of one file in block order; *ret: caller frees. */
 int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,
                               CbfsError *err);
+/* Every block ref of the backup, ordered by pack and offset; path is the
+ * file's path, borrowed for the call.  Return non-zero to stop (returned
+ * as is).  An entry that is not well formed is CBFS_EXIT_CORRUPT. */
+typedef int (*cbfs_manifest_block_cb)(const CbfsBlockRef *ref, const char *path, void *ctx);
+int cbfs_manifest_foreach_block(CbfsManifest *m, cbfs_manifest_block_cb cb, void *ctx,
+                                CbfsError *err);
+/* SQLite's quick_check: 0, or CBFS_EXIT_CORRUPT naming the manifest. */
+int cbfs_manifest_quick_check(CbfsManifest *m, CbfsError *err);
+
 /* Totals: number of files (all types) and sum of regular file sizes. */
 int cbfs_manifest_totals(CbfsManifest *m, uint64_t *ret_files, uint64_t *ret_bytes, CbfsError *err);
 int cbfs_manifest_bad_page_count(CbfsManifest *m, uint64_t *ret, CbfsError *err);

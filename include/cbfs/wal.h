@@ -31,6 +31,17 @@ int cbfs_lsn_parse(const char *s, uint64_t *ret_lsn);
 /* Format as "X/Y" with uppercase hex into buf (at least 20 bytes). */
 void cbfs_lsn_format(uint64_t lsn, char *buf, size_t len);
 
+/* A timeline history file ("TTTTTTTT.history"): one entry per ancestor
+ * timeline, oldest first, with the LSN where the next timeline branched off
+ * it.  Comment and blank lines are skipped.  *ret: caller frees (NULL when
+ * n is 0).  -EINVAL if a line is not "<tli> <X/Y> [reason]" or the
+ * timelines or LSNs go backwards. */
+typedef struct CbfsTliSwitch {
+    uint32_t tli;
+    uint64_t end;
+} CbfsTliSwitch;
+int cbfs_wal_parse_history(const char *text, CbfsTliSwitch **ret, size_t *ret_n);
+
 /* Segment number containing byte lsn for segment size seg_size (a power of two). */
 uint64_t cbfs_wal_segno(uint64_t lsn, uint32_t seg_size);
 /* Segment file name for timeline tli and segment number segno. buf >= 25 bytes. */
