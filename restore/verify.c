@@ -84,6 +84,7 @@ typedef struct Verify {
     volatile sig_atomic_t stop;
     pthread_t sig_thread;
     bool sig_thread_started;
+    bool reported; /* --keep-running reports before it waits */
 
     /* result */
     Failure *failures; /* storage and recovery failures; the checks keep theirs */
@@ -716,6 +717,24 @@ static int resolve(Verify *v, CbfsError *err)
     return rc;
 }
 
+static int verdict(const Verify *v, int rc, const CbfsError *err)
+{
+    int code = rc < 0 ? cbfs_error_exit_code(err) : failure_count(v) > 0 ? CBFS_EXIT_CORRUPT : 0;
+    /* a bad block found while a run was cut short still condemns the backup */
+    if (code == CBFS_EXIT_UNCHECKED && v->nfailures > 0 && !v->stop)
+        code = CBFS_EXIT_CORRUPT;
+    return code;
+}
+
+static void report(const Verify *v, int code, const CbfsError *err)
+{
+    if (v->json)
+        report_json(v, code, err);
+    else
+        report_text(v, code);
+    fflush(stdout);
+}
+
 static void wait_for_signal(Verify *v)
 {
     if (!v->json)
@@ -749,8 +768,13 @@ static int run(Verify *v, CbfsError *err)
     rc = dbcheck_run(&v->checks, err);
     if (rc == 0 && v->stop)
         rc = interrupted(v, err);
-    if (rc == 0 && v->keep_running)
+    if (rc == 0 && v->keep_running) {
+        /* the verdict first, then the server for a look around */
+        collect_mount_failures(v);
+        report(v, verdict(v, 0, err), err);
+        v->reported = true;
         wait_for_signal(v);
+    }
     return rc;
 }
 
@@ -776,18 +800,9 @@ int cmd_verify(int argc, char **argv)
     remove_work(&v);
     signals_stop(&v);
 
-    if (rc < 0)
-        code = cbfs_error_exit_code(&err);
-    else
-        code = failure_count(&v) > 0 ? CBFS_EXIT_CORRUPT : 0;
-    /* a bad block found while a run was cut short still condemns the backup */
-    if (code == CBFS_EXIT_UNCHECKED && v.nfailures > 0 && !v.stop)
-        code = CBFS_EXIT_CORRUPT;
-    if (v.json)
-        report_json(&v, code, &err);
-    else
-        report_text(&v, code);
-    fflush(stdout);
+    code = verdict(&v, rc, &err);
+    if (!v.reported)
+        report(&v, code, &err);
     if (code == CBFS_EXIT_CORRUPT && rc < 0)
         cbfs_error("backup \"%s\" failed verification: %s", v.target.label, err.msg);
     else if (code == CBFS_EXIT_CORRUPT)

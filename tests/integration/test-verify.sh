@@ -163,6 +163,22 @@ is "$rc" 9 "SIGINT: exit 9 (could not run)"
 like "$(cat "$TMP/int.out")" "interrupted by signal 2" "SIGINT: says it was interrupted"
 is "$(leftovers)" "" "SIGINT: no mount, no postgres and no work directory left"
 
+# ---------------------------------------------------------------- --keep-running, SIGTERM
+"$CBFS" verify "$REPO@b1" --keep-running --work-dir "$WORK" >"$TMP/keep.out" 2>&1 &
+vpid=$!
+for ((i = 0; i < 600; i++)); do
+	grep -q '^server running: psql' "$TMP/keep.out" && break
+	sleep 0.1
+done
+like "$(cat "$TMP/keep.out")" $'(^|\n)passed: ' "--keep-running: the checks ran and passed first"
+read -r -a psql_args < <(sed -n 's/^server running: psql \(.*\)  (interrupt to stop)$/\1/p' "$TMP/keep.out")
+is "$(runuser -u postgres -- "$PGBIN/psql" -X -A -t "${psql_args[@]}" -c "select count(*) from pgbench_branches" 2>&1)" \
+	2 "--keep-running: the server answers on the socket it names"
+kill -TERM "$vpid"
+wait "$vpid"
+is "$?" 0 "--keep-running: SIGTERM ends it with the checks' verdict"
+is "$(leftovers)" "" "--keep-running: nothing left behind after SIGTERM"
+
 # ---------------------------------------------------------------- an index corrupted in the source
 # a cluster without page checksums, so that only amcheck can tell
 REPO2=$TMP/repo2
