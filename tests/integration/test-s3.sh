@@ -156,6 +156,12 @@ fi
 cbfs_umount "$MNT"
 is "$RC/$ERR" "0/" "cbfs umount"
 
+# ---------------------------------------------------------------- verify
+cbfs verify "$REPO@b1" --json
+is "$RC" 0 "cbfs verify $REPO@b1 passes (settings from the file reach the mount and wal-fetch)" ||
+	diag "$OUT" "$ERR"
+cmp_ok "$(json_get "$OUT" 'j["bytes_checked"]' 2>/dev/null || echo 0)" -gt 0 "verify read the backup from S3"
+
 # ---------------------------------------------------------------- failures
 # the environment wins over the file: a wrong secret there
 AWS_SECRET_ACCESS_KEY=not-the-secret-0815 cbfs list "$REPO"
