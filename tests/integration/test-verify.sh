@@ -76,8 +76,13 @@ cat >"$TMP/false.sql" <<'EOF'
 select true as first_ok;
 select count(*) > 20000 as more_than_we_have from payload;
 EOF
-verify "$REPO" --sql "$TMP/false.sql" --sql-database app
+last_success() { sed -n 's/^cbfs_verify_last_success_timestamp_seconds{[^}]*} //p' "$TMP/verify.prom"; }
+passed_at=$(last_success)
+verify "$REPO" --sql "$TMP/false.sql" --sql-database app --metrics-file "$TMP/verify.prom"
 is "$RC" 5 "a SQL check returning false fails with exit 5"
+like "$(cat "$TMP/verify.prom")" 'cbfs_verify_success\{[^}]*\} 0' "the metrics file says failure"
+like "$(cat "$TMP/verify.prom")" 'cbfs_verify_failures\{[^}]*\} 1' "... counts the failure"
+is "$(last_success)" "$passed_at" "... and keeps the time of the last success"
 like "$OUT" "FAILED \(sql\): database \"app\", $TMP/false.sql: statement 2: column \"more_than_we_have\" is false" \
 	"the failure names the file, the statement and the column"
 is "$ERR" 'cbfs: backup "b1" failed verification: 1 failures' "one line on stderr"
