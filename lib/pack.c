@@ -152,17 +152,27 @@ int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_en
                          size_t *ret_n, CbfsError *err)
 {
     char *key = cbfs_pack_key(name);
+    uint64_t size;
+    int rc = cbfs_store_stat(st, key, &size, err);
+
+    free(key);
+    if (rc < 0)
+        return rc;
+    return cbfs_pack_read_index_sized(st, name, size, ret_entries, ret_n, err);
+}
+
+int cbfs_pack_read_index_sized(CbfsStore *st, const char *name, uint64_t size,
+                               CbfsPackEntry **ret_entries, size_t *ret_n, CbfsError *err)
+{
+    char *key = cbfs_pack_key(name);
     uint8_t trailer[CBFS_PACK_TRAILER_LEN], sum[CBFS_SHA256_LEN];
     uint8_t *index = NULL;
-    uint64_t size, index_off;
+    uint64_t index_off;
     uint32_t count;
     size_t n, index_len;
     CbfsPackEntry *entries = NULL;
     int rc;
 
-    rc = cbfs_store_stat(st, key, &size, err);
-    if (rc < 0)
-        goto out;
     if (size < CBFS_PACK_TRAILER_LEN)
         goto corrupt;
     rc = cbfs_store_get_range(st, key, size - CBFS_PACK_TRAILER_LEN, CBFS_PACK_TRAILER_LEN, trailer,

@@ -62,6 +62,11 @@ char *cbfs_pack_key(const char *name);
  * trailer or index is damaged. */
 int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_entries,
                          size_t *ret_n, CbfsError *err);
+/* The same for a pack whose object size is already known (from a listing
+ * of packs/): one request fewer.  A size other than the one the trailer
+ * implies (index offset + count * 48 + 56) is a damaged index. */
+int cbfs_pack_read_index_sized(CbfsStore *st, const char *name, uint64_t size,
+                               CbfsPackEntry **ret_entries, size_t *ret_n, CbfsError *err);
 
 /* len stored bytes of pack name at offset, in one ranged read (several
  * adjacent blocks at once).  A missing pack or a short read is an error

@@ -160,6 +160,53 @@ static void check_blocks(CbfsManifest *m, int64_t file, uint64_t nblocks, const 
     free(refs);
 }
 
+/* What foreach_block saw: refs compared with make_ref, order, paths. */
+typedef struct BlockSeen {
+    int n, bad, order_ok, path_ok, stop_after;
+    int64_t relid, pgc;
+    CbfsBlockRef last;
+} BlockSeen;
+
+static int seen_block(const CbfsBlockRef *r, const char *path, void *ctx)
+{
+    BlockSeen *s = ctx;
+    CbfsBlockRef want = make_ref(r->file, r->blockno);
+
+    if (memcmp(r->id, want.id, CBFS_BLOCK_ID_LEN) != 0 || strcmp(r->pack, want.pack) != 0 ||
+        r->offset != want.offset || r->stored_len != want.stored_len || r->raw_len != want.raw_len)
+        s->bad++;
+    if (!((r->file == s->relid && strcmp(path, "base/1/1259") == 0) ||
+          (r->file == s->pgc && strcmp(path, "global/pg_control") == 0)))
+        s->path_ok = 0;
+    if (s->n > 0) {
+        int c = strcmp(s->last.pack, r->pack);
+        if (c > 0 || (c == 0 && s->last.offset >= r->offset))
+            s->order_ok = 0;
+    }
+    s->last = *r;
+    s->n++;
+    return s->stop_after && s->n == s->stop_after ? 7 : 0;
+}
+
+static void test_foreach_block(CbfsManifest *m, int64_t relid, int64_t pgc)
+{
+    BlockSeen s = {0, 0, 1, 1, 0, relid, pgc, {0}};
+    CbfsError err;
+
+    cbfs_error_init(&err);
+    is_int(cbfs_manifest_foreach_block(m, seen_block, &s, &err), 0, "foreach_block");
+    is_int(s.n, 11, "foreach_block: every block ref of every file");
+    is_int(s.bad, 0, "foreach_block: every field read back");
+    ok(s.order_ok, "foreach_block: ordered by pack name, then offset");
+    ok(s.path_ok, "foreach_block: each ref comes with its file's path");
+    s = (BlockSeen){0, 0, 1, 1, 3, relid, pgc, {0}};
+    is_int(cbfs_manifest_foreach_block(m, seen_block, &s, &err), 7,
+           "foreach_block: a callback's non-zero return stops it and is returned");
+    is_int(s.n, 3, "foreach_block: no call after the stop");
+    is_int(cbfs_manifest_quick_check(m, &err), 0, "quick_check of a sound manifest");
+    is_str(err.msg, "", "no error message");
+}
+
 static void test_manifest(void)
 {
     char *path = tmp_path("m1.db");
@@ -247,6 +294,7 @@ static void test_manifest(void)
     check_blocks(m, pgc, 1, "global/pg_control");
     check_blocks(m, files[1].id, 0, "a directory");
     check_blocks(m, 9999, 0, "an unknown file id");
+    test_foreach_block(m, relid, pgc);
 
     is_int(cbfs_manifest_totals(m, &nfiles, &nbytes, &err), 0, "totals");
     is_int(nfiles, NFILES, "totals: all files, any type");
@@ -381,6 +429,103 @@ static void test_not_manifest(void)
     free(exists);
 }
 
+/* ---- damaged manifests: foreach_block and quick_check ---- */
+
+static void copy_file(const char *from, const char *to)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (cbfs_read_file(from, &data, &len, NULL) == 0)
+        write_text(to, (const char *) data, len);
+    free(data);
+}
+
+static int count_block(const CbfsBlockRef *r, const char *path, void *ctx)
+{
+    (void) r;
+    (void) path;
+    (*(int *) ctx)++;
+    return 0;
+}
+
+/* foreach_block on a copy of m1.db changed by sql must fail as corrupt. */
+static void check_bad_entry(const char *sql, const char *what)
+{
+    char *path = tmp_path("bad-entry.db"), *m1 = tmp_path("m1.db");
+    CbfsManifest *m = NULL;
+    CbfsError err;
+    int n = 0, rc;
+
+    unlink(path);
+    copy_file(m1, path);
+    free(m1);
+    sqlite_file(path, sql);
+    cbfs_error_init(&err);
+    is_int(cbfs_manifest_open(path, &m, &err), 0, "%s: opens", what);
+    if (m) {
+        rc = cbfs_manifest_foreach_block(m, count_block, &n, &err);
+        is_int(rc, -EBADMSG, "%s: foreach_block fails with -EBADMSG", what);
+        is_int(err.code, CBFS_EXIT_CORRUPT, "%s: CBFS_EXIT_CORRUPT", what);
+        ok(strstr(err.msg, "has an invalid block entry") && strstr(err.msg, path), "%s: \"%s\"",
+           what, err.msg);
+    }
+    cbfs_manifest_free(m);
+    free(path);
+}
+
+static void test_damaged(void)
+{
+    char *path = tmp_path("damaged.db"), *m1 = tmp_path("m1.db");
+    CbfsManifest *m = NULL;
+    CbfsError err;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long page_size = 0, root = 0;
+
+    check_bad_entry("UPDATE packs SET name = 'not-a-pack-' || id", "a pack name that is not one");
+    check_bad_entry("UPDATE blocks SET id = x'0011' WHERE blockno = 2", "a block id of 2 bytes");
+    check_bad_entry("UPDATE blocks SET offset = -1 WHERE blockno = 1", "a negative offset");
+
+    /* the blocks table's root page overwritten: open works (meta is elsewhere),
+     * quick_check finds it */
+    copy_file(m1, path);
+    free(m1);
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db,
+                           "SELECT rootpage, (SELECT page_size FROM pragma_page_size())"
+                           " FROM sqlite_master WHERE name = 'blocks'",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        root = sqlite3_column_int(st, 0);
+        page_size = sqlite3_column_int(st, 1);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ok(root > 1 && page_size >= 512, "blocks table: root page %ld of %ld bytes", root, page_size);
+    {
+        int fd = open(path, O_WRONLY);
+        char *junk = malloc((size_t) page_size);
+        memset(junk, 0xa5, (size_t) page_size);
+        ok(fd >= 0 && pwrite(fd, junk, (size_t) page_size, (root - 1) * page_size) == page_size,
+           "overwrite the page");
+        if (fd >= 0)
+            close(fd);
+        free(junk);
+    }
+    cbfs_error_init(&err);
+    is_int(cbfs_manifest_open(path, &m, &err), 0, "a manifest with a damaged page opens");
+    if (m) {
+        is_int(cbfs_manifest_quick_check(m, &err), -EBADMSG, "quick_check: -EBADMSG");
+        is_int(err.code, CBFS_EXIT_CORRUPT, "quick_check: CBFS_EXIT_CORRUPT");
+        ok(strstr(err.msg, "is damaged: ") && strstr(err.msg, path),
+           "quick_check: message names the manifest: \"%s\"", err.msg);
+        ok(!strchr(err.msg, '\n') && !strstr(err.msg, "***"),
+           "quick_check: SQLite's finding on one line");
+    }
+    cbfs_manifest_free(m);
+    free(path);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -390,6 +535,7 @@ int main(void)
     test_path_valid();
     test_manifest();
     test_not_manifest();
+    test_damaged();
     rm_rf(tmpdir);
     ok(access(tmpdir, F_OK) != 0, "temp directory removed");
     return done_testing();

@@ -245,6 +245,22 @@ static void test_pack(void)
     is_int(bad, 0, "every index entry matches its block, in order");
     free(entries);
 
+    /* the same with the size known from a listing; any other size is a damaged index */
+    entries = NULL;
+    is_int(cbfs_pack_read_index_sized(st, name, size, &entries, &n, &err), 0,
+           "read_index_sized with the object's size");
+    is_int(n, NBLOCKS, "read_index_sized: every block");
+    free(entries);
+    for (int d = -1; d <= 1; d += 2) {
+        entries = NULL;
+        cbfs_error_init(&err);
+        is_int(cbfs_pack_read_index_sized(st, name, size + (uint64_t) d, &entries, &n, &err),
+               -EBADMSG, "read_index_sized with size %+d: -EBADMSG", d);
+        ok(strstr(err.msg, key) != NULL, "read_index_sized with size %+d: \"%s\"", d, err.msg);
+    }
+    cbfs_error_init(&err);
+    entries = NULL;
+
     /* every block */
     bad = 0;
     for (int i = 0; i < NBLOCKS; i++) {

@@ -571,6 +571,72 @@ static void test_xact_time(void)
            "not a whole segment: -EINVAL");
 }
 
+/* ---- timeline history files ---- */
+
+static void check_history_bad(const char *text, const char *what)
+{
+    CbfsTliSwitch *sw = (CbfsTliSwitch *) &sw; /* must be left alone */
+    size_t n = 77;
+
+    is_int(cbfs_wal_parse_history(text, &sw, &n), -EINVAL, "history %s: -EINVAL", what);
+    ok(sw == (CbfsTliSwitch *) &sw && n == 77, "history %s: results untouched", what);
+}
+
+static void test_history(void)
+{
+    /* as PostgreSQL 15 writes it for timeline 3: each entry after a blank line */
+    static const char pg15[] = "1\t0/3000158\tno recovery target specified\n"
+                               "\n"
+                               "2\t0/5000000\tat restore point \"before_drop\"\n";
+    CbfsTliSwitch *sw = NULL;
+    size_t n = 99;
+    char longline[400];
+
+    is_int(cbfs_wal_parse_history(pg15, &sw, &n), 0, "history of timeline 3: parsed");
+    is_int(n, 2, "two ancestors");
+    if (n == 2) {
+        is_int(sw[0].tli, 1, "first: timeline 1");
+        ok(sw[0].end == UINT64_C(0x3000158), "timeline 1 ended at 0/3000158");
+        is_int(sw[1].tli, 2, "second: timeline 2");
+        ok(sw[1].end == UINT64_C(0x5000000), "timeline 2 ended at 0/5000000");
+    }
+    free(sw);
+
+    sw = (CbfsTliSwitch *) &sw;
+    is_int(cbfs_wal_parse_history("", &sw, &n), 0, "an empty history: parsed");
+    ok(sw == NULL && n == 0, "an empty history: no entries, NULL");
+    is_int(cbfs_wal_parse_history("# comment\n\n  \n\t# indented comment\n", &sw, &n), 0,
+           "only comments and blank lines: parsed");
+    ok(sw == NULL && n == 0, "only comments and blank lines: no entries");
+
+    is_int(cbfs_wal_parse_history("# made by hand\n  1 A/1  \n7 1b/0\n9\t1B/0 \t reason", &sw, &n),
+           0, "spaces, no reason, equal LSNs, no final newline: parsed");
+    is_int(n, 3, "three entries");
+    if (n == 3) {
+        ok(sw[0].tli == 1 && sw[0].end == (UINT64_C(0xA) << 32 | 1), "1 A/1");
+        ok(sw[1].tli == 7 && sw[1].end == UINT64_C(0x1B) << 32, "7 1b/0 (either case)");
+        ok(sw[2].tli == 9 && sw[2].end == UINT64_C(0x1B) << 32, "9 1B/0");
+    }
+    free(sw);
+
+    check_history_bad("x\t0/1\n", "with a timeline that is not a number");
+    check_history_bad("1\n", "with a line without an LSN");
+    check_history_bad("1\t\n", "with an empty LSN");
+    check_history_bad("1\t0-1\n", "with an invalid LSN");
+    check_history_bad("1\t0/123456789\n", "with an LSN half of 9 digits");
+    check_history_bad("0\t0/1\n", "with timeline 0");
+    check_history_bad("-1\t0/1\n", "with a negative timeline");
+    check_history_bad("4294967296\t0/1\n", "with a timeline above 2^32-1");
+    check_history_bad("1x\t0/1\n", "with junk after the timeline");
+    check_history_bad("2\t0/5\n1\t0/6\n", "with timelines going backwards");
+    check_history_bad("1\t0/5\n1\t0/6\n", "with a timeline twice");
+    check_history_bad("1\t0/6\n2\t0/5\n", "with LSNs going backwards");
+    memset(longline, 'a', sizeof(longline) - 1);
+    longline[sizeof(longline) - 1] = '\0';
+    memcpy(longline, "1\t0/1\t", 6);
+    check_history_bad(longline, "with a line of 399 characters");
+}
+
 int main(void)
 {
     test_classify();
@@ -578,5 +644,6 @@ int main(void)
     test_segments();
     test_header();
     test_xact_time();
+    test_history();
     return done_testing();
 }
