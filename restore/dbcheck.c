@@ -57,7 +57,10 @@ static PGconn *connect_db(DbCheck *c, const char *db, CbfsError *err)
                           "cbfs verify",
                           "-c statement_timeout=0 -c lock_timeout=0"
                           " -c idle_in_transaction_session_timeout=0"
-                          " -c default_transaction_read_only=off -c client_min_messages=warning",
+                          " -c default_transaction_read_only=off -c client_min_messages=warning"
+                          /* count(*) must read the heap, not an index */
+                          " -c enable_indexscan=off -c enable_indexonlyscan=off"
+                          " -c enable_bitmapscan=off",
                           NULL};
     PGconn *conn;
 

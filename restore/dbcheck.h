@@ -7,8 +7,9 @@
  *    included).  The extension is created where it is missing: the copy is
  *    thrown away.
  *  - a full read of every table, materialized view and TOAST table
- *    (SELECT count(*) FROM ONLY ...: every page is read, page checksums are
- *    verified).  A table whose heap a heapallindexed check has just scanned
+ *    (SELECT count(*) FROM ONLY ..., with index and bitmap scans off so
+ *    that the heap itself is scanned: every page is read, page checksums
+ *    are verified).  A table whose heap a heapallindexed check has just scanned
  *    whole is not read a second time; if that check failed, it is.
  *  - a read of every other file of the data directory (free space and
  *    visibility maps, non-B-tree indexes, pg_xact, ...) through the mount,
