@@ -82,8 +82,8 @@ static PGconn *connect_db(DbCheck *c, const char *db, CbfsError *err)
  * failure (caller frees either). */
 static PGresult *run(PGconn *conn, const char *sql, const char *param, char **ret_msg)
 {
-    PGresult *res = pq.execParams(conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL,
-                                  NULL, 0);
+    PGresult *res =
+        pq.execParams(conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
     ExecStatusType st = pq.resultStatus(res);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return res;
@@ -194,8 +194,8 @@ static int list_database(DbCheck *c, size_t db, CbfsError *err)
     if (res)
         res = run(conn, list_sql, NULL, &msg);
     if (!res) {
-        rc = cbfs_error_set(err, EIO, CBFS_EXIT_UNCHECKED, "could not list the relations of \"%s\": %s",
-                            c->dbs[db].name, msg);
+        rc = cbfs_error_set(err, EIO, CBFS_EXIT_UNCHECKED,
+                            "could not list the relations of \"%s\": %s", c->dbs[db].name, msg);
         free(msg);
         pq.finish(conn);
         return rc;
@@ -310,8 +310,8 @@ static int use_db(DbcWorker *w, size_t db, CbfsError *err)
     pq.clear(res);
     if (!w->amcheck) {
         int rc = cbfs_error_set(err, EIO, CBFS_EXIT_UNCHECKED,
-                                "amcheck is not available in database \"%s\"%s%s",
-                                c->dbs[db].name, msg ? ": " : "", msg ? msg : "");
+                                "amcheck is not available in database \"%s\"%s%s", c->dbs[db].name,
+                                msg ? ": " : "", msg ? msg : "");
         free(msg);
         return rc;
     }
@@ -409,10 +409,10 @@ static void run_sql_file(DbcWorker *w, const DbcTask *t)
                     continue;
                 for (int row = 0; row < pq.ntuples(res) && !bad; row++) {
                     if (pq.getisnull(res, row, col) || strcmp(pq.getvalue(res, row, col), "t")) {
-                        char *line = cbfs_xasprintf(
-                            "statement %zu: column \"%s\" is %s in row %d", stmt,
-                            pq.fname(res, col),
-                            pq.getisnull(res, row, col) ? "null" : "false", row + 1);
+                        char *line =
+                            cbfs_xasprintf("statement %zu: column \"%s\" is %s in row %d", stmt,
+                                           pq.fname(res, col),
+                                           pq.getisnull(res, row, col) ? "null" : "false", row + 1);
                         add_failure(c, t->db, t->sql_file, "sql", line);
                         free(line);
                         bad = true;
@@ -599,8 +599,9 @@ int dbcheck_run(DbCheck *c, CbfsError *err)
                                   "database \"%s\" for the SQL checks does not exist",
                                   c->sql_database);
         for (size_t i = 0; i < c->nsql; i++)
-            add_task(c, (DbcTask){.kind = TASK_SQL, .db = sql_db, .heap = -1,
-                                  .sql_file = c->sql_files[i]});
+            add_task(
+                c,
+                (DbcTask){.kind = TASK_SQL, .db = sql_db, .heap = -1, .sql_file = c->sql_files[i]});
     }
     build_queue(c);
     c->workers = cbfs_xcalloc((size_t) jobs, sizeof(*c->workers));

@@ -38,10 +38,10 @@ typedef struct DbcFailure {
 
 typedef struct DbcDatabase {
     char *name;
-    uint64_t indexes;  /* B-tree indexes checked */
-    uint64_t tables;   /* tables read */
-    uint64_t bytes;    /* relation bytes read by the checks */
-    double seconds;    /* time spent on its checks, summed over the jobs */
+    uint64_t indexes; /* B-tree indexes checked */
+    uint64_t tables;  /* tables read */
+    uint64_t bytes;   /* relation bytes read by the checks */
+    double seconds;   /* time spent on its checks, summed over the jobs */
     uint64_t failures;
 } DbcDatabase;
 

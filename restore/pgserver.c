@@ -141,7 +141,7 @@ int pgserver_start(PgServer *s, CbfsError *err)
         return cbfs_error_set(err, errno, CBFS_EXIT_UNCHECKED, "could not create file \"%s\": %s",
                               s->log, strerror(errno));
 
-#define ARG(x)  (argv[argc++] = (x))
+#define ARG(x)        (argv[argc++] = (x))
 #define OWN(fmt, ...) (argv[argc++] = own[nown++] = cbfs_xasprintf(fmt, __VA_ARGS__))
     OWN("%s/postgres", s->bindir);
     ARG("-D");
@@ -240,8 +240,8 @@ enum pgserver_state pgserver_wait_ready(PgServer *s, const char *dbuser,
                 /* e.g. the role does not exist: waiting will not help */
                 char *msg = pq_first_line(pq.errorMessage(conn));
                 cbfs_error_set(err, EACCES, CBFS_EXIT_UNCHECKED,
-                               "could not connect to the verification server as \"%s\": %s",
-                               dbuser, msg);
+                               "could not connect to the verification server as \"%s\": %s", dbuser,
+                               msg);
                 free(msg);
                 pq.finish(conn);
                 return PGSERVER_EXITED;

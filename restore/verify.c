@@ -541,8 +541,11 @@ static void report_text(const Verify *v, int code)
     }
     cbfs_format_size(bytes_checked(v), size, sizeof(size));
     printf("%s: %zu databases, %llu indexes, %llu tables, %s checked in %.1f s\n",
-           code == 0 ? "passed" : code == CBFS_EXIT_CORRUPT ? "FAILED" : "not verified", c->ndbs,
-           (unsigned long long) indexes, (unsigned long long) tables, size, cbfs_now() - v->t0);
+           code == 0                   ? "passed"
+           : code == CBFS_EXIT_CORRUPT ? "FAILED"
+                                       : "not verified",
+           c->ndbs, (unsigned long long) indexes, (unsigned long long) tables, size,
+           cbfs_now() - v->t0);
 }
 
 /* ---- the command ---- */
@@ -578,8 +581,18 @@ static void usage(void)
 
 static int parse_args(Verify *v, int argc, char **argv)
 {
-    enum { O_SQL = 256, O_SQL_DB, O_JSON, O_METRICS, O_KEEP, O_USER, O_DB_USER, O_PG_BIN,
-           O_SET, O_WORK };
+    enum {
+        O_SQL = 256,
+        O_SQL_DB,
+        O_JSON,
+        O_METRICS,
+        O_KEEP,
+        O_USER,
+        O_DB_USER,
+        O_PG_BIN,
+        O_SET,
+        O_WORK
+    };
     static const struct option opts[] = {
         {"jobs", required_argument, NULL, 'j'},
         {"sql", required_argument, NULL, O_SQL},
@@ -709,9 +722,9 @@ static int resolve(Verify *v, CbfsError *err)
     if (rc == 0)
         rc = cbfs_repo_read_backup(v->repo, v->target.label, &rec, err);
     if (rc == 0 && (cbfs_kv_get_u64(rec, "pg_version", &version) < 0 || version < 100000))
-        rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_CORRUPT,
-                            "backup \"%s\" does not record its PostgreSQL version",
-                            v->target.label);
+        rc =
+            cbfs_error_set(err, EINVAL, CBFS_EXIT_CORRUPT,
+                           "backup \"%s\" does not record its PostgreSQL version", v->target.label);
     v->pg_major = (int) (version / 10000);
     cbfs_kv_free(rec);
     return rc;
@@ -738,8 +751,8 @@ static void report(const Verify *v, int code, const CbfsError *err)
 static void wait_for_signal(Verify *v)
 {
     if (!v->json)
-        printf("server running: psql -h %s -p %d -U %s postgres  (interrupt to stop)\n",
-               v->work, v->pg.port, v->db_user);
+        printf("server running: psql -h %s -p %d -U %s postgres  (interrupt to stop)\n", v->work,
+               v->pg.port, v->db_user);
     fflush(stdout);
     while (!v->stop && v->pg.pid > 0 && waitpid(v->pg.pid, NULL, WNOHANG) == 0)
         nap_ms(200);
