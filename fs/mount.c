@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <grp.h>
 #include <limits.h>
 #include <malloc.h>
@@ -164,14 +163,6 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
     return rc;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-    return remove(path) < 0 ? 0 : 0;
-}
-
 /* Everything the daemon runs; reports readiness (or the error) on ready_fd. */
 static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, const char *identity,
                  const char *manifest_path, const char *overlay_dir, bool temp_overlay,
@@ -284,7 +275,7 @@ report:
     fs_free(fs);
     overlay_close(ov);
     if (temp_overlay)
-        nftw(overlay_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        cbfs_remove_tree(overlay_dir);
     return rc < 0 ? cbfs_error_exit_code(&err) : 0;
 }
 
@@ -478,7 +469,7 @@ int cmd_mount(int argc, char **argv)
 fail:
     rc = cmd_fail(&err);
     if (temp_overlay)
-        nftw(overlay_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        cbfs_remove_tree(overlay_dir);
 out:
     if (manifest_path)
         unlink(manifest_path);

@@ -248,10 +248,25 @@ static int collect_label(const char *key, uint64_t size, void *ctx)
     const char *name = key + strlen("backups/");
     size_t n = strlen(name);
     (void) size;
-    if (n > 5 && strcmp(name + n - 5, ".info") == 0) {
+    if (n > 5 && strcmp(name + n - 5, ".info") == 0 && !strchr(name, '/')) {
         lc->labels = cbfs_xrealloc(lc->labels, (lc->n + 1) * sizeof(char *));
         lc->labels[lc->n++] = cbfs_xasprintf("%.*s", (int) (n - 5), name);
     }
+    return 0;
+}
+
+int cbfs_repo_list_labels(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
+{
+    ListCtx lc = {0};
+    int rc = cbfs_store_list(r->store, "backups/", collect_label, &lc, err);
+    if (rc < 0) {
+        for (size_t i = 0; i < lc.n; i++)
+            free(lc.labels[i]);
+        free(lc.labels);
+        return rc;
+    }
+    *ret = lc.labels;
+    *ret_n = lc.n;
     return 0;
 }
 
@@ -281,23 +296,25 @@ static int cmp_record(const void *a, const void *b)
 
 int cbfs_repo_list_backups(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError *err)
 {
-    ListCtx lc = {0};
+    char **labels;
     CbfsKv **list;
-    size_t n = 0;
-    int rc = cbfs_store_list(r->store, "backups/", collect_label, &lc, err);
+    size_t nlabels, n = 0;
+    int rc = cbfs_repo_list_labels(r, &labels, &nlabels, err);
 
-    list = cbfs_xcalloc(lc.n ? lc.n : 1, sizeof(CbfsKv *));
-    for (size_t i = 0; i < lc.n; i++) {
+    if (rc < 0)
+        return rc;
+    list = cbfs_xcalloc(nlabels ? nlabels : 1, sizeof(CbfsKv *));
+    for (size_t i = 0; i < nlabels; i++) {
         if (rc == 0) {
-            rc = cbfs_repo_read_backup(r, lc.labels[i], &list[n], err);
+            rc = cbfs_repo_read_backup(r, labels[i], &list[n], err);
             if (rc == 0)
                 n++;
             else if (rc == -ENOENT) /* an invalid name: not ours */
                 rc = 0;
         }
-        free(lc.labels[i]);
+        free(labels[i]);
     }
-    free(lc.labels);
+    free(labels);
     if (rc < 0) {
         cbfs_repo_free_backups(list, n);
         return rc;

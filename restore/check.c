@@ -274,24 +274,6 @@ out:
 
 /* ---------------------------------------------------------------- backup records */
 
-typedef struct Labels {
-    char **v;
-    size_t n;
-} Labels;
-
-static int label_cb(const char *key, uint64_t size, void *ctx)
-{
-    Labels *l = ctx;
-    const char *name = key + strlen("backups/");
-    size_t n = strlen(name);
-    (void) size;
-    if (n > 5 && strcmp(name + n - 5, ".info") == 0 && !strchr(name, '/')) {
-        l->v = cbfs_xrealloc(l->v, (l->n + 1) * sizeof(char *));
-        l->v[l->n++] = cbfs_xasprintf("%.*s", (int) (n - 5), name);
-    }
-    return 0;
-}
-
 /* Oldest first, as cbfs list shows them: by stop LSN, then label. */
 static int cmp_backup(const void *a, const void *b)
 {
@@ -305,22 +287,23 @@ static int cmp_backup(const void *a, const void *b)
  * problem (cbfs_repo_list_backups would fail as a whole). */
 static int read_backups(Check *c, CbfsError *err)
 {
-    Labels l = {0};
-    int rc = cbfs_store_list(c->repo->store, "backups/", label_cb, &l, err);
+    char **labels = NULL;
+    size_t nlabels = 0;
+    int rc = cbfs_repo_list_labels(c->repo, &labels, &nlabels, err);
 
-    c->backups = cbfs_xcalloc(l.n ? l.n : 1, sizeof(Backup));
-    for (size_t i = 0; i < l.n; i++) {
+    c->backups = cbfs_xcalloc(nlabels ? nlabels : 1, sizeof(Backup));
+    for (size_t i = 0; i < nlabels; i++) {
         Backup *b = &c->backups[c->nbackups];
         CbfsError rerr;
         uint64_t bs;
         int r;
         cbfs_error_init(&rerr);
-        r = rc < 0 ? -ENOENT : cbfs_repo_read_backup(c->repo, l.v[i], &b->rec, &rerr);
+        r = cbfs_repo_read_backup(c->repo, labels[i], &b->rec, &rerr);
         if (r == -ENOENT) { /* not a valid label, or gone */
-            free(l.v[i]);
+            free(labels[i]);
             continue;
         }
-        b->label = l.v[i];
+        b->label = labels[i];
         c->nbackups++;
         if (r < 0) {
             b->rec = NULL;
@@ -334,7 +317,7 @@ static int read_backups(Check *c, CbfsError *err)
             bs <= (1u << 20))
             b->block_size = (uint32_t) bs;
     }
-    free(l.v);
+    free(labels);
     if (rc == 0 && c->nbackups)
         qsort(c->backups, c->nbackups, sizeof(Backup), cmp_backup);
     return rc;

@@ -186,6 +186,19 @@ void check_report_print(const Check *c, double secs)
 
 /* ---------------------------------------------------------------- JSON output */
 
+/* The keys a WAL gap has both as a problem and in the "wal.gaps" list. */
+static void json_gap_range(CbfsJson *j, uint32_t tli, const char *from, const char *to, bool inside)
+{
+    cbfs_json_key(j, "timeline");
+    cbfs_json_uint(j, tli);
+    cbfs_json_key(j, "from");
+    cbfs_json_string(j, from);
+    cbfs_json_key(j, "to");
+    cbfs_json_string(j, to);
+    cbfs_json_key(j, "inside_backup");
+    cbfs_json_bool(j, inside);
+}
+
 static void json_problem(CbfsJson *j, const Problem *p)
 {
     cbfs_json_begin_object(j);
@@ -220,14 +233,7 @@ static void json_problem(CbfsJson *j, const Problem *p)
         cbfs_json_key(j, "pack_offset");
         cbfs_json_int(j, p->pack_offset);
     } else if (p->kind == K_WAL_GAP) {
-        cbfs_json_key(j, "timeline");
-        cbfs_json_uint(j, p->tli);
-        cbfs_json_key(j, "from");
-        cbfs_json_string(j, p->from);
-        cbfs_json_key(j, "to");
-        cbfs_json_string(j, p->to);
-        cbfs_json_key(j, "inside_backup");
-        cbfs_json_bool(j, p->inside);
+        json_gap_range(j, p->tli, p->from, p->to, p->inside);
     }
     cbfs_json_end_object(j);
 }
@@ -284,14 +290,7 @@ static void json_wal(CbfsJson *j, const Wal *w)
     for (size_t i = 0; i < w->ngaps; i++) {
         const Gap *g = &w->gaps[i];
         cbfs_json_begin_object(j);
-        cbfs_json_key(j, "timeline");
-        cbfs_json_uint(j, g->tli);
-        cbfs_json_key(j, "from");
-        cbfs_json_string(j, g->from);
-        cbfs_json_key(j, "to");
-        cbfs_json_string(j, g->to);
-        cbfs_json_key(j, "inside_backup");
-        cbfs_json_bool(j, g->inside);
+        json_gap_range(j, g->tli, g->from, g->to, g->inside);
         cbfs_json_key(j, "backups");
         cbfs_json_begin_array(j);
         for (size_t k = 0; k < g->nlabels; k++)

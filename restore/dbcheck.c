@@ -26,7 +26,8 @@ typedef struct DbcTask {
     uint32_t oid;
     char *name;
     uint64_t size;
-    long heap; /* TASK_INDEX: the table task its heapallindexed scan reads, or -1 */
+    long heap;          /* TASK_INDEX: the table task its heapallindexed scan reads, or -1 */
+    bool read_by_index; /* TASK_TABLE: an index's task reads it (heap above) */
     const char *sql_file;
 } DbcTask;
 
@@ -216,10 +217,10 @@ static int list_database(DbCheck *c, size_t db, CbfsError *err)
                 long ti = find_table(c, first, heap);
                 /* one heapallindexed scan reads the table: the first index
                  * of a table takes its read over */
-                for (size_t k = first; ti >= 0 && k < c->ntasks; k++)
-                    if (c->tasks[k].kind == TASK_INDEX && c->tasks[k].heap == ti)
-                        ti = -1;
-                t.heap = ti;
+                if (ti >= 0 && !c->tasks[ti].read_by_index) {
+                    c->tasks[ti].read_by_index = true;
+                    t.heap = ti;
+                }
             }
             add_task(c, t);
         }
@@ -255,16 +256,9 @@ static void build_queue(DbCheck *c)
     c->queue = cbfs_xcalloc(c->ntasks + 1, sizeof(*c->queue));
     /* the file reads start at once, next to the largest relations */
     c->queue[c->nqueue++] = &c->tasks[files];
-    for (size_t i = 0; i < c->ntasks; i++) {
-        bool covered = false;
-        if (i == files || c->tasks[i].kind == TASK_SQL)
-            continue;
-        for (size_t k = 0; k < c->ntasks && c->tasks[i].kind == TASK_TABLE; k++)
-            if (c->tasks[k].kind == TASK_INDEX && c->tasks[k].heap == (long) i)
-                covered = true;
-        if (!covered)
+    for (size_t i = 0; i < c->ntasks; i++)
+        if (i != files && c->tasks[i].kind != TASK_SQL && !c->tasks[i].read_by_index)
             c->queue[c->nqueue++] = &c->tasks[i];
-    }
     qsort(c->queue + 1, c->nqueue - 1, sizeof(*c->queue), cmp_task);
     qsort(c->covered, c->ncovered, sizeof(*c->covered), cmp_str);
     /* the user's SQL last: it may rely on a healthy database */

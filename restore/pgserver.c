@@ -13,7 +13,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cbfs/util.h"
@@ -204,12 +203,6 @@ static bool postmaster_gone(PgServer *s)
     return s->pid == 0;
 }
 
-static void nap(void)
-{
-    struct timespec ts = {0, 50 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-}
-
 enum pgserver_state pgserver_wait_ready(PgServer *s, const char *dbuser,
                                         volatile sig_atomic_t *stop, CbfsError *err)
 {
@@ -221,7 +214,7 @@ enum pgserver_state pgserver_wait_ready(PgServer *s, const char *dbuser,
     snprintf(port, sizeof(port), "%d", s->port);
     if (pq_load(err) < 0)
         return PGSERVER_EXITED;
-    for (;; nap()) {
+    for (;; cbfs_sleep_ms(50)) {
         if (*stop) {
             if (conn)
                 pq.finish(conn);
@@ -272,7 +265,7 @@ void pgserver_stop(PgServer *s)
         return;
     kill(s->pid, SIGQUIT);
     for (int i = 0; i < 300 && !postmaster_gone(s); i++) /* 15 s */
-        nap();
+        cbfs_sleep_ms(50);
     if (s->pid > 0) {
         kill(-s->pid, SIGKILL);
         waitpid(s->pid, NULL, 0);

@@ -30,7 +30,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
@@ -101,12 +100,6 @@ static void add_failure(Verify *v, const char *check, const char *message)
     v->failures[v->nfailures++] = (Failure){check, cbfs_xstrdup(message)};
 }
 
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- signals: one thread waits for them and stops the work in order ---- */
 
 static void *signal_main(void *arg)
@@ -160,15 +153,6 @@ static int interrupted(Verify *v, CbfsError *err)
 
 /* ---- the work directory ---- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-    remove(path);
-    return 0;
-}
-
 static int make_work(Verify *v, CbfsError *err)
 {
     char *cache;
@@ -206,8 +190,7 @@ static void remove_work(Verify *v)
 {
     if (!v->work)
         return;
-    /* FTW_MOUNT: never into a mount that could not be removed */
-    nftw(v->work, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    cbfs_remove_tree(v->work); /* not into a mount that could not be removed */
 }
 
 /* ---- the mount ---- */
@@ -297,7 +280,7 @@ static int start_mount(Verify *v, CbfsError *err)
         }
         if (is_mounted(v->mnt))
             return 0;
-        nap_ms(20);
+        cbfs_sleep_ms(20);
     }
 }
 
@@ -308,7 +291,7 @@ static void stop_mount(Verify *v)
     if (is_mounted(v->mnt) || v->mount_pid > 0) {
         if (geteuid() == 0) {
             for (int i = 0; i < 100 && umount2(v->mnt, 0) < 0 && errno == EBUSY; i++)
-                nap_ms(50);
+                cbfs_sleep_ms(50);
             if (is_mounted(v->mnt))
                 umount2(v->mnt, MNT_DETACH);
         } else {
@@ -326,7 +309,7 @@ static void stop_mount(Verify *v)
     if (v->mount_pid > 0) {
         int i;
         for (i = 0; i < 200 && waitpid(v->mount_pid, NULL, WNOHANG) == 0; i++)
-            nap_ms(50);
+            cbfs_sleep_ms(50);
         if (i == 200) {
             kill(v->mount_pid, SIGKILL);
             waitpid(v->mount_pid, NULL, 0);
@@ -755,7 +738,7 @@ static void wait_for_signal(Verify *v)
                v->pg.port, v->db_user);
     fflush(stdout);
     while (!v->stop && v->pg.pid > 0 && waitpid(v->pg.pid, NULL, WNOHANG) == 0)
-        nap_ms(200);
+        cbfs_sleep_ms(200);
 }
 
 static int run(Verify *v, CbfsError *err)

@@ -57,6 +57,10 @@ bool cbfs_label_valid(const char *label);
 
 /* The record of one backup: -ENOENT if there is no such backup. */
 int cbfs_repo_read_backup(CbfsRepo *r, const char *label, CbfsKv **ret, CbfsError *err);
+/* The labels of every backups/<label>.info object, in no order, unchecked
+ * (cbfs_repo_read_backup refuses invalid ones).  Caller frees each and the
+ * array. */
+int cbfs_repo_list_labels(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err);
 /* All backup records, oldest first (by stop LSN, stop time, then label). */
 int cbfs_repo_list_backups(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError *err);
 void cbfs_repo_free_backups(CbfsKv **list, size_t n);

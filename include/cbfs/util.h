@@ -51,6 +51,11 @@ int cbfs_read_file(const char *path, uint8_t **ret_buf, size_t *ret_len, CbfsErr
 int cbfs_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                            CbfsError *err);
 int cbfs_fsync_dir(const char *path, CbfsError *err);
+/* Remove path and everything below it, best effort, without following
+ * links or entering another file system (a mount left inside stays). */
+void cbfs_remove_tree(const char *path);
+/* Sleep ms milliseconds (through signals). */
+void cbfs_sleep_ms(long ms);
 /* Read/write the whole buffer, retrying on EINTR and short transfers. */
 int cbfs_pread_full(int fd, void *buf, size_t len, off_t off, size_t *ret_n);
 int cbfs_pwrite_full(int fd, const void *buf, size_t len, off_t off);

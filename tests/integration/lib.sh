@@ -697,6 +697,33 @@ backup() {
 	fi
 }
 
+# backup_spanning NAME REPO LABEL...: backs up NAME into REPO as each LABEL
+# in turn, while WAL is switched all along, until a backup spans several WAL
+# segments.  Sets SPAN_LABEL (the last label tried), SPAN_START and
+# SPAN_STOP (its first and last segment, equal if no try spanned).
+backup_spanning() {
+	local name=$1 repo=$2 label switcher
+	shift 2
+	(
+		for ((i = 0; i < 400; i++)); do
+			psql_as "$name" postgres "select pg_logical_emit_message(false, 'cbfs-test', 'x');
+				select pg_switch_wal()" >/dev/null 2>&1
+			sleep 0.02
+		done
+	) &
+	switcher=$!
+	for label; do
+		SPAN_LABEL=$label
+		backup "$name" "$repo" "$label" || break
+		cbfs info "$repo@$label" --json
+		SPAN_START=$(json_get "$OUT" 'j["wal_start"]')
+		SPAN_STOP=$(json_get "$OUT" 'j["wal_stop"]')
+		[[ $SPAN_START != "$SPAN_STOP" ]] && break
+	done
+	kill "$switcher" 2>/dev/null
+	wait "$switcher" 2>/dev/null
+}
+
 # amcheck_ok NAME DB: a test that amcheck finds nothing in DB of NAME.
 amcheck_ok() {
 	local out n

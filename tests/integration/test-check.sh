@@ -21,23 +21,8 @@ relpath=$(psql_as c postgres "select pg_relation_filepath('t')")
 backup c "$REPO" b1 || bail "backup b1 failed"
 
 # b2 spans several WAL segments: WAL is switched all along it
-(
-	for ((i = 0; i < 400; i++)); do
-		psql_as c postgres "insert into t values (0, 'x'); select pg_switch_wal()" >/dev/null 2>&1
-		sleep 0.02
-	done
-) &
-switcher=$!
-for try in 2 3 4; do
-	B2=b$try
-	backup c "$REPO" "$B2" || break
-	cbfs info "$REPO@$B2" --json
-	ws=$(json_get "$OUT" 'j["wal_start"]')
-	we=$(json_get "$OUT" 'j["wal_stop"]')
-	[[ $ws != "$we" ]] && break
-done
-kill "$switcher" 2>/dev/null
-wait "$switcher" 2>/dev/null
+backup_spanning c "$REPO" b2 b3 b4
+B2=$SPAN_LABEL ws=$SPAN_START we=$SPAN_STOP
 isnt "$ws" "$we" "backup $B2 spans several WAL segments ($ws to $we)"
 # six more segments after it, all archived, then a quiet repository
 for ((i = 0; i < 6; i++)); do

@@ -137,24 +137,9 @@ is "$(leftovers)" "" "nothing is left behind after a failed run"
 
 # ---------------------------------------------------------------- a missing WAL segment
 # WAL switched all along the backup, so that it spans several segments
-(
-	for ((i = 0; i < 400; i++)); do
-		psql_as src postgres "insert into pgbench_history values (1, 1, 1, 1, now()); select pg_switch_wal()" >/dev/null 2>&1
-		sleep 0.02
-	done
-) &
-switcher=$!
-for try in 1 2 3; do
-	backup src "$REPO" "span$try" || break
-	cbfs info "$REPO@span$try" --json
-	ws=$(json_get "$OUT" 'j["wal_start"]')
-	we=$(json_get "$OUT" 'j["wal_stop"]')
-	[[ $ws != "$we" ]] && break
-done
-kill "$switcher" 2>/dev/null
-wait "$switcher" 2>/dev/null
+backup_spanning src "$REPO" span1 span2 span3
+label=$SPAN_LABEL ws=$SPAN_START we=$SPAN_STOP
 isnt "$ws" "$we" "a backup spanning several WAL segments ($ws to $we)"
-label=span$try
 rm -f "$REPO/wal/00000001/$we"
 verify "$REPO@$label"
 is "$RC" 5 "a WAL segment missing between start and stop fails verification"
