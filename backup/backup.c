@@ -27,6 +27,8 @@
 
 #include "cbfs/blockindex.h"
 #include "cbfs/codec.h"
+#include "cbfs/doomed.h"
+#include "cbfs/lock.h"
 #include "cbfs/log.h"
 #include "cbfs/manifest.h"
 #include "cbfs/pack.h"
@@ -678,6 +680,8 @@ int cmd_backup(int argc, char **argv)
     CbfsLocation loc;
     CbfsError err;
     Backup b;
+    CbfsHolder reg;
+    bool registered = false;
     PgSession *pg = NULL;
     Worker *workers = NULL;
     uint64_t sysid = 0, owner = 0, stop_lsn = 0, wal_copied = 0;
@@ -816,8 +820,29 @@ int cmd_backup(int argc, char **argv)
         cbfs_error_init(&err);
     }
 
-    if (cbfs_blockindex_open(b.repo, &b.index, &(size_t){0}, &err) < 0)
+    /* register before looking at packs, then stay away from the ones gc is
+     * about to remove or rewrite (lock.h, doomed.h) */
+    if (cbfs_running_register(b.repo, label, &reg, &err) < 0)
         goto fail;
+    registered = true;
+    cbfs_test_pause("backup-registered");
+    {
+        char **avoid;
+        size_t navoid;
+        if (cbfs_doomed_packs(b.repo, &avoid, &navoid, &err) < 0) {
+            cbfs_error_prefix(&err, "could not read gc's lists in repository \"%s\"",
+                              b.repo->display);
+            goto fail;
+        }
+        if (cbfs_blockindex_open(b.repo, &b.index, &(size_t){0}, &err) < 0) {
+            for (size_t i = 0; i < navoid; i++)
+                free(avoid[i]);
+            free(avoid);
+            goto fail;
+        }
+        cbfs_blockindex_avoid(b.index, avoid, navoid);
+    }
+    cbfs_test_pause("backup-indexed");
     if (cbfs_repo_cache_dir(b.repo, &cache, &err) < 0)
         goto fail;
     manifest_path = cbfs_xasprintf("%s/backup-%s-%d.db", cache, label, (int) getpid());
@@ -964,6 +989,15 @@ int cmd_backup(int argc, char **argv)
             goto fail_rec;
         cbfs_manifest_free(b.manifest);
         b.manifest = NULL;
+        cbfs_test_pause("backup-commit");
+        if (cbfs_running_check(b.repo, &reg, &err) == -ENOENT) {
+            /* gc took this backup for a dead one and may have removed packs it uses */
+            cbfs_error_set(&err, ENOENT, CBFS_EXIT_ERROR,
+                           "backup \"%s\" was not stored: its registration \"%s\" was removed "
+                           "from repository \"%s\" while it ran (see cbfs gc --running-timeout)",
+                           label, reg.key, b.repo->display);
+            goto fail_rec;
+        }
         if (cbfs_repo_commit_backup(b.repo, label, manifest_path, rec, &err) < 0)
             goto fail_rec;
         cbfs_kv_free(rec);
@@ -989,6 +1023,12 @@ done : {
 fail:
     rc = cmd_fail(&err);
 out:
+    if (registered) {
+        CbfsError e;
+        cbfs_error_init(&e);
+        if (cbfs_running_unregister(b.repo, &reg, &e) < 0)
+            cbfs_warning("could not remove the backup's registration: %s", e.msg);
+    }
     if (workers) {
         for (long i = 0; i < jobs; i++) {
             cbfs_codec_free(workers[i].codec);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "cbfs/error.h"
+#include "cbfs/repo.h"
 
 int cmd_init(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
@@ -22,9 +23,17 @@ int cmd_restore_point(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_pin(int argc, char **argv);
+int cmd_unpin(int argc, char **argv);
+int cmd_expire(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
 
 /* Shared by the commands: print err as one line and return its exit code. */
 int cmd_fail(const CbfsError *err);
+/* Parse spec (REPO, or REPO@POINT when allow_point) and open the
+ * repository: 0, or the exit code after printing the error.  *ret_point
+ * (may be NULL) gets the point or NULL; caller frees. */
+int cmd_open_repo(const char *spec, bool allow_point, CbfsRepo **ret, char **ret_point);
 /* "try \"cbfs CMD --help\"" after a usage error; returns CBFS_EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -12,6 +12,7 @@
 
 #include "cbfs/error.h"
 #include "cbfs/log.h"
+#include "cbfs/util.h"
 #include "commands.h"
 
 int cmd_fail(const CbfsError *err)
@@ -62,4 +63,20 @@ bool cmd_detach(void)
     }
     signal(SIGPIPE, SIG_IGN);
     return true;
+}
+
+int cmd_open_repo(const char *spec, bool allow_point, CbfsRepo **ret, char **ret_point)
+{
+    CbfsLocation loc;
+    CbfsError err;
+    int rc;
+
+    cbfs_error_init(&err);
+    if (cbfs_location_parse(spec, allow_point, &loc, &err) < 0)
+        return cmd_fail(&err);
+    if (ret_point)
+        *ret_point = loc.point ? cbfs_xstrdup(loc.point) : NULL;
+    rc = cbfs_repo_open(&loc, ret, &err);
+    cbfs_location_release(&loc);
+    return rc < 0 ? cmd_fail(&err) : 0;
 }

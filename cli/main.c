@@ -25,6 +25,10 @@ static const struct {
     {"umount", cmd_umount, "unmount a mounted backup"},
     {"verify", cmd_verify, "test a backup: start PostgreSQL on it and run amcheck"},
     {"check", cmd_check, "check the repository's objects, WAL and (optionally) data"},
+    {"pin", cmd_pin, "keep a backup whatever the retention policy says"},
+    {"unpin", cmd_unpin, "let the retention policy decide about a backup again"},
+    {"expire", cmd_expire, "remove backups and WAL outside the retention policy"},
+    {"gc", cmd_gc, "free the space no backup uses (packs, manifests)"},
 };
 
 static void usage(FILE *out)

@@ -41,22 +41,6 @@ static void json_record(CbfsJson *j, const CbfsKv *rec)
     cbfs_json_end_object(j);
 }
 
-static int open_repo(const char *spec, bool allow_point, CbfsRepo **ret, char **ret_point)
-{
-    CbfsLocation loc;
-    CbfsError err;
-    int rc;
-
-    cbfs_error_init(&err);
-    if (cbfs_location_parse(spec, allow_point, &loc, &err) < 0)
-        return cmd_fail(&err);
-    if (ret_point)
-        *ret_point = loc.point ? cbfs_xstrdup(loc.point) : NULL;
-    rc = cbfs_repo_open(&loc, ret, &err);
-    cbfs_location_release(&loc);
-    return rc < 0 ? cmd_fail(&err) : 0;
-}
-
 static int parse_json_flag(int argc, char **argv, const char *cmd, const char *help, bool *json,
                            bool *points)
 {
@@ -98,7 +82,7 @@ int cmd_list(int argc, char **argv)
                              &json, &points_only);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
-    if ((rc = open_repo(argv[optind], false, &repo, NULL)) != 0)
+    if ((rc = cmd_open_repo(argv[optind], false, &repo, NULL)) != 0)
         return rc;
     cbfs_error_init(&err);
     if (cbfs_repo_list_backups(repo, &list, &n, &err) < 0) {
@@ -184,7 +168,7 @@ int cmd_info(int argc, char **argv)
                              &json, NULL);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
-    if ((rc = open_repo(argv[optind], true, &repo, &point)) != 0)
+    if ((rc = cmd_open_repo(argv[optind], true, &repo, &point)) != 0)
         return rc;
     cbfs_error_init(&err);
     if (cbfs_repo_resolve(repo, point, &label, &err) < 0 ||

@@ -34,6 +34,8 @@ struct CbfsBlockIndex {
     CbfsBlockRef pending[BATCH_ROWS];
     size_t npending;
     uint16_t slots[2 * BATCH_ROWS]; /* open addressing: index + 1 into pending, 0 empty */
+    char **avoid;                   /* sorted: packs gc is about to remove or rewrite (doomed.h) */
+    size_t navoid;
 };
 
 static const char schema[] =
@@ -257,6 +259,9 @@ void cbfs_blockindex_free(CbfsBlockIndex *bi)
     sqlite3_finalize(bi->insert);
     sqlite3_close(bi->db);
     pthread_mutex_destroy(&bi->lock);
+    for (size_t i = 0; i < bi->navoid; i++)
+        free(bi->avoid[i]);
+    free(bi->avoid);
     free(bi->path);
     free(bi);
 }
@@ -328,7 +333,8 @@ int cbfs_blockindex_lookup(CbfsBlockIndex *bi, const uint8_t id[CBFS_BLOCK_ID_LE
     sqlite3_bind_text(st, 2, bi->run, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) {
         const char *pack = (const char *) sqlite3_column_text(st, 0);
-        if (pack && cbfs_pack_name_valid(pack)) {
+        if (pack && cbfs_pack_name_valid(pack) &&
+            !(bi->navoid && bsearch(&pack, bi->avoid, bi->navoid, sizeof(char *), cmp_str))) {
             memcpy(ref->id, id, CBFS_BLOCK_ID_LEN);
             strcpy(ref->pack, pack);
             ref->offset = (uint64_t) sqlite3_column_int64(st, 1);
@@ -340,6 +346,17 @@ int cbfs_blockindex_lookup(CbfsBlockIndex *bi, const uint8_t id[CBFS_BLOCK_ID_LE
     sqlite3_reset(st);
     pthread_mutex_unlock(&bi->lock);
     return rc;
+}
+
+void cbfs_blockindex_avoid(CbfsBlockIndex *bi, char **packs, size_t n)
+{
+    pthread_mutex_lock(&bi->lock);
+    for (size_t i = 0; i < bi->navoid; i++)
+        free(bi->avoid[i]);
+    free(bi->avoid);
+    bi->avoid = packs;
+    bi->navoid = n;
+    pthread_mutex_unlock(&bi->lock);
 }
 
 int cbfs_blockindex_add(CbfsBlockIndex *bi, const CbfsBlockRef *ref, CbfsError *err)

@@ -4,9 +4,11 @@
  * block) and stores it with a single create-once put.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbfs/moved.h"
 #include "cbfs/pack.h"
 #include "cbfs/util.h"
 
@@ -223,9 +225,27 @@ out:
 int cbfs_pack_read_run(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
                        CbfsError *err)
 {
-    char *key = cbfs_pack_key(name);
+    char *key = cbfs_pack_key(name), at[CBFS_PACK_NAME_LEN + 1];
+    uint64_t at_off = offset;
     size_t n;
-    int rc = cbfs_store_get_range(st, key, offset, len, out, &n, err);
+    int rc;
+
+    snprintf(at, sizeof(at), "%s", name);
+    /* a pack gc has rewritten is found through its relocation map(s) */
+    for (int hops = 0;; hops++) {
+        char *at_key = cbfs_pack_key(at);
+        rc = cbfs_store_get_range(st, at_key, at_off, len, out, &n, err);
+        free(at_key);
+        if (rc != -ENOENT || hops == 16)
+            break;
+        rc = cbfs_moved_resolve(st, at, at_off, len, at, &at_off, err);
+        if (rc == -ENOENT) {
+            rc = -ENOENT;
+            break;
+        }
+        if (rc < 0)
+            break;
+    }
     if (rc == -ENOENT)
         rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT, "pack \"%s\" is missing", key);
     else if (rc == 0 && n != len)

@@ -483,3 +483,28 @@ int cbfs_dl_load(const char *soname, const char *what, const CbfsDlSym *syms, si
     }
     return 0;
 }
+
+void cbfs_test_pause(const char *point)
+{
+    const char *list = getenv("CBFS_TEST_PAUSE"), *dir = getenv("CBFS_TEST_PAUSE_DIR");
+    size_t n = strlen(point);
+    char *reached, *go;
+    int fd;
+
+    if (!list || !dir)
+        return;
+    for (const char *p = list; (p = strstr(p, point)) != NULL; p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            goto hit;
+    return;
+hit:
+    reached = cbfs_xasprintf("%s/%s.reached", dir, point);
+    go = cbfs_xasprintf("%s/%s.go", dir, point);
+    fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        close(fd);
+    while (access(go, F_OK) != 0)
+        cbfs_sleep_ms(20);
+    free(reached);
+    free(go);
+}

@@ -20,6 +20,7 @@
 
 #include "cbfs/log.h"
 #include "cbfs/manifest.h"
+#include "cbfs/moved.h"
 #include "cbfs/pack.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
@@ -80,11 +81,39 @@ static bool scan_pack(Scan *s, const char *name)
     return true;
 }
 
+/* Where a ref's block is read from: its pack, or where gc moved it
+ * (moved.h) when the pack is gone.  *tmp holds the moved ref. */
+static const CbfsBlockRef *locate(Scan *s, const CbfsBlockRef *ref, CbfsBlockRef *tmp)
+{
+    const Pack *p = check_packs_find(&s->c->packs, ref->pack);
+    CbfsError err;
+
+    if (p && p->stored)
+        return ref;
+    *tmp = *ref;
+    cbfs_error_init(&err);
+    for (int hops = 0; hops < 16; hops++) {
+        char to[CBFS_PACK_NAME_LEN + 1];
+        uint64_t off;
+        if (cbfs_moved_resolve(s->c->repo->store, tmp->pack, tmp->offset, tmp->stored_len, to, &off,
+                               &err) < 0)
+            break; /* no map (or a bad one): the pack is missing */
+        memcpy(tmp->pack, to, sizeof(to));
+        tmp->offset = off;
+        p = check_packs_find(&s->c->packs, tmp->pack);
+        if (p && p->stored)
+            return tmp;
+    }
+    return ref;
+}
+
 /* First walk: the distinct packs b references (refs come in pack order),
  * and its block count. */
-static int collect_cb(const CbfsBlockRef *ref, const char *path, void *ctx)
+static int collect_cb(const CbfsBlockRef *ref0, const char *path, void *ctx)
 {
     Scan *s = ctx;
+    CbfsBlockRef tmp;
+    const CbfsBlockRef *ref = locate(s, ref0, &tmp);
     Backup *b = s->b;
     (void) path;
     b->blocks++;
@@ -130,9 +159,11 @@ static uint64_t next_random(Check *c)
 }
 
 /* Second walk: every ref against its pack's index; picks blocks to read. */
-static int verify_cb(const CbfsBlockRef *ref, const char *path, void *ctx)
+static int verify_cb(const CbfsBlockRef *ref0, const char *path, void *ctx)
 {
     Scan *s = ctx;
+    CbfsBlockRef tmp;
+    const CbfsBlockRef *ref = locate(s, ref0, &tmp);
     Check *c = s->c;
     Pack *p;
     ssize_t e;
@@ -165,9 +196,11 @@ static int verify_cb(const CbfsBlockRef *ref, const char *path, void *ctx)
 }
 
 /* Third walk, when a pack of b has bad blocks: every ref to one. */
-static int bad_block_cb(const CbfsBlockRef *ref, const char *path, void *ctx)
+static int bad_block_cb(const CbfsBlockRef *ref0, const char *path, void *ctx)
 {
     Scan *s = ctx;
+    CbfsBlockRef tmp;
+    const CbfsBlockRef *ref = locate(s, ref0, &tmp);
     Pack *p;
     ssize_t e;
 

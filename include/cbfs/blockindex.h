@@ -28,6 +28,9 @@ void cbfs_blockindex_free(CbfsBlockIndex *bi);
  * -ENOENT if not. */
 int cbfs_blockindex_lookup(CbfsBlockIndex *bi, const uint8_t id[CBFS_BLOCK_ID_LEN],
                            CbfsBlockRef *ref);
+/* Never offer blocks of these packs (sorted; the index takes them over):
+ * gc is about to remove or rewrite them (doomed.h). */
+void cbfs_blockindex_avoid(CbfsBlockIndex *bi, char **packs, size_t n);
 /* A pack of this run is being filled: call before its first block is added. */
 int cbfs_blockindex_pack_begin(CbfsBlockIndex *bi, const char *pack, CbfsError *err);
 /* A block just appended to one of this run's packs. */

@@ -61,6 +61,12 @@ int cbfs_pread_full(int fd, void *buf, size_t len, off_t off, size_t *ret_n);
 int cbfs_pwrite_full(int fd, const void *buf, size_t len, off_t off);
 int cbfs_write_full(int fd, const void *buf, size_t len);
 
+/* A pause point for tests that force an interleaving of two processes
+ * (failpoints): when CBFS_TEST_PAUSE (a comma-separated list) names point,
+ * create $CBFS_TEST_PAUSE_DIR/<point>.reached, then wait until
+ * $CBFS_TEST_PAUSE_DIR/<point>.go exists.  Nothing when unset. */
+void cbfs_test_pause(const char *point);
+
 /* True if every byte is zero. */
 bool cbfs_is_zero(const void *buf, size_t len);
 

@@ -1,0 +1,344 @@
+/*
+ * expire.c - `cbfs expire REPO [policy] [--dry-run]`: remove the backups a
+ * retention policy does not keep, the WAL no kept backup needs and the
+ * restore points before the oldest kept backup.  Packs are left to gc.
+ *
+ * Order, so that a kill at any moment leaves the repository usable: the
+ * lock; then for each expired backup its record (the backup is gone), then
+ * its manifest (an orphan manifest left by a kill is gc's); then WAL and
+ * points older than the oldest kept backup's start, which nothing kept can
+ * use.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbfs/config.h"
+#include "cbfs/lock.h"
+#include "cbfs/log.h"
+#include "cbfs/pin.h"
+#include "cbfs/point.h"
+#include "cbfs/retention.h"
+#include "cbfs/util.h"
+#include "cbfs/wal.h"
+#include "commands.h"
+
+static const char usage_text[] =
+    "Usage: cbfs expire REPO [OPTIONS]\n"
+    "\n"
+    "Remove the backups the retention policy does not keep, the WAL no kept\n"
+    "backup needs (everything from the oldest kept backup's start on stays,\n"
+    "so point-in-time recovery works across the whole window) and the restore\n"
+    "points before it.  The newest and the pinned backups are always kept.\n"
+    "Run \"cbfs gc\" afterwards to free the space of packs no backup uses.\n"
+    "\n"
+    "Policy (a backup any rule keeps is kept; without options, the keep_*\n"
+    "settings of the configuration file):\n"
+    "  --keep-last N          the N newest backups\n"
+    "  --keep-within DURATION every backup that ended within DURATION (36h, 14d, 2w)\n"
+    "  --keep-daily N         the newest backup of each of the last N days with one\n"
+    "  --keep-weekly N        ... of each of the last N ISO weeks with one\n"
+    "  --keep-monthly N       ... of each of the last N months with one\n"
+    "\n"
+    "Options:\n"
+    "  -n, --dry-run          show what would be removed, remove nothing\n"
+    "  -h, --help             show this help\n";
+
+static int set_count(const char *name, const char *v, int *out)
+{
+    long n;
+    if (cbfs_parse_int(v, 1, 1000000, &n) < 0)
+        return cmd_usage_error("expire", "invalid value \"%s\" for %s: must be a positive integer",
+                               v, name);
+    *out = (int) n;
+    return 0;
+}
+
+static int set_within(const char *name, const char *v, int64_t *out)
+{
+    if (cbfs_parse_duration(v, out) < 0)
+        return cmd_usage_error("expire",
+                               "invalid value \"%s\" for %s: must be a duration such as 36h or 14d",
+                               v, name);
+    return 0;
+}
+
+/* The policy from the configuration file (keep_last, keep_within, ...). */
+static int policy_from_config(CbfsRetention *p)
+{
+    static const char *const keys[] = {"keep_last", "keep_within", "keep_daily", "keep_weekly",
+                                       "keep_monthly"};
+    int *counts[] = {&p->keep_last, NULL, &p->keep_daily, &p->keep_weekly, &p->keep_monthly};
+    CbfsError err;
+
+    cbfs_error_init(&err);
+    for (size_t i = 0; i < CBFS_ARRAY_LEN(keys); i++) {
+        const char *v;
+        int rc;
+        if (cbfs_config_get(keys[i], NULL, false, &v, &err) < 0)
+            return cmd_fail(&err);
+        if (!v)
+            continue;
+        rc = counts[i] ? set_count(keys[i], v, counts[i]) : set_within(keys[i], v, &p->keep_within);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+typedef struct {
+    char **keys;
+    uint64_t *sizes;
+    size_t n;
+} WalList;
+
+static int collect_wal(const char *key, uint64_t size, void *ctx)
+{
+    WalList *l = ctx;
+    l->keys = cbfs_xrealloc(l->keys, (l->n + 1) * sizeof(char *));
+    l->sizes = cbfs_xrealloc(l->sizes, (l->n + 1) * sizeof(uint64_t));
+    l->keys[l->n] = cbfs_xstrdup(key);
+    l->sizes[l->n++] = size;
+    return 0;
+}
+
+/* True if the WAL object key holds a file older than segment cut: a
+ * segment, partial segment or backup history file whose segment number is
+ * below it.  History files always stay (they are tiny, and recovery to a
+ * later timeline reads every one). */
+static bool wal_before(const char *key, uint64_t cut, uint32_t seg_size)
+{
+    const char *name = strrchr(key, '/');
+    enum cbfs_wal_kind kind;
+    char seg[25];
+    uint32_t tli;
+    uint64_t segno;
+
+    name = name ? name + 1 : key;
+    kind = cbfs_wal_classify(name, NULL);
+    if (kind != CBFS_WAL_SEGMENT && kind != CBFS_WAL_PARTIAL && kind != CBFS_WAL_BACKUP_HISTORY)
+        return false;
+    memcpy(seg, name, 24);
+    seg[24] = '\0';
+    return cbfs_wal_parse_segname(seg, seg_size, &tli, &segno) == 0 && segno < cut;
+}
+
+static int remove_object(CbfsRepo *r, const char *key, CbfsError *err)
+{
+    int rc = cbfs_store_remove(r->store, key, err);
+    if (rc < 0 && rc != -ENOENT) {
+        cbfs_error_prefix(err, "could not remove \"%s\"", key);
+        return rc;
+    }
+    return 0;
+}
+
+int cmd_expire(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"keep-last", required_argument, NULL, 'L'},
+        {"keep-within", required_argument, NULL, 'W'},
+        {"keep-daily", required_argument, NULL, 'D'},
+        {"keep-weekly", required_argument, NULL, 'K'},
+        {"keep-monthly", required_argument, NULL, 'M'},
+        {"dry-run", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    CbfsRetention policy = {0};
+    bool dry = false, locked = false;
+    CbfsRepo *repo = NULL;
+    CbfsHolder lock;
+    CbfsKv **recs = NULL, **points = NULL;
+    CbfsRetainItem *items = NULL;
+    char **pins = NULL;
+    size_t nrecs = 0, npoints = 0, npins = 0, nexpired = 0, nwal = 0, npts = 0;
+    uint64_t wal_bytes = 0;
+    WalList wal = {0};
+    CbfsError err;
+    int c, rc;
+
+    cbfs_error_init(&err);
+    while ((c = getopt_long(argc, argv, "nh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'L':
+            if ((rc = set_count("--keep-last", optarg, &policy.keep_last)))
+                return rc;
+            break;
+        case 'W':
+            if ((rc = set_within("--keep-within", optarg, &policy.keep_within)))
+                return rc;
+            break;
+        case 'D':
+            if ((rc = set_count("--keep-daily", optarg, &policy.keep_daily)))
+                return rc;
+            break;
+        case 'K':
+            if ((rc = set_count("--keep-weekly", optarg, &policy.keep_weekly)))
+                return rc;
+            break;
+        case 'M':
+            if ((rc = set_count("--keep-monthly", optarg, &policy.keep_monthly)))
+                return rc;
+            break;
+        case 'n':
+            dry = true;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            return cmd_usage_error("expire", NULL);
+        }
+    }
+    if (optind + 1 != argc)
+        return cmd_usage_error("expire",
+                               optind >= argc ? "no repository given" : "too many arguments");
+    /* command line over configuration file, as a whole */
+    if (cbfs_retention_empty(&policy) && (rc = policy_from_config(&policy)) != 0)
+        return rc;
+    if (cbfs_retention_empty(&policy))
+        return cmd_usage_error("expire",
+                               "no retention policy: give --keep-last, --keep-within, "
+                               "--keep-daily, --keep-weekly or --keep-monthly, or set keep_last, "
+                               "keep_within, ... in the configuration file");
+    if ((rc = cmd_open_repo(argv[optind], false, &repo, NULL)) != 0)
+        return rc;
+
+    /* the lock before the pins (pin.h) */
+    if (!dry) {
+        if (cbfs_lock_acquire(repo, "expire", &lock, &err) < 0)
+            goto fail;
+        locked = true;
+    }
+    cbfs_test_pause("expire-locked");
+    if (cbfs_repo_list_backups(repo, &recs, &nrecs, &err) < 0 ||
+        cbfs_pin_list(repo, &pins, &npins, &err) < 0)
+        goto fail;
+    if (nrecs == 0) {
+        printf("repository %s has no backups: nothing to expire\n", repo->display);
+        rc = 0;
+        goto out;
+    }
+    items = cbfs_xcalloc(nrecs, sizeof(*items));
+    for (size_t i = 0; i < nrecs; i++) {
+        const char *stop = cbfs_kv_get(recs[i], "stop_time");
+        items[i].label = cbfs_kv_get(recs[i], "label");
+        items[i].pinned = cbfs_pin_in(pins, npins, items[i].label);
+        if (!stop || cbfs_parse_time(stop, &items[i].time, NULL) < 0) {
+            cbfs_error_set(&err, EINVAL, CBFS_EXIT_CORRUPT,
+                           "backup record of \"%s\" has no valid stop_time", items[i].label);
+            goto fail;
+        }
+    }
+    cbfs_retention_apply(&policy, time(NULL), items, nrecs);
+
+    /* the backups */
+    for (size_t i = 0; i < nrecs; i++) {
+        char why[128];
+        if (items[i].keep) {
+            cbfs_retention_reasons(items[i].keep, why, sizeof(why));
+            printf("keep    %s (%s)\n", items[i].label, why);
+            continue;
+        }
+        printf("expire  %s\n", items[i].label);
+        nexpired++;
+        if (!dry) {
+            char *ikey = cbfs_xasprintf("backups/%s.info", items[i].label);
+            const char *mkey = cbfs_kv_get(recs[i], "manifest");
+            rc = remove_object(repo, ikey, &err);
+            free(ikey);
+            cbfs_test_pause("expire-record-removed");
+            if (rc == 0 && mkey && strncmp(mkey, "backups/", 8) == 0 && cbfs_store_key_valid(mkey))
+                rc = remove_object(repo, mkey, &err);
+            if (rc < 0)
+                goto fail;
+        }
+    }
+
+    /* WAL and restore points before the oldest kept backup's start */
+    {
+        const CbfsKv *oldest = NULL;
+        uint64_t seg_size, cut_seg, cut_lsn;
+        uint32_t tli;
+        for (size_t i = 0; i < nrecs && !oldest; i++)
+            if (items[i].keep)
+                oldest = recs[i];
+        if (!oldest || cbfs_kv_get_u64(oldest, "wal_segment_size", &seg_size) < 0 ||
+            !cbfs_kv_get(oldest, "wal_start") ||
+            cbfs_wal_parse_segname(cbfs_kv_get(oldest, "wal_start"), (uint32_t) seg_size, &tli,
+                                   &cut_seg) < 0 ||
+            !cbfs_kv_get(oldest, "start_lsn") ||
+            cbfs_lsn_parse(cbfs_kv_get(oldest, "start_lsn"), &cut_lsn) < 0) {
+            cbfs_error_set(&err, EINVAL, CBFS_EXIT_CORRUPT,
+                           "backup record of \"%s\" has no valid WAL start",
+                           oldest ? cbfs_kv_get(oldest, "label") : "?");
+            goto fail;
+        }
+        if (cbfs_store_list(repo->store, "wal/", collect_wal, &wal, &err) < 0)
+            goto fail;
+        for (size_t i = 0; i < wal.n; i++) {
+            if (!wal_before(wal.keys[i], cut_seg, (uint32_t) seg_size))
+                continue;
+            nwal++;
+            wal_bytes += wal.sizes[i];
+            if (!dry && remove_object(repo, wal.keys[i], &err) < 0)
+                goto fail;
+        }
+        if (cbfs_point_list(repo, &points, &npoints, &err) < 0)
+            goto fail;
+        for (size_t i = 0; i < npoints; i++) {
+            uint64_t lsn;
+            const char *name = cbfs_kv_get(points[i], "name");
+            if (!name || !cbfs_kv_get(points[i], "lsn") ||
+                cbfs_lsn_parse(cbfs_kv_get(points[i], "lsn"), &lsn) < 0 || lsn >= cut_lsn)
+                continue;
+            printf("expire  restore point %s\n", name);
+            npts++;
+            if (!dry) {
+                char *pkey = cbfs_xasprintf("points/%s", name);
+                rc = remove_object(repo, pkey, &err);
+                free(pkey);
+                if (rc < 0)
+                    goto fail;
+            }
+        }
+        {
+            char size[32], segname[32];
+            cbfs_format_size(wal_bytes, size, sizeof(size));
+            cbfs_wal_segname(tli, cut_seg, (uint32_t) seg_size, segname, sizeof(segname));
+            printf("%s %zu of %zu %s, %zu WAL %s (%s) before %s and %zu restore %s%s\n",
+                   dry ? "would expire" : "expired", nexpired, nrecs,
+                   nrecs == 1 ? "backup" : "backups", nwal, nwal == 1 ? "file" : "files", size,
+                   segname, npts, npts == 1 ? "point" : "points",
+                   dry ? "" : "; run \"cbfs gc\" to free the space of unused packs");
+        }
+    }
+    rc = 0;
+    goto out;
+fail:
+    rc = cmd_fail(&err);
+out:
+    if (locked) {
+        CbfsError e;
+        cbfs_error_init(&e);
+        if (cbfs_lock_release(repo, &lock, &e) < 0)
+            cbfs_warning("could not release the lock: %s", e.msg);
+    }
+    for (size_t i = 0; i < wal.n; i++)
+        free(wal.keys[i]);
+    free(wal.keys);
+    free(wal.sizes);
+    for (size_t i = 0; i < npins; i++)
+        free(pins[i]);
+    free(pins);
+    free(items);
+    if (recs)
+        cbfs_repo_free_backups(recs, nrecs);
+    if (points)
+        cbfs_repo_free_backups(points, npoints);
+    cbfs_repo_free(repo);
+    return rc;
+}

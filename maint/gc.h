@@ -1,0 +1,68 @@
+/*
+ * gc.h - `cbfs gc`'s state, shared by its modules: gc.c (the command: lock,
+ * plan, running backups, sweep, report), gc_live.c (what the backups use)
+ * and gc_repack.c (rewriting packs that are mostly unused).
+ */
+#ifndef CBFS_MAINT_GC_H
+#define CBFS_MAINT_GC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbfs/kv.h"
+#include "cbfs/moved.h"
+#include "cbfs/repo.h"
+
+/* A pack: listed in packs/, or only named by a manifest or a map. */
+typedef struct GcPack {
+    char name[CBFS_PACK_NAME_LEN + 1];
+    bool listed;
+    uint64_t size;
+    CbfsMovedMap *map; /* its relocation map, if it has one */
+    bool map_used;     /* a backup still reaches a block through the map */
+    /* live blocks: open addressing on offset + 1 (0 = empty) */
+    uint64_t *offs;
+    uint32_t *lens;
+    size_t cap, count;
+    uint64_t live_bytes;
+    enum { GC_KEEP, GC_DELETE, GC_REPACK } fate;
+} GcPack;
+
+typedef struct Gc {
+    CbfsRepo *repo;
+    int max_waste; /* percent */
+    GcPack *packs; /* sorted by name */
+    size_t npacks;
+    char **db_keys; /* every backups/<label>.<r>.db listed, with its size */
+    uint64_t *db_sizes;
+    size_t ndb;
+    char **seen; /* manifest keys of the records read so far, sorted on use */
+    size_t nseen;
+    char **seen_labels;
+    uint64_t missing_refs; /* blocks in packs that are gone without a map */
+    char *tmpdir;          /* where manifests are fetched */
+} Gc;
+
+/* List packs/ and moved/ and load every map. */
+int gc_list_packs(Gc *g, CbfsError *err);
+/* Read every backup record not read yet and mark what its manifest uses;
+ * *ret_new gets how many were new. */
+int gc_mark_backups(Gc *g, size_t *ret_new, CbfsError *err);
+/* List backups/<label>.<r>.db. */
+int gc_list_manifests(Gc *g, CbfsError *err);
+/* True if key is the manifest of a record read. */
+bool gc_manifest_named(Gc *g, const char *key);
+GcPack *gc_find_pack(Gc *g, const char *name);
+/* Forget every mark (to mark again from scratch). */
+void gc_reset_marks(Gc *g);
+/* Decide each listed pack's fate from its live blocks. */
+void gc_decide(Gc *g);
+void gc_release(Gc *g);
+
+/* Rewrite the GC_REPACK packs among names: live blocks into new packs,
+ * then each pack's map, then remove it.  Counts into the totals. */
+int gc_repack(Gc *g, char **names, size_t n, uint64_t *ret_removed_bytes,
+              uint64_t *ret_written_bytes, size_t *ret_repacked, CbfsError *err);
+
+#endif

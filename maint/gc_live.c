@@ -1,0 +1,304 @@
+/*
+ * gc_live.c - what the backups use: every block every backup's manifest
+ * names, followed through relocation maps to where it is now.  gc removes
+ * nothing it cannot prove unused, so any manifest it cannot read stops it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cbfs/log.h"
+#include "cbfs/manifest.h"
+#include "cbfs/util.h"
+#include "gc.h"
+
+static int cmp_pack(const void *a, const void *b)
+{
+    return strcmp(((const GcPack *) a)->name, ((const GcPack *) b)->name);
+}
+
+GcPack *gc_find_pack(Gc *g, const char *name)
+{
+    GcPack key;
+    if (strlen(name) != CBFS_PACK_NAME_LEN || !g->npacks)
+        return NULL;
+    memcpy(key.name, name, CBFS_PACK_NAME_LEN + 1);
+    return bsearch(&key, g->packs, g->npacks, sizeof(GcPack), cmp_pack);
+}
+
+typedef struct {
+    Gc *g;
+    bool maps; /* listing moved/ rather than packs/ */
+    char **names;
+    size_t n;
+} Listing;
+
+static int collect(const char *key, uint64_t size, void *ctx)
+{
+    Listing *l = ctx;
+    const char *base = strrchr(key, '/');
+    char name[CBFS_PACK_NAME_LEN + 1];
+    size_t len;
+
+    base = base ? base + 1 : key;
+    len = strlen(base);
+    if (!l->maps) {
+        /* packs/XX/<name>.pack */
+        if (len != CBFS_PACK_NAME_LEN + 5 || strcmp(base + CBFS_PACK_NAME_LEN, ".pack") != 0)
+            return 0;
+        memcpy(name, base, CBFS_PACK_NAME_LEN);
+        name[CBFS_PACK_NAME_LEN] = '\0';
+        if (!cbfs_pack_name_valid(name))
+            return 0;
+        l->g->packs = cbfs_xrealloc(l->g->packs, (l->g->npacks + 1) * sizeof(GcPack));
+        memset(&l->g->packs[l->g->npacks], 0, sizeof(GcPack));
+        memcpy(l->g->packs[l->g->npacks].name, name, sizeof(name));
+        l->g->packs[l->g->npacks].listed = true;
+        l->g->packs[l->g->npacks++].size = size;
+    } else if (len == CBFS_PACK_NAME_LEN && cbfs_pack_name_valid(base)) {
+        l->names = cbfs_xrealloc(l->names, (l->n + 1) * sizeof(char *));
+        l->names[l->n++] = cbfs_xstrdup(base);
+    }
+    return 0;
+}
+
+int gc_list_packs(Gc *g, CbfsError *err)
+{
+    Listing packs = {g, false, NULL, 0}, maps = {g, true, NULL, 0};
+    int rc = cbfs_store_list(g->repo->store, "packs/", collect, &packs, err);
+    if (rc == 0)
+        rc = cbfs_store_list(g->repo->store, "moved/", collect, &maps, err);
+    if (rc < 0)
+        goto out;
+    if (g->npacks)
+        qsort(g->packs, g->npacks, sizeof(GcPack), cmp_pack);
+    /* a map's pack is usually gone: give it an entry of its own */
+    for (size_t i = 0; i < maps.n; i++)
+        if (!gc_find_pack(g, maps.names[i])) {
+            g->packs = cbfs_xrealloc(g->packs, (g->npacks + 1) * sizeof(GcPack));
+            memset(&g->packs[g->npacks], 0, sizeof(GcPack));
+            memcpy(g->packs[g->npacks++].name, maps.names[i], CBFS_PACK_NAME_LEN + 1);
+            qsort(g->packs, g->npacks, sizeof(GcPack), cmp_pack);
+        }
+    for (size_t i = 0; i < maps.n && rc == 0; i++) {
+        GcPack *p = gc_find_pack(g, maps.names[i]);
+        p->map = cbfs_xcalloc(1, sizeof(CbfsMovedMap));
+        rc = cbfs_moved_read(g->repo->store, maps.names[i], p->map, err);
+        if (rc == -ENOENT) { /* removed meanwhile: only gc does that, and we hold the lock */
+            free(p->map);
+            p->map = NULL;
+            rc = 0;
+        } else if (rc < 0) {
+            free(p->map);
+            p->map = NULL;
+        }
+    }
+out:
+    for (size_t i = 0; i < maps.n; i++)
+        free(maps.names[i]);
+    free(maps.names);
+    return rc;
+}
+
+static void add_live(GcPack *p, uint64_t off, uint32_t len)
+{
+    size_t slot;
+    if (2 * (p->count + 1) > p->cap) {
+        size_t ncap = p->cap ? 2 * p->cap : 256;
+        uint64_t *offs = cbfs_xcalloc(ncap, sizeof(uint64_t));
+        uint32_t *lens = cbfs_xcalloc(ncap, sizeof(uint32_t));
+        for (size_t i = 0; i < p->cap; i++) {
+            if (!p->offs[i])
+                continue;
+            slot = (size_t) ((p->offs[i] * 0x9E3779B97F4A7C15ull) >> 17) & (ncap - 1);
+            while (offs[slot])
+                slot = (slot + 1) & (ncap - 1);
+            offs[slot] = p->offs[i];
+            lens[slot] = p->lens[i];
+        }
+        free(p->offs);
+        free(p->lens);
+        p->offs = offs;
+        p->lens = lens;
+        p->cap = ncap;
+    }
+    slot = (size_t) (((off + 1) * 0x9E3779B97F4A7C15ull) >> 17) & (p->cap - 1);
+    while (p->offs[slot]) {
+        if (p->offs[slot] == off + 1)
+            return;
+        slot = (slot + 1) & (p->cap - 1);
+    }
+    p->offs[slot] = off + 1;
+    p->lens[slot] = len;
+    p->count++;
+    p->live_bytes += len;
+}
+
+/* A block a backup uses: where is it now? */
+static void mark(Gc *g, const char *pack, uint64_t off, uint32_t len, int depth)
+{
+    GcPack *p = gc_find_pack(g, pack);
+    if (p && p->map && depth < 16) {
+        const CbfsExtent *e = cbfs_moved_find(p->map, off, len);
+        if (e) {
+            p->map_used = true;
+            mark(g, e->new_pack, e->new_off + (off - e->old_off), len, depth + 1);
+            return;
+        }
+        /* not in the map: the pack itself must keep it (if it still has it) */
+    }
+    if (p && p->listed)
+        add_live(p, off, len);
+    else
+        g->missing_refs++;
+}
+
+static int mark_block(const CbfsBlockRef *ref, const char *path, void *ctx)
+{
+    (void) path;
+    mark(ctx, ref->pack, ref->offset, ref->stored_len, 0);
+    return 0;
+}
+
+bool gc_manifest_named(Gc *g, const char *key)
+{
+    for (size_t i = 0; i < g->nseen; i++)
+        if (strcmp(g->seen[i], key) == 0)
+            return true;
+    return false;
+}
+
+static bool label_seen(Gc *g, const char *label)
+{
+    for (size_t i = 0; i < g->nseen; i++)
+        if (strcmp(g->seen_labels[i], label) == 0)
+            return true;
+    return false;
+}
+
+int gc_mark_backups(Gc *g, size_t *ret_new, CbfsError *err)
+{
+    CbfsKv **recs;
+    size_t n, fresh = 0;
+    int rc = cbfs_repo_list_backups(g->repo, &recs, &n, err);
+
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *label = cbfs_kv_get(recs[i], "label");
+        const char *mkey = cbfs_kv_get(recs[i], "manifest");
+        char *path = NULL;
+        CbfsManifest *m = NULL;
+        if (label_seen(g, label))
+            continue;
+        rc = cbfs_repo_fetch_manifest(g->repo, recs[i], g->tmpdir, &path, err);
+        if (rc == 0)
+            rc = cbfs_manifest_open(path, &m, err);
+        if (rc == 0)
+            rc = cbfs_manifest_foreach_block(m, mark_block, g, err);
+        cbfs_manifest_free(m);
+        if (path) {
+            unlink(path);
+            free(path);
+        }
+        if (rc < 0) {
+            cbfs_error_prefix(err, "could not read backup \"%s\"", label);
+            break;
+        }
+        g->seen = cbfs_xrealloc(g->seen, (g->nseen + 1) * sizeof(char *));
+        g->seen_labels = cbfs_xrealloc(g->seen_labels, (g->nseen + 1) * sizeof(char *));
+        g->seen[g->nseen] = cbfs_xstrdup(mkey);
+        g->seen_labels[g->nseen++] = cbfs_xstrdup(label);
+        fresh++;
+    }
+    cbfs_repo_free_backups(recs, n);
+    if (rc == 0)
+        *ret_new = fresh;
+    return rc;
+}
+
+static int collect_db(const char *key, uint64_t size, void *ctx)
+{
+    Gc *g = ctx;
+    size_t len = strlen(key);
+    if (len < 4 || strcmp(key + len - 3, ".db") != 0)
+        return 0;
+    g->db_keys = cbfs_xrealloc(g->db_keys, (g->ndb + 1) * sizeof(char *));
+    g->db_sizes = cbfs_xrealloc(g->db_sizes, (g->ndb + 1) * sizeof(uint64_t));
+    g->db_keys[g->ndb] = cbfs_xstrdup(key);
+    g->db_sizes[g->ndb++] = size;
+    return 0;
+}
+
+int gc_list_manifests(Gc *g, CbfsError *err)
+{
+    return cbfs_store_list(g->repo->store, "backups/", collect_db, g, err);
+}
+
+void gc_decide(Gc *g)
+{
+    for (size_t i = 0; i < g->npacks; i++) {
+        GcPack *p = &g->packs[i];
+        p->fate = GC_KEEP;
+        if (!p->listed)
+            continue;
+        if (p->count == 0)
+            p->fate = GC_DELETE; /* unused, or all of it reached through its map */
+        else {
+            /* unused: what a rewrite would drop (the index entries of live
+             * blocks and the trailer are not waste) */
+            uint64_t keep = p->live_bytes + p->count * CBFS_PACK_ENTRY_LEN + CBFS_PACK_TRAILER_LEN;
+            uint64_t waste = p->size > keep ? p->size - keep : 0;
+            if (waste * 100 > (uint64_t) g->max_waste * p->size)
+                p->fate = p->map ? GC_KEEP : GC_REPACK; /* a map that misses a live block: keep */
+        }
+    }
+}
+
+void gc_reset_marks(Gc *g)
+{
+    for (size_t i = 0; i < g->npacks; i++) {
+        GcPack *p = &g->packs[i];
+        free(p->offs);
+        free(p->lens);
+        p->offs = NULL;
+        p->lens = NULL;
+        p->cap = p->count = 0;
+        p->live_bytes = 0;
+        p->map_used = false;
+    }
+    for (size_t i = 0; i < g->nseen; i++) {
+        free(g->seen[i]);
+        free(g->seen_labels[i]);
+    }
+    g->nseen = 0;
+    g->missing_refs = 0;
+}
+
+void gc_release(Gc *g)
+{
+    for (size_t i = 0; i < g->npacks; i++) {
+        if (g->packs[i].map) {
+            cbfs_moved_release(g->packs[i].map);
+            free(g->packs[i].map);
+        }
+        free(g->packs[i].offs);
+        free(g->packs[i].lens);
+    }
+    free(g->packs);
+    for (size_t i = 0; i < g->ndb; i++)
+        free(g->db_keys[i]);
+    free(g->db_keys);
+    free(g->db_sizes);
+    for (size_t i = 0; i < g->nseen; i++) {
+        free(g->seen[i]);
+        free(g->seen_labels[i]);
+    }
+    free(g->seen);
+    free(g->seen_labels);
+    if (g->tmpdir)
+        cbfs_remove_tree(g->tmpdir);
+    free(g->tmpdir);
+}
