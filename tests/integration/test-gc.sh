@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# cbfs gc (issue 7, DESIGN §3.9) on a real PostgreSQL 15 cluster: after
+# expire, gc removes unused packs and rewrites mostly unused ones (with
+# relocation maps that restore, mount and check follow, through chains);
+# point-in-time recovery to a restore point inside the kept window still
+# works through the mount.  Concurrency, forced with pause points
+# (CBFS_TEST_PAUSE): a backup registered before gc's plan defers it; a
+# backup that starts after the plan keeps away from its packs while gc
+# removes them (without that, it would reuse the packs of a killed backup
+# that gc removes, and check would find them missing).  gc killed with -9
+# at each step and at random moments, then run again: every kept backup
+# intact, check --read-data clean.
+source "$(dirname "$0")/lib.sh"
+need_mount
+
+REPO=$TMP/repo
+PAUSE=$TMP/pause
+mkdir -p "$PAUSE"
+repo_init "$REPO"
+pg_init d
+pg_archive d "$REPO"
+pg_start d || bail "could not start cluster d"
+pgbench_as d -i -s 4 -q postgres >"$TMP/pgbench.out" 2>&1 || bail "pgbench -i failed"
+psql_as d postgres "create table marker (v text)" >/dev/null
+
+wait_reached() {
+	local i
+	for ((i = 0; i < 1200; i++)); do
+		[[ -e $PAUSE/$1.reached ]] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+release() { touch "$PAUSE/$1.go"; }
+npacks() { find "$REPO/packs" -name '*.pack' | wc -l; }
+change() { # change some pages of pgbench_accounts
+	psql_as d postgres "update pgbench_accounts set abalance = abalance + 1 where aid % $1 = 0; checkpoint" >/dev/null
+}
+# bg_cbfs NAME PAUSES ARG...: cbfs ARG... in the background with pause points
+bg_cbfs() {
+	local name=$1 pauses=$2
+	shift 2
+	CBFS_TEST_PAUSE=$pauses CBFS_TEST_PAUSE_DIR=$PAUSE "$CBFS" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	BG_PID=$!
+	_bg_pids+=("$BG_PID")
+}
+bg_wait() {
+	wait "$1"
+	BG_RC=$?
+}
+check_clean() { # NAME: check --read-data finds nothing
+	cbfs check "$REPO" --read-data
+	if ((RC == 0)); then pass "$1"; else fail "$1" "exit $RC" "$OUT" "$ERR"; fi
+}
+
+# ---------------------------------------------------------------- history
+backup d "$REPO" b1
+change 3
+psql_as d postgres "select pg_create_restore_point('rp1')" >/dev/null
+cbfs restore-point "$REPO" rp1x --dbname "$(conninfo d)"
+backup d "$REPO" b2
+change 5
+backup d "$REPO" b3
+psql_as d postgres "insert into marker values ('at-rp3')" >/dev/null
+cbfs restore-point "$REPO" rp3 --dbname "$(conninfo d)"
+is "$RC" 0 "restore point rp3 after b3"
+psql_as d postgres "update marker set v = 'after-rp3'" >/dev/null
+change 7
+backup d "$REPO" b4
+H4=$(table_hashes d postgres)
+
+cbfs gc "$REPO" --dry-run
+is "$RC" 0 "gc --dry-run"
+like "$OUT" "^would remove 0 unused packs" "nothing unused before expire"
+cbfs gc "$REPO"
+like "$OUT" "nothing to collect" "gc with nothing to do"
+
+cbfs expire "$REPO" --keep-last 2
+like "$OUT" "expired 2 of 4 backups, [1-9][0-9]* WAL files .* and 1 restore point;" "expire --keep-last 2 keeps b3 and b4"
+before=$(npacks)
+cbfs gc "$REPO" --max-waste 0
+is "$RC" 0 "gc --max-waste 0"
+like "$OUT" "gc complete: removed [1-9][0-9]* packs?, rewrote [1-9][0-9]* packs? .*freed [0-9.]+ [kMG]?B" "gc removes and rewrites packs and says what it freed"
+after=$(npacks)
+cmp_ok "$after" -lt "$before" "fewer packs ($before -> $after)"
+nmaps=$(find "$REPO/moved" -type f | wc -l)
+cmp_ok "$nmaps" -gt 0 "relocation maps for the rewritten packs: $nmaps"
+is "$(ls "$REPO/gc" 2>/dev/null | wc -l)" 0 "no plan is left"
+ok "the lock is released" test ! -e "$REPO/lock"
+check_clean "check --read-data after expire and gc"
+
+# PITR inside the kept window, through the mount (its blocks are read through the maps)
+mount_query() { # NAME SPEC SQL: mounts SPEC, starts it, prints SQL's result
+	local name=$1 spec=$2 mnt
+	mnt=$(datadir "$name")
+	mkdir -p "$mnt"
+	cbfs_mount "$spec" "$mnt" -o uid=postgres,gid=postgres
+	((RC == 0)) || {
+		echo "mount failed: $ERR"
+		return
+	}
+	if pg_start "$name" >/dev/null && pg_wait_promoted "$name"; then
+		psql_as "$name" postgres "$3"
+		pg_stop "$name"
+	else
+		echo "start failed: $(tail -n 5 "$TMP/$name.log")"
+	fi
+	cbfs_umount "$mnt"
+}
+is "$(mount_query m3 "$REPO@rp3" "select v from marker")" "at-rp3" \
+	"mounted at restore point rp3 (inside the kept window) after expire and gc"
+mkdir -p "$TMP/nomnt"
+cbfs mount "$REPO@rp1x" "$TMP/nomnt"
+check_error "a restore point before the window is gone" 7 "mount.cbfs: backup or restore point \"rp1x\" not found in repository \"$REPO\""
+
+# a chain of relocations: b4 still names packs rewritten once, then again
+change 11
+backup d "$REPO" b5
+H5=$(table_hashes d postgres)
+cbfs expire "$REPO" --keep-last 2
+cbfs gc "$REPO" --max-waste 0
+is "$RC" 0 "a second gc rewrites the rewritten packs"
+chained=0
+for m in "$REPO"/moved/*/*; do
+	for t in $(awk 'NF == 4 {print $3}' "$m" | sort -u); do
+		[[ -e $REPO/moved/${t:0:2}/$t ]] && chained=1
+	done
+done
+is "$chained" 1 "some map points at a pack that has itself moved"
+cbfs_restore "$REPO@b4" r4 && pg_start r4 && pg_wait_promoted r4 &&
+	is "$(table_hashes r4 postgres)" "$H4" "b4 restores through the chain of maps, equal to the source then"
+pg_stop r4
+check_clean "check --read-data after the second gc"
+
+# ---------------------------------------------------------------- a backup registered before the plan defers gc
+change 13
+cbfs expire "$REPO" --keep-last 1 # b4 goes: its unique blocks become unused
+bg_cbfs bA backup-registered backup "$REPO" --pgdata "$(datadir d)" --dbname "$(conninfo d)" --label bA
+A=$BG_PID
+wait_reached backup-registered || fail "backup bA reached its pause point"
+before=$(npacks)
+cbfs gc "$REPO" --max-waste 0
+is "$RC" 0 "gc while an earlier-registered backup runs"
+like "$OUT" "gc deferred: 1 running backup may use what would be removed" "gc defers"
+like "$OUT" "running: backup bA \\(host .*, pid $A\\)" "and names the backup"
+is "$(npacks)" "$before" "nothing was removed"
+is "$(ls "$REPO/gc" | wc -l)" 1 "the plan stays for later backups to see"
+release backup-registered
+bg_wait "$A"
+is "$BG_RC" 0 "the backup completes"
+cbfs gc "$REPO" --max-waste 0
+like "$OUT" "gc complete: removed [1-9]" "gc again once it has finished"
+is "$(ls "$REPO/gc" | wc -l)" 0 "both plans are gone"
+check_clean "check --read-data after the deferred gc"
+
+# ---------------------------------------------------------------- a backup that starts after the plan keeps away from it
+# new data, stored by a backup killed just before its record: its packs are unused but in the dedup index
+psql_as d postgres "create table x2 as select g, md5(g::text) || repeat(md5(random()::text), 8) as t from generate_series(1, 60000) g; checkpoint" >/dev/null
+bg_cbfs kb backup-commit backup "$REPO" --pgdata "$(datadir d)" --dbname "$(conninfo d)" --label kb
+KB=$BG_PID
+wait_reached backup-commit || fail "backup kb reached its pause point"
+kill -9 "$KB"
+wait "$KB" 2>/dev/null
+rm -f "$PAUSE"/*
+bg_cbfs gcB gc-sweep gc "$REPO"
+G=$BG_PID
+wait_reached gc-sweep || fail "gc reached its sweep"
+like "$(cat "$TMP/gcB.err")" "removing the registration of backup kb \\(host .*\\) since .*: it is no longer running" \
+	"gc removes the killed backup's registration"
+bg_cbfs nb backup-indexed backup "$REPO" --pgdata "$(datadir d)" --dbname "$(conninfo d)" --label nb
+NB=$BG_PID
+wait_reached backup-indexed || fail "backup nb reached its pause point"
+release gc-sweep
+bg_wait "$G"
+is "$BG_RC" 0 "gc sweeps while backup nb runs"
+like "$(cat "$TMP/gcB.out")" "gc complete: removed [1-9][0-9]* packs?" "it removed the killed backup's packs"
+release backup-indexed
+bg_wait "$NB"
+is "$BG_RC" 0 "backup nb completes"
+like "$(cat "$TMP/nb.out")" "stored [0-9.]+ MB new" "nb stored x2's blocks again rather than reuse the doomed packs"
+H_NB=$(table_hashes d postgres)
+check_clean "check --read-data: nb names no removed pack"
+cbfs_restore "$REPO@nb" rnb && pg_start rnb && pg_wait_promoted rnb &&
+	is "$(table_hashes rnb postgres)" "$H_NB" "nb restores, equal to the source"
+pg_stop rnb
+
+# ---------------------------------------------------------------- expire killed between a record and its manifest
+rm -f "$PAUSE"/*
+backup d "$REPO" b6
+bg_cbfs ex expire-record-removed expire "$REPO" --keep-last 1
+EX=$BG_PID
+wait_reached expire-record-removed || fail "expire reached its pause point"
+kill -9 "$EX"
+wait "$EX" 2>/dev/null
+cbfs gc "$REPO"
+like "$OUT" "removed 1 manifest" "gc removes the manifest a killed expire left"
+like "$ERR" "removing the lock of repository .* left by expire" "and breaks the dead expire's lock"
+
+# ---------------------------------------------------------------- gc killed with -9 at each step, and at random
+n=0
+for point in gc-planned gc-repack-stored gc-maps-stored gc-pack-removed random random random; do
+	n=$((n + 1))
+	rm -f "$PAUSE"/*
+	change $((13 + n))
+	backup d "$REPO" "k$n" >/dev/null
+	cbfs expire "$REPO" --keep-last 2 >/dev/null
+	if [[ $point == random ]]; then
+		bg_cbfs "gck$n" none gc "$REPO" --max-waste 0
+		sleep "0.$((RANDOM % 10))$((RANDOM % 10))"
+	else
+		bg_cbfs "gck$n" "$point" gc "$REPO" --max-waste 0
+		wait_reached "$point" || fail "gc reached $point"
+	fi
+	kill -9 "$BG_PID" 2>/dev/null
+	wait "$BG_PID" 2>/dev/null
+	cbfs check "$REPO"
+	is "$RC" 0 "gc killed at $point ($n): the kept backups are whole"
+	cbfs gc "$REPO" --max-waste 0
+	is "$RC" 0 "gc killed at $point ($n): gc runs again"
+	check_clean "gc killed at $point ($n): check --read-data after the rerun"
+done
+H_LAST=$(table_hashes d postgres)
+cbfs_restore "$REPO@k$n" rk && pg_start rk && pg_wait_promoted rk &&
+	is "$(table_hashes rk postgres)" "$H_LAST" "the newest backup restores after all that"
+pg_stop rk
+
+# ---------------------------------------------------------------- the lock and bad input
+rm -f "$PAUSE"/*
+bg_cbfs gcL gc-locked gc "$REPO"
+L=$BG_PID
+wait_reached gc-locked || fail "gc reached gc-locked"
+cbfs gc "$REPO"
+like "$ERR" "^cbfs: repository \"$REPO\" is locked by gc \\(host .*, pid $L\\) since .*Z$" "a second gc is refused while one runs"
+is "$RC" 1 "... exit 1"
+cbfs expire "$REPO" --keep-last 1
+like "$ERR" "is locked by gc" "expire too"
+release gc-locked
+bg_wait "$L"
+is "$BG_RC" 0 "the first gc finishes"
+cbfs gc "$REPO" --max-waste 101
+check_error "--max-waste 101" 2 "cbfs: invalid value \"101\" for --max-waste: must be 0 to 100
+Try \"cbfs gc --help\" for more information."
+cbfs gc "$REPO" --running-timeout soon
+check_error "a bad --running-timeout" 2 "cbfs: invalid value \"soon\" for --running-timeout: must be a duration such as 12h or 3d
+Try \"cbfs gc --help\" for more information."
+cbfs gc "$TMP/nosuch"
+check_error "gc of a missing repository" 3 "cbfs: could not open repository \"$TMP/nosuch\": No such file or directory"
+
+done_testing
