@@ -111,7 +111,7 @@ is "$(mount_query m3 "$REPO@rp3" "select v from marker")" "at-rp3" \
 	"mounted at restore point rp3 (inside the kept window) after expire and gc"
 mkdir -p "$TMP/nomnt"
 cbfs mount "$REPO@rp1x" "$TMP/nomnt"
-check_error "a restore point before the window is gone" 7 "mount.cbfs: backup or restore point \"rp1x\" not found in repository \"$REPO\""
+check_error "a restore point before the window is gone" 7 "cbfs: backup or restore point \"rp1x\" not found in repository \"$REPO\""
 
 # a chain of relocations: b4 still names packs rewritten once, then again
 change 11
