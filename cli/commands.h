@@ -9,6 +9,11 @@
 #include <stdbool.h>
 
 #include "cbfs/error.h"
+#include "cbfs/passphrase.h"
+
+/* getopt value of --passphrase-file, which every command that opens a
+ * repository takes: it calls cbfs_passphrase_set_file(optarg). */
+#define CMD_OPT_PASSPHRASE_FILE 0x1000 /* above every command's own values */
 
 int cmd_init(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
@@ -22,6 +27,7 @@ int cmd_restore_point(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_key(int argc, char **argv);
 
 /* Shared by the commands: print err as one line and return its exit code. */
 int cmd_fail(const CbfsError *err);

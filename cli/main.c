@@ -25,6 +25,7 @@ static const struct {
     {"umount", cmd_umount, "unmount a mounted backup"},
     {"verify", cmd_verify, "test a backup: start PostgreSQL on it and run amcheck"},
     {"check", cmd_check, "check the repository's objects, WAL and (optionally) data"},
+    {"key", cmd_key, "change the passphrase of an encrypted repository"},
 };
 
 static void usage(FILE *out)

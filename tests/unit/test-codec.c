@@ -66,7 +66,7 @@ static void round_trip(CbfsCodec *c, const char *what, const uint8_t *raw, size_
 
     ok(cap >= len, "%s: bound %zu >= %zu", what, cap, len);
     cbfs_block_id(raw, len, id);
-    n = cbfs_codec_encode(c, raw, len, stored, cap);
+    n = cbfs_codec_encode(c, id, raw, len, stored, cap);
     ok(n <= len, "%s: stored length %zu is at most the raw length %zu", what, n, len);
     if (want_raw) {
         is_int(n, len, "%s: stored raw", what);
@@ -126,10 +126,11 @@ static void test_round_trip(void)
 
         for (size_t len = 1; len <= BLOCK; len += 97) {
             const uint8_t *src = (len % 2) ? rnd : text;
-            size_t n = cbfs_codec_encode(c, src, len, stored, cbfs_codec_bound(len));
+            size_t n;
             CbfsError err;
             cbfs_error_init(&err);
             cbfs_block_id(src, len, id);
+            n = cbfs_codec_encode(c, id, src, len, stored, cbfs_codec_bound(len));
             if (n > len || cbfs_codec_decode(c, stored, n, out, len, id, &err) != 0 ||
                 memcmp(out, src, len) != 0)
                 bad++;
@@ -182,7 +183,7 @@ static void test_corrupt(void)
     cbfs_block_id("something else", 14, other);
 
     /* compressed block */
-    n = cbfs_codec_encode(c, text, BLOCK, stored, cbfs_codec_bound(BLOCK));
+    n = cbfs_codec_encode(c, id, text, BLOCK, stored, cbfs_codec_bound(BLOCK));
     ok(n < BLOCK, "test block compresses (%zu bytes)", n);
     memcpy(copy, stored, n);
     copy[n / 2] ^= 0x01;
@@ -213,7 +214,7 @@ static void test_corrupt(void)
     ok(failed > (int) n / 2, "most flips are detected (%d of %zu)", failed, n);
 
     /* raw block */
-    rn = cbfs_codec_encode(c, rnd, BLOCK, stored, cbfs_codec_bound(BLOCK));
+    rn = cbfs_codec_encode(c, rid, rnd, BLOCK, stored, cbfs_codec_bound(BLOCK));
     is_int(rn, BLOCK, "random block is stored raw");
     memcpy(copy, stored, rn);
     copy[1234] ^= 0x80;

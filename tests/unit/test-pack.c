@@ -86,7 +86,7 @@ static CbfsPackWriter *fill_pack(CbfsCodec *c)
 
     for (int i = 0; i < NBLOCKS; i++) {
         Block *b = &blocks[i];
-        size_t n = cbfs_codec_encode(c, b->raw, b->raw_len, stored, cbfs_codec_bound(BLOCK));
+        size_t n = cbfs_codec_encode(c, b->id, b->raw, b->raw_len, stored, cbfs_codec_bound(BLOCK));
         b->stored_len = (uint32_t) n;
         b->offset = cbfs_pack_writer_append(w, b->id, stored, b->stored_len, b->raw_len);
         if (b->offset != expect_off)
@@ -151,7 +151,7 @@ static void test_empty(void)
     CbfsError err;
 
     cbfs_error_init(&err);
-    is_int(cbfs_pack_writer_finish(w, st, &err), 0, "finishing an empty pack succeeds");
+    is_int(cbfs_pack_writer_finish(w, st, NULL, &err), 0, "finishing an empty pack succeeds");
     is_int(count_keys(st), 0, "an empty pack is not stored");
     cbfs_pack_writer_free(w);
     cbfs_store_free(st);
@@ -186,7 +186,7 @@ static void check_bad_index(CbfsStore *st, const char *name, const char *what)
     int rc;
 
     cbfs_error_init(&err);
-    rc = cbfs_pack_read_index(st, name, &entries, &n, &err);
+    rc = cbfs_pack_read_index(st, NULL, name, &entries, &n, &err);
     is_int(rc, -EBADMSG, "%s: -EBADMSG", what);
     is_int(err.code, CBFS_EXIT_CORRUPT, "%s: CBFS_EXIT_CORRUPT", what);
     ok(strstr(err.msg, key) != NULL, "%s: message \"%s\" names the pack", what, err.msg);
@@ -217,7 +217,7 @@ static void test_pack(void)
        raw_blocks);
 
     cbfs_error_init(&err);
-    is_int(cbfs_pack_writer_finish(w, st, &err), 0, "finish stores the pack");
+    is_int(cbfs_pack_writer_finish(w, st, NULL, &err), 0, "finish stores the pack");
     is_str(err.msg, "", "no error message");
     cbfs_pack_writer_free(w);
     is_int(count_keys(st), 1, "the store holds one object");
@@ -232,7 +232,7 @@ static void test_pack(void)
        "trailer count, little-endian");
 
     /* the index */
-    is_int(cbfs_pack_read_index(st, name, &entries, &n, &err), 0, "read the index back");
+    is_int(cbfs_pack_read_index(st, NULL, name, &entries, &n, &err), 0, "read the index back");
     is_int(n, NBLOCKS, "index has every block");
     bad = 0;
     for (size_t i = 0; i < n && i < NBLOCKS; i++) {
@@ -247,14 +247,14 @@ static void test_pack(void)
 
     /* the same with the size known from a listing; any other size is a damaged index */
     entries = NULL;
-    is_int(cbfs_pack_read_index_sized(st, name, size, &entries, &n, &err), 0,
+    is_int(cbfs_pack_read_index_sized(st, NULL, name, size, &entries, &n, &err), 0,
            "read_index_sized with the object's size");
     is_int(n, NBLOCKS, "read_index_sized: every block");
     free(entries);
     for (int d = -1; d <= 1; d += 2) {
         entries = NULL;
         cbfs_error_init(&err);
-        is_int(cbfs_pack_read_index_sized(st, name, size + (uint64_t) d, &entries, &n, &err),
+        is_int(cbfs_pack_read_index_sized(st, NULL, name, size + (uint64_t) d, &entries, &n, &err),
                -EBADMSG, "read_index_sized with size %+d: -EBADMSG", d);
         ok(strstr(err.msg, key) != NULL, "read_index_sized with size %+d: \"%s\"", d, err.msg);
     }
@@ -298,7 +298,7 @@ static void test_pack(void)
         copy[b->offset + b->stored_len / 2] ^= 0x10;
         cname = put_copy(st, copy, len);
         ckey = cbfs_pack_key(cname);
-        is_int(cbfs_pack_read_index(st, cname, &entries, &n, &err), 0,
+        is_int(cbfs_pack_read_index(st, NULL, cname, &entries, &n, &err), 0,
                "a damaged block leaves the index readable");
         free(entries);
         cbfs_error_init(&err);
@@ -372,7 +372,7 @@ static void test_pack(void)
         char *gkey = cbfs_pack_key(gone);
         cbfs_error_init(&err);
         entries = NULL;
-        is_int(cbfs_pack_read_index(st, gone, &entries, &n, &err), -ENOENT,
+        is_int(cbfs_pack_read_index(st, NULL, gone, &entries, &n, &err), -ENOENT,
                "index of a missing pack: -ENOENT");
         is_int(err.code, 0, "index of a missing pack: no error set");
         cbfs_error_init(&err);
@@ -446,8 +446,8 @@ static void test_crafted_index(void)
         put_le64(t + 16, 100);
         cbfs_sha256(e, CBFS_PACK_ENTRY_LEN, t + 24);
         cbfs_error_init(&err);
-        is_int(cbfs_pack_read_index(st, put_copy(st, pack, sizeof(pack)), &entries, &n, &err), 0,
-               "a hand-built pack with a sane entry is accepted");
+        is_int(cbfs_pack_read_index(st, NULL, put_copy(st, pack, sizeof(pack)), &entries, &n, &err),
+               0, "a hand-built pack with a sane entry is accepted");
         is_int(n, 1, "and has one entry");
         ok(entries && entries[0].offset == 80 && entries[0].stored_len == 20,
            "with its offset and length");
@@ -490,7 +490,7 @@ static void test_huge_count(void)
 
         setrlimit(RLIMIT_AS, &lim);
         cbfs_error_init(&err);
-        rc = cbfs_pack_read_index(st, name, &entries, &n, &err);
+        rc = cbfs_pack_read_index(st, NULL, name, &entries, &n, &err);
         _exit(rc == -EBADMSG && err.code == CBFS_EXIT_CORRUPT ? 0 : 1);
     }
     ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,

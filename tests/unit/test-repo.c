@@ -551,7 +551,7 @@ typedef struct TestPack {
 static int store_pack(CbfsRepo *r, CbfsCodec *c, const char *tag, size_t n, TestPack *p)
 {
     CbfsPackWriter *w = cbfs_pack_writer_new();
-    uint8_t raw[8192], stored[8192 + 1024];
+    uint8_t raw[8192], stored[8192 + 1024 + CBFS_CRYPT_OVERHEAD];
     CbfsError err;
     int rc;
 
@@ -562,13 +562,13 @@ static int store_pack(CbfsRepo *r, CbfsCodec *c, const char *tag, size_t n, Test
         memset(raw, (int) i, sizeof(raw));
         snprintf((char *) raw, 64, "%s block %zu", tag, i);
         cbfs_block_id(raw, sizeof(raw), p->e[i].id);
-        len = cbfs_codec_encode(c, raw, sizeof(raw), stored, sizeof(stored));
+        len = cbfs_codec_encode(c, p->e[i].id, raw, sizeof(raw), stored, sizeof(stored));
         p->e[i].stored_len = (uint32_t) len;
         p->e[i].raw_len = sizeof(raw);
         p->e[i].offset = cbfs_pack_writer_append(w, p->e[i].id, stored, (uint32_t) len, 8192);
     }
     cbfs_error_init(&err);
-    rc = cbfs_pack_writer_finish(w, r->store, &err);
+    rc = cbfs_pack_writer_finish(w, r->store, r->crypt, &err);
     if (rc < 0)
         printf("# could not store pack: %s\n", err.msg);
     cbfs_pack_writer_free(w);
@@ -693,7 +693,7 @@ static void test_blockindex(void)
     }
     {
         CbfsPackWriter *w = cbfs_pack_writer_new();
-        uint8_t raw[8192], stored[8192 + 1024];
+        uint8_t raw[8192], stored[8192 + 1024 + CBFS_CRYPT_OVERHEAD];
         int added = 0;
 
         memset(&p3, 0, sizeof(p3));
@@ -705,7 +705,7 @@ static void test_blockindex(void)
             size_t len;
             memset(raw, 0x40 + (int) i, sizeof(raw));
             cbfs_block_id(raw, sizeof(raw), p3.e[i].id);
-            len = cbfs_codec_encode(c, raw, sizeof(raw), stored, sizeof(stored));
+            len = cbfs_codec_encode(c, p3.e[i].id, raw, sizeof(raw), stored, sizeof(stored));
             p3.e[i].stored_len = (uint32_t) len;
             p3.e[i].raw_len = sizeof(raw);
             p3.e[i].offset = cbfs_pack_writer_append(w, p3.e[i].id, stored, (uint32_t) len, 8192);
@@ -733,7 +733,7 @@ static void test_blockindex(void)
             }
         }
         is_int(added, 4, "add the blocks of a pack being filled");
-        is_int(cbfs_pack_writer_finish(w, r->store, &err), 0, "store p3");
+        is_int(cbfs_pack_writer_finish(w, r->store, r->crypt, &err), 0, "store p3");
         cbfs_pack_writer_free(w);
     }
     is_int(found(bi2, &p3), 0, "stored but not yet marked: another run does not find it");
