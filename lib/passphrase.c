@@ -131,7 +131,16 @@ static int read_file(const char *path, char **ret, CbfsError *err)
                               "passphrase file \"%s\" is too long (more than %d bytes)", path,
                               PASSPHRASE_MAX);
     }
-    chomp(buf, &len);
+    {
+        /* the first line */
+        char *nl = memchr(buf, '\n', len);
+        if (nl) {
+            OPENSSL_cleanse(nl, len - (size_t) (nl - buf));
+            len = (size_t) (nl - buf);
+        }
+        if (len > 0 && buf[len - 1] == '\r')
+            buf[--len] = '\0';
+    }
     if (len == 0 || strlen(buf) != len) {
         cbfs_passphrase_free(buf);
         return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE,

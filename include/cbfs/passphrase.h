@@ -12,8 +12,8 @@
  * $CBFS_NEW_PASSPHRASE, then a prompt (asked twice).
  *
  * A passphrase file is refused when its group or others have any access
- * (as PostgreSQL refuses such a .pgpass); its content is the passphrase,
- * one trailing newline ("\n" or "\r\n") dropped.  A passphrase is never
+ * (as PostgreSQL refuses such a .pgpass); its first line (without "\n" or
+ * "\r\n") is the passphrase.  A passphrase is never
  * logged; every buffer that held one is wiped before it is freed.
  *
  * Thread safety: the setters are for a command's option parsing, before any
