@@ -411,10 +411,11 @@ static int unlock(CbfsCrypt *c, const char *passphrase, CbfsError *err)
             free(asked);
         }
         if (rc < 0) {
-            /* one message for this and every later caller */
+            /* one message for this and every later caller; never -ENOENT,
+             * which callers take for "no such object" */
             cbfs_error_prefix(&e, "could not open repository \"%s\"", c->display);
             c->failure = e;
-            c->failure_rc = rc;
+            c->failure_rc = rc == -ENOENT ? -EACCES : rc;
             __atomic_store_n(&c->state, FAILED, __ATOMIC_RELEASE);
         }
     }

@@ -112,7 +112,7 @@ static int ask_passphrase(void *ctx, char **ret, CbfsError *err)
 {
     int rc = cbfs_passphrase_read(CBFS_PASSPHRASE_CURRENT, ctx, false, ret, err);
     if (rc == -ENOENT)
-        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_USAGE,
+        rc = cbfs_error_set(err, EACCES, CBFS_EXIT_USAGE,
                             "repository is encrypted and no passphrase was given (set "
                             "CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE, or use --passphrase-file)");
     return rc;

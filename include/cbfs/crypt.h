@@ -100,7 +100,9 @@ void cbfs_crypt_free(CbfsCrypt *c);
 /* Unwrap the master key if not done yet.  Thread-safe; the first call does
  * the work, concurrent ones wait for it, later ones return its result (and
  * its message).  Errors: 'could not open repository "D": wrong passphrase'
- * (-EACCES, CBFS_EXIT_REPO), or the callback's own. */
+ * (-EACCES, CBFS_EXIT_REPO), or the callback's message and code with that
+ * prefix.  Never -ENOENT (callers read it as "no such object"): a callback's
+ * -ENOENT becomes -EACCES. */
 int cbfs_crypt_unlock(CbfsCrypt *c, CbfsError *err);
 /* The same with a given passphrase instead of the callback. */
 int cbfs_crypt_unlock_with(CbfsCrypt *c, const char *passphrase, CbfsError *err);

@@ -1111,7 +1111,8 @@ static void test_encrypted(void)
     }
     ok(r->crypt && !cbfs_crypt_unlocked(r->crypt), "open leaves the key wrapped");
     cbfs_error_init(&err);
-    is_int(cbfs_repo_unlock(r, &err), -ENOENT, "no passphrase anywhere: unlock fails");
+    is_int(cbfs_repo_unlock(r, &err), -EACCES,
+           "no passphrase anywhere: unlock fails (not -ENOENT, which means absent)");
     want = cbfs_xasprintf("could not open repository \"%s\": repository is encrypted and no "
                           "passphrase was given (set CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE, or "
                           "use --passphrase-file)",
@@ -1122,6 +1123,30 @@ static void test_encrypted(void)
     cbfs_error_init(&err);
     is_int(cbfs_repo_read_backup(r, "b1", &rec, &err), -ENOENT,
            "a backup that does not exist is still just absent");
+    {
+        /* a stored object without a passphrase is an error, not "absent" */
+        CbfsKv *kv = cbfs_kv_new();
+        char *text;
+        cbfs_kv_set(kv, "label", "b0");
+        text = cbfs_kv_format(kv);
+        /* sealed by a repository object that knows the key */
+        setenv("CBFS_PASSPHRASE", "s3cret", 1);
+        {
+            CbfsRepo *w = reopen(path);
+            cbfs_store_put(w->store, "backups/b0.info", text, strlen(text), NULL);
+            cbfs_repo_free(w);
+        }
+        unsetenv("CBFS_PASSPHRASE");
+        cbfs_error_init(&err);
+        is_int(cbfs_repo_read_backup(r, "b0", &rec, &err), -EACCES,
+               "reading a stored record without a passphrase: -EACCES, not -ENOENT");
+        ok(strstr(err.msg, "no passphrase was given") != NULL, "with the message: \"%s\"", err.msg);
+        free(text);
+        cbfs_kv_free(kv);
+        text = cbfs_xasprintf("%s/backups/b0.info", path);
+        unlink(text);
+        free(text);
+    }
     cbfs_repo_free(r);
 
     setenv("CBFS_PASSPHRASE", "wrong", 1);
