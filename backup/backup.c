@@ -140,7 +140,7 @@ static int start_pack(Worker *w)
 /* Store a sealed pack and mark it stored in the dedup index. */
 static int store_pack(Backup *b, CbfsPackWriter *pack, CbfsError *err)
 {
-    int rc = cbfs_pack_writer_finish(pack, b->repo->store, err);
+    int rc = cbfs_pack_writer_finish(pack, b->repo->store, b->repo->crypt, err);
     if (rc == 0 && cbfs_pack_writer_count(pack) > 0)
         rc = cbfs_blockindex_pack_stored(b->index, cbfs_pack_writer_name(pack), err);
     cbfs_pack_writer_free(pack);
@@ -235,11 +235,11 @@ static int store_block(Worker *w, BackupFile *f, uint64_t blockno, const uint8_t
 
     if (cbfs_is_zero(data, len))
         return 0; /* all-zero blocks are not stored: absent means zeros */
-    cbfs_block_id(data, len, ref->id);
+    cbfs_codec_block_id(w->codec, data, len, ref->id);
     if (cbfs_blockindex_lookup(b->index, ref->id, ref) == 0 && ref->raw_len == len) {
         __atomic_add_fetch(&b->blocks_reused, 1, __ATOMIC_RELAXED);
     } else {
-        size_t n = cbfs_codec_encode(w->codec, data, len, w->enc, w->enc_cap);
+        size_t n = cbfs_codec_encode(w->codec, ref->id, data, len, w->enc, w->enc_cap);
         if (!w->pack && (rc = start_pack(w)) < 0)
             return rc;
         ref->offset =
@@ -645,6 +645,9 @@ static void usage(void)
            "  -d, --dbname CONNINFO  how to connect (default: dbname=postgres, libpq defaults)\n"
            "  -l, --label TEXT       backup label (default: the start time, 20261121T103000Z)\n"
            "  -j, --jobs N           parallel reader/compressor threads (default: 2)\n"
+           "      --passphrase-file FILE\n"
+           "                         passphrase of an encrypted repository (mode 0600; else\n"
+           "                         CBFS_PASSPHRASE, CBFS_PASSPHRASE_FILE or a prompt)\n"
            "  -h, --help             show this help\n");
 }
 
@@ -669,9 +672,13 @@ static int read_sysid(const char *pgdata, uint64_t *ret)
 int cmd_backup(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"pgdata", required_argument, NULL, 'D'}, {"dbname", required_argument, NULL, 'd'},
-        {"label", required_argument, NULL, 'l'},  {"jobs", required_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"pgdata", required_argument, NULL, 'D'},
+        {"dbname", required_argument, NULL, 'd'},
+        {"label", required_argument, NULL, 'l'},
+        {"jobs", required_argument, NULL, 'j'},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *pgdata_arg = NULL, *conninfo = NULL, *label_arg = NULL;
     long jobs = 2;
@@ -707,6 +714,9 @@ int cmd_backup(int argc, char **argv)
         case 'j':
             if (cbfs_parse_int(optarg, 1, 256, &jobs) < 0)
                 return cmd_usage_error("backup", "invalid value for --jobs: \"%s\"", optarg);
+            break;
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
             break;
         case 'h':
             usage();
@@ -783,8 +793,8 @@ int cmd_backup(int argc, char **argv)
         goto fail;
     }
     b.checksums = pg->data_checksums;
-    /* the repository's cluster */
-    if (cbfs_repo_claim(b.repo, sysid, &owner, &err) < 0)
+    /* the repository's key (its passphrase is asked here, once), then its cluster */
+    if (cbfs_repo_unlock(b.repo, &err) < 0 || cbfs_repo_claim(b.repo, sysid, &owner, &err) < 0)
         goto fail;
     if (owner != sysid) {
         cbfs_error_set(&err, EINVAL, CBFS_EXIT_DATABASE,
@@ -870,7 +880,7 @@ int cmd_backup(int argc, char **argv)
     for (long i = 0; i < jobs; i++) {
         Worker *w = &workers[i];
         w->b = &b;
-        w->codec = cbfs_codec_new(b.repo->compress_level);
+        w->codec = cbfs_repo_codec_new(b.repo, b.repo->compress_level);
         w->buf = cbfs_xmalloc(b.block_size);
         w->enc_cap = cbfs_codec_bound(b.block_size);
         w->enc = cbfs_xmalloc(w->enc_cap);

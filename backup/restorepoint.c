@@ -29,6 +29,7 @@ int cmd_restore_point(int argc, char **argv)
     static const struct option opts[] = {
         {"dbname", required_argument, NULL, 'd'},
         {"wait", required_argument, NULL, 'w'},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -55,8 +56,12 @@ int cmd_restore_point(int argc, char **argv)
             if (cbfs_parse_int(optarg, 1, 86400, &wait_s) < 0)
                 return cmd_usage_error("restore-point", "invalid value for --wait: \"%s\"", optarg);
             break;
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
+            break;
         case 'h':
             printf("Usage: cbfs restore-point REPO NAME [--dbname CONNINFO] [--wait SECONDS]\n"
+                   "                          [--passphrase-file FILE]\n"
                    "\n"
                    "Create the restore point NAME (citus_create_restore_point on a Citus\n"
                    "coordinator, else pg_create_restore_point), switch WAL, wait until the\n"
@@ -82,6 +87,9 @@ int cmd_restore_point(int argc, char **argv)
     cbfs_location_release(&loc);
     if (rc < 0)
         return cmd_fail(&err);
+    /* a wrong passphrase is found before the server is touched */
+    if ((rc = cbfs_repo_unlock(repo, &err)) < 0)
+        goto fail;
 
     /* names are unique among points and backups: refuse before touching the server */
     if ((rc = cbfs_point_read(repo, name, &kv, &err)) == 0) {

@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -346,29 +347,47 @@ static void pusher_start(const Queue *q, const char *repo_spec, const char *name
 
 int cmd_wal_push(int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
     CbfsLocation loc;
     CbfsRepo *repo;
     CbfsError err;
     Queue q;
     bool queued;
-    const char *path, *name;
-    int rc, lfd = -1;
+    const char *path, *name, *spec;
+    int c, rc, lfd = -1;
 
     cbfs_error_init(&err);
-    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("Usage: cbfs wal-push REPO PATH\n"
-               "\n"
-               "Store the WAL file at PATH in the repository; for archive_command:\n"
-               "  archive_command = 'cbfs wal-push REPO %%p'\n"
-               "Exits 0 only once the file is durably stored (or an identical copy was).\n"
-               "Segments that archive_status marks ready are stored ahead by a background\n"
-               "pusher, which leaves its markers in cbfs-push/ beside PATH.\n");
-        return 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
+            break;
+        case 'h':
+            printf("Usage: cbfs wal-push [--passphrase-file FILE] REPO PATH\n"
+                   "\n"
+                   "Store the WAL file at PATH in the repository; for archive_command:\n"
+                   "  archive_command = 'cbfs wal-push REPO %%p'\n"
+                   "Exits 0 only once the file is durably stored (or an identical copy was).\n"
+                   "Segments that archive_status marks ready are stored ahead by a background\n"
+                   "pusher, which leaves its markers in cbfs-push/ beside PATH.\n"
+                   "\n"
+                   "An encrypted repository's passphrase comes from --passphrase-file FILE\n"
+                   "(mode 0600), CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE.\n");
+            return 0;
+        default:
+            return cmd_usage_error("wal-push", NULL);
+        }
     }
-    if (argc != 3)
-        return cmd_usage_error("wal-push", argc < 3 ? "missing arguments" : "too many arguments");
-    path = argv[2];
-    if (cbfs_location_parse(argv[1], false, &loc, &err) < 0)
+    if (argc - optind != 2)
+        return cmd_usage_error("wal-push",
+                               argc - optind < 2 ? "missing arguments" : "too many arguments");
+    spec = argv[optind];
+    path = argv[optind + 1];
+    if (cbfs_location_parse(spec, false, &loc, &err) < 0)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
     cbfs_location_release(&loc);
@@ -379,7 +398,7 @@ int cmd_wal_push(int argc, char **argv)
     queued = cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT && queue_open(path, &q);
     if (queued) {
         struct stat st;
-        pusher_start(&q, argv[1], name);
+        pusher_start(&q, spec, name);
         lfd = lock_segment(&q, name, true); /* the pusher may be storing it now */
         if (stat(path, &st) == 0 && marker_matches(&q, repo, name, &st) &&
             cbfs_wal_exists(repo, name, &err) == 0) {

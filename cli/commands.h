@@ -10,6 +10,11 @@
 
 #include "cbfs/error.h"
 #include "cbfs/repo.h"
+#include "cbfs/passphrase.h"
+
+/* getopt value of --passphrase-file, which every command that opens a
+ * repository takes: it calls cbfs_passphrase_set_file(optarg). */
+#define CMD_OPT_PASSPHRASE_FILE 0x1000 /* above every command's own values */
 
 int cmd_init(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
@@ -27,6 +32,7 @@ int cmd_pin(int argc, char **argv);
 int cmd_unpin(int argc, char **argv);
 int cmd_expire(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_key(int argc, char **argv);
 
 /* Shared by the commands: print err as one line and return its exit code. */
 int cmd_fail(const CbfsError *err);

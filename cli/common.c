@@ -78,5 +78,11 @@ int cmd_open_repo(const char *spec, bool allow_point, CbfsRepo **ret, char **ret
         *ret_point = loc.point ? cbfs_xstrdup(loc.point) : NULL;
     rc = cbfs_repo_open(&loc, ret, &err);
     cbfs_location_release(&loc);
+    /* a wrong or missing passphrase is an error also where nothing is
+     * decrypted (no backups yet) */
+    if (rc == 0 && (rc = cbfs_repo_unlock(*ret, &err)) < 0) {
+        cbfs_repo_free(*ret);
+        *ret = NULL;
+    }
     return rc < 0 ? cmd_fail(&err) : 0;
 }

@@ -47,6 +47,7 @@ static int parse_json_flag(int argc, char **argv, const char *cmd, const char *h
     static const struct option opts[] = {
         {"json", no_argument, NULL, 'J'},
         {"points", no_argument, NULL, 'P'},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -56,6 +57,8 @@ static int parse_json_flag(int argc, char **argv, const char *cmd, const char *h
             *json = true;
         } else if (c == 'P' && points) {
             *points = true;
+        } else if (c == CMD_OPT_PASSPHRASE_FILE) {
+            cbfs_passphrase_set_file(optarg);
         } else if (c == 'h') {
             fputs(help, stdout);
             return -1;
@@ -76,9 +79,10 @@ int cmd_list(int argc, char **argv)
     size_t n, np;
     CbfsError err;
     int rc = parse_json_flag(argc, argv, "list",
-                             "Usage: cbfs list REPO [--json] [--points]\n\nList the backups and "
-                             "restore points in the repository, oldest first.\nWith --json: an "
-                             "array of backups, or with --points of restore points.\n",
+                             "Usage: cbfs list REPO [--json] [--points] [--passphrase-file "
+                             "FILE]\n\nList the backups and restore points in the repository, "
+                             "oldest first.\nWith --json: an array of backups, or with --points "
+                             "of restore points.\n",
                              &json, &points_only);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
@@ -163,8 +167,8 @@ int cmd_info(int argc, char **argv)
     char *point = NULL, *label = NULL;
     CbfsError err;
     int rc = parse_json_flag(argc, argv, "info",
-                             "Usage: cbfs info REPO[@LABEL|@latest] [--json]\n\nShow one "
-                             "backup (the newest by default).\n",
+                             "Usage: cbfs info REPO[@LABEL|@latest] [--json] [--passphrase-file "
+                             "FILE]\n\nShow one backup (the newest by default).\n",
                              &json, NULL);
     if (rc != 0)
         return rc < 0 ? 0 : rc;

@@ -36,6 +36,7 @@ typedef struct Entry {
 
 struct BlockCache {
     CbfsStore *store;
+    CbfsCrypt *crypt; /* an encrypted repository's (unlocked) keys, else NULL */
     size_t capacity;
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t loaded;
@@ -183,8 +184,10 @@ static Entry *insert_loading(BlockCache *c, const uint8_t *id)
     return e;
 }
 
-/* One zstd context per thread, freed when the thread ends (FUSE starts and
- * stops worker threads as the load changes). */
+/* One codec (zstd contexts) per thread, freed when the thread ends (FUSE
+ * starts and stops worker threads as the load changes).  The thread's codec
+ * is given this cache's crypt at each use: one daemon has one cache, but a
+ * codec must never decode with another repository's keys. */
 static pthread_key_t codec_key;
 static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
 
@@ -198,7 +201,7 @@ static void codec_key_init(void)
     pthread_key_create(&codec_key, codec_destroy);
 }
 
-static CbfsCodec *codec_for_thread(void)
+static CbfsCodec *codec_for_thread(BlockCache *cache)
 {
     CbfsCodec *c;
     pthread_once(&codec_once, codec_key_init);
@@ -207,6 +210,7 @@ static CbfsCodec *codec_for_thread(void)
         c = cbfs_codec_new(1);
         pthread_setspecific(codec_key, c);
     }
+    cbfs_codec_set_crypt(c, cache->crypt);
     return c;
 }
 
@@ -225,7 +229,7 @@ int blockcache_read(BlockCache *c, const CbfsBlockRef *ref, size_t off, size_t l
             c->stats.misses++;
             e = insert_loading(c, ref->id);
             pthread_mutex_unlock(&c->lock);
-            rc = load(c, e, ref, codec_for_thread(), true, err);
+            rc = load(c, e, ref, codec_for_thread(c), true, err);
             if (rc < 0)
                 return rc;
             pthread_mutex_lock(&c->lock);
@@ -337,17 +341,19 @@ static void *prefetcher(void *arg)
         if (n == 0)
             continue;
         pthread_mutex_unlock(&c->lock);
-        load_run(c, es, refs, n, codec_for_thread());
+        load_run(c, es, refs, n, codec_for_thread(c));
         pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);
     return NULL;
 }
 
-BlockCache *blockcache_new(CbfsStore *store, size_t capacity, size_t block_size, int prefetchers)
+BlockCache *blockcache_new(CbfsStore *store, CbfsCrypt *crypt, size_t capacity, size_t block_size,
+                           int prefetchers)
 {
     BlockCache *c = cbfs_xcalloc(1, sizeof(*c));
     c->store = store;
+    c->crypt = crypt;
     c->capacity = capacity;
     c->buf_size = block_size;
     c->free_bufs = cbfs_xcalloc(MAX_FREE_BUFS, sizeof(uint8_t *));

@@ -16,14 +16,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cbfs/crypt.h"
 #include "cbfs/manifest.h"
 #include "cbfs/store.h"
 
 typedef struct BlockCache BlockCache;
 
-/* capacity: bytes of block data kept; block_size: the repository's block
- * size (buffers of that size are recycled); prefetchers: background threads. */
-BlockCache *blockcache_new(CbfsStore *store, size_t capacity, size_t block_size, int prefetchers);
+/* store and crypt (NULL without encryption; else unlocked): the
+ * repository's, borrowed; capacity: bytes of block data kept; block_size:
+ * the repository's block size (buffers of that size are recycled);
+ * prefetchers: background threads. */
+BlockCache *blockcache_new(CbfsStore *store, CbfsCrypt *crypt, size_t capacity, size_t block_size,
+                           int prefetchers);
 void blockcache_free(BlockCache *c);
 
 /* Copy len bytes at off within block ref into out, fetching and verifying

@@ -1574,8 +1574,8 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
             return rc;
         }
     }
-    fs->cache =
-        blockcache_new(cfg->repo->store, cfg->cache_size, cfg->repo->block_size, cfg->prefetchers);
+    fs->cache = blockcache_new(cfg->repo->store, cfg->repo->crypt, cfg->cache_size,
+                               cfg->repo->block_size, cfg->prefetchers);
     *ret = fs;
     return 0;
 }

@@ -65,6 +65,9 @@ static void mount_usage(void)
            "  cache_size=SIZE       memory for decompressed blocks (default 128M)\n"
            "  allow_other           let other users in (implied when uid= is not you)\n"
            "  target_action=pause   pause at the point instead of promoting\n"
+           "  passphrase_file=FILE  passphrase of an encrypted repository (mode 0600; also\n"
+           "                        written into restore_command, so PostgreSQL's user\n"
+           "                        must be able to read it)\n"
            "  debug                 log every FUSE request (implies -f)\n"
            "  -f                    stay in the foreground\n"
            "\n"
@@ -138,6 +141,10 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
         if (strcmp(o, "cache_size") == 0 && v) {
             if (cbfs_parse_size(v, &mo->cache_size) < 0 || mo->cache_size < (1u << 20))
                 rc = cmd_usage_error(cmd, "invalid cache_size \"%s\" (at least 1M)", v);
+            continue;
+        }
+        if (strcmp(o, "passphrase_file") == 0 && v && *v) {
+            cbfs_passphrase_set_file(v);
             continue;
         }
         if (strcmp(o, "target_action") == 0 && v &&
@@ -364,6 +371,10 @@ int cmd_mount(int argc, char **argv)
     if (cbfs_location_parse(mo.source, true, &loc, &err) < 0)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
+    /* an encrypted repository's key now, in the foreground: the daemon
+     * cannot ask for a passphrase */
+    if (rc == 0)
+        rc = cbfs_repo_unlock(repo, &err);
     if (rc == 0)
         rc = cbfs_point_resolve(repo, loc.point, &target, &err);
     if (rc == 0) {

@@ -146,7 +146,7 @@ static int sync_packs(CbfsBlockIndex *bi, CbfsRepo *r, size_t *ret_synced, CbfsE
             sqlite3_reset(is_stored);
             if (have)
                 continue;
-            rc = cbfs_pack_read_index(r->store, listed.names[i], &entries, &n, err);
+            rc = cbfs_pack_read_index(r->store, r->crypt, listed.names[i], &entries, &n, err);
             if (rc == -ENOENT) { /* removed meanwhile */
                 rc = 0;
                 continue;

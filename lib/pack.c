@@ -1,7 +1,8 @@
 /*
  * pack.c - build, seal, index and read pack objects.  See pack.h for the
- * format.  A writer keeps the pack in memory (CBFS_PACK_TARGET_SIZE plus one
- * block) and stores it with a single create-once put.
+ * format (plain and encrypted).  A writer keeps the pack in memory
+ * (CBFS_PACK_TARGET_SIZE plus one block) and stores it with a single
+ * create-once put.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +14,11 @@
 #include "cbfs/util.h"
 
 static const char pack_magic[8] = {'C', 'B', 'F', 'S', 'P', 'K', '0', '1'};
+static const char sealed_magic[8] = {'C', 'B', 'F', 'S', 'P', 'K', 'E', '1'};
+
+#define INDEX_AAD_LABEL     "cbfs pack index"
+#define INDEX_AAD_LABEL_LEN sizeof(INDEX_AAD_LABEL) /* with its NUL */
+#define INDEX_AAD_LEN       (INDEX_AAD_LABEL_LEN + CBFS_PACK_NAME_LEN + 4 + 8)
 
 struct CbfsPackWriter {
     char name[CBFS_PACK_NAME_LEN + 1];
@@ -41,6 +47,17 @@ static uint32_t get_le32(const uint8_t *p)
 static uint64_t get_le64(const uint8_t *p)
 {
     return (uint64_t) get_le32(p) | (uint64_t) get_le32(p + 4) << 32;
+}
+
+/* The AAD of a sealed index: the pack's name and where its index lies, so
+ * that an index is never read in another pack or at another place. */
+static void index_aad(const char *name, uint32_t count, uint64_t index_off,
+                      uint8_t aad[INDEX_AAD_LEN])
+{
+    memcpy(aad, INDEX_AAD_LABEL, INDEX_AAD_LABEL_LEN);
+    memcpy(aad + INDEX_AAD_LABEL_LEN, name, CBFS_PACK_NAME_LEN);
+    put_le32(aad + INDEX_AAD_LABEL_LEN + CBFS_PACK_NAME_LEN, count);
+    put_le64(aad + INDEX_AAD_LABEL_LEN + CBFS_PACK_NAME_LEN + 4, index_off);
 }
 
 CbfsPackWriter *cbfs_pack_writer_new(void)
@@ -98,16 +115,19 @@ size_t cbfs_pack_writer_count(const CbfsPackWriter *w)
     return w->n;
 }
 
-int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsError *err)
+int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsCrypt *crypt, CbfsError *err)
 {
     uint64_t index_off = w->data.len;
     size_t index_len = w->n * CBFS_PACK_ENTRY_LEN;
-    uint8_t *index, trailer[CBFS_PACK_TRAILER_LEN];
+    size_t stored_len = index_len + (crypt ? CBFS_CRYPT_OVERHEAD : 0);
+    uint8_t *index, *stored, trailer[CBFS_PACK_TRAILER_LEN];
     char *key;
     int rc;
 
     if (w->n == 0)
         return 0;
+    if (crypt && (rc = cbfs_crypt_unlock(crypt, err)) < 0)
+        return rc;
     index = cbfs_xmalloc(index_len);
     for (size_t i = 0; i < w->n; i++) {
         uint8_t *e = index + i * CBFS_PACK_ENTRY_LEN;
@@ -116,14 +136,22 @@ int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsError *err)
         put_le32(e + 40, w->entries[i].stored_len);
         put_le32(e + 44, w->entries[i].raw_len);
     }
-    memcpy(trailer, pack_magic, 8);
+    stored = index;
+    if (crypt) {
+        uint8_t aad[INDEX_AAD_LEN];
+        stored = cbfs_xmalloc(stored_len);
+        index_aad(w->name, (uint32_t) w->n, index_off, aad);
+        cbfs_crypt_seal(crypt, aad, sizeof(aad), index, index_len, stored);
+        free(index);
+    }
+    memcpy(trailer, crypt ? sealed_magic : pack_magic, 8);
     put_le32(trailer + 8, (uint32_t) w->n);
     put_le32(trailer + 12, 0);
     put_le64(trailer + 16, index_off);
-    cbfs_sha256(index, index_len, trailer + 24);
-    cbfs_buf_append(&w->data, index, index_len);
+    cbfs_sha256(stored, stored_len, trailer + 24);
+    cbfs_buf_append(&w->data, stored, stored_len);
     cbfs_buf_append(&w->data, trailer, sizeof(trailer));
-    free(index);
+    free(stored);
 
     key = cbfs_pack_key(w->name);
     rc = cbfs_store_put(st, key, w->data.data, w->data.len, err);
@@ -150,8 +178,8 @@ char *cbfs_pack_key(const char *name)
     return cbfs_xasprintf("packs/%.2s/%s.pack", name, name);
 }
 
-int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_entries,
-                         size_t *ret_n, CbfsError *err)
+int cbfs_pack_read_index(CbfsStore *st, CbfsCrypt *crypt, const char *name,
+                         CbfsPackEntry **ret_entries, size_t *ret_n, CbfsError *err)
 {
     char *key = cbfs_pack_key(name);
     uint64_t size;
@@ -160,44 +188,57 @@ int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_en
     free(key);
     if (rc < 0)
         return rc;
-    return cbfs_pack_read_index_sized(st, name, size, ret_entries, ret_n, err);
+    return cbfs_pack_read_index_sized(st, crypt, name, size, ret_entries, ret_n, err);
 }
 
-int cbfs_pack_read_index_sized(CbfsStore *st, const char *name, uint64_t size,
+int cbfs_pack_read_index_sized(CbfsStore *st, CbfsCrypt *crypt, const char *name, uint64_t size,
                                CbfsPackEntry **ret_entries, size_t *ret_n, CbfsError *err)
 {
     char *key = cbfs_pack_key(name);
     uint8_t trailer[CBFS_PACK_TRAILER_LEN], sum[CBFS_SHA256_LEN];
-    uint8_t *index = NULL;
+    uint8_t *stored = NULL, *index = NULL;
     uint64_t index_off;
     uint32_t count;
-    size_t n, index_len;
+    size_t n, index_len, stored_len, overhead = crypt ? CBFS_CRYPT_OVERHEAD : 0;
     CbfsPackEntry *entries = NULL;
     int rc;
 
-    if (size < CBFS_PACK_TRAILER_LEN)
+    if (crypt && (rc = cbfs_crypt_unlock(crypt, err)) < 0)
+        goto out;
+    if (size < CBFS_PACK_TRAILER_LEN + overhead)
         goto corrupt;
     rc = cbfs_store_get_range(st, key, size - CBFS_PACK_TRAILER_LEN, CBFS_PACK_TRAILER_LEN, trailer,
                               &n, err);
     if (rc < 0)
         goto out;
-    if (n != CBFS_PACK_TRAILER_LEN || memcmp(trailer, pack_magic, 8) != 0)
+    if (n != CBFS_PACK_TRAILER_LEN || memcmp(trailer, crypt ? sealed_magic : pack_magic, 8) != 0)
         goto corrupt;
     count = get_le32(trailer + 8);
     index_off = get_le64(trailer + 16);
     /* bound everything by the object's size before adding (no wrap-around) */
-    if (count > (size - CBFS_PACK_TRAILER_LEN) / CBFS_PACK_ENTRY_LEN)
+    if (count > (size - CBFS_PACK_TRAILER_LEN - overhead) / CBFS_PACK_ENTRY_LEN)
         goto corrupt;
     index_len = (size_t) count * CBFS_PACK_ENTRY_LEN;
-    if (index_off != size - CBFS_PACK_TRAILER_LEN - index_len)
+    stored_len = index_len + overhead;
+    if (index_off != size - CBFS_PACK_TRAILER_LEN - stored_len)
         goto corrupt;
-    index = cbfs_xmalloc(index_len ? index_len : 1);
-    rc = cbfs_store_get_range(st, key, index_off, index_len, index, &n, err);
+    stored = cbfs_xmalloc(stored_len ? stored_len : 1);
+    rc = cbfs_store_get_range(st, key, index_off, stored_len, stored, &n, err);
     if (rc < 0)
         goto out;
-    cbfs_sha256(index, index_len, sum);
-    if (n != index_len || memcmp(sum, trailer + 24, CBFS_SHA256_LEN) != 0)
+    cbfs_sha256(stored, stored_len, sum);
+    if (n != stored_len || memcmp(sum, trailer + 24, CBFS_SHA256_LEN) != 0)
         goto corrupt;
+    if (crypt) {
+        uint8_t aad[INDEX_AAD_LEN];
+        index = cbfs_xmalloc(index_len ? index_len : 1);
+        index_aad(name, count, index_off, aad);
+        if (cbfs_crypt_open(crypt, aad, sizeof(aad), stored, stored_len, index) < 0)
+            goto corrupt;
+    } else {
+        index = stored;
+        stored = NULL;
+    }
     entries = cbfs_xcalloc(count ? count : 1, sizeof(CbfsPackEntry));
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *e = index + (size_t) i * CBFS_PACK_ENTRY_LEN;
@@ -217,6 +258,7 @@ corrupt:
     rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT, "pack \"%s\" has a damaged index", key);
 out:
     free(entries);
+    free(stored);
     free(index);
     free(key);
     return rc;

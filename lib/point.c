@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbfs/passphrase.h"
 #include "cbfs/point.h"
 #include "cbfs/util.h"
 #include "cbfs/wal.h"
@@ -424,6 +425,19 @@ out:
     return rc;
 }
 
+/* Append s single-quoted for the shell. */
+static void shell_quote(CbfsBuf *b, const char *s)
+{
+    cbfs_buf_append(b, "'", 1);
+    for (; *s; s++) {
+        if (*s == '\'')
+            cbfs_buf_append(b, "'\\''", 4);
+        else
+            cbfs_buf_append(b, s, 1);
+    }
+    cbfs_buf_append(b, "'", 1);
+}
+
 char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const char *who,
                                 const char *self, bool archive_off)
 {
@@ -431,23 +445,22 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
                                            "recovery_target_time", "recovery_target_lsn"};
     char *target;
     const char *repo = r->loc.kind == CBFS_LOCATION_POSIX ? r->loc.path : r->loc.spec;
-    const char *parts[2] = {self, repo};
+    const char *pass_file = r->crypt ? cbfs_passphrase_file() : NULL;
     char *qcmd, *qend, *conf;
     CbfsBuf cmd;
 
-    /* restore_command runs through the shell: quote both paths for it */
+    /* restore_command runs through the shell: quote the paths for it */
     cbfs_buf_init(&cmd);
-    for (int i = 0; i < 2; i++) {
-        cbfs_buf_append(&cmd, "'", 1);
-        for (const char *s = parts[i]; *s; s++) {
-            if (*s == '\'')
-                cbfs_buf_append(&cmd, "'\\''", 4);
-            else
-                cbfs_buf_append(&cmd, s, 1);
-        }
-        cbfs_buf_append(&cmd, "'", 1);
-        cbfs_buf_append(&cmd, i == 0 ? " wal-fetch " : " %f %p", i == 0 ? 11 : 6);
+    shell_quote(&cmd, self);
+    cbfs_buf_append(&cmd, " wal-fetch ", 11);
+    if (pass_file) {
+        /* the file, never the passphrase: a configuration file holds no secret */
+        cbfs_buf_append(&cmd, "--passphrase-file ", 18);
+        shell_quote(&cmd, pass_file);
+        cbfs_buf_append(&cmd, " ", 1);
     }
+    shell_quote(&cmd, repo);
+    cbfs_buf_append(&cmd, " %f %p", 6);
     qcmd = cbfs_pg_quote(cmd.data);
     /* the end command drops segments fetched ahead that recovery did not use */
     cmd.len = (size_t) (strstr(cmd.data, " wal-fetch ") - cmd.data);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include "cbfs/passphrase.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "cbfs/wal.h"
@@ -24,7 +25,8 @@ static int open_error(const CbfsLocation *loc, CbfsError *err, int errnum, int c
                           why);
 }
 
-int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_level, CbfsError *err)
+static int repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_level,
+                     const char *passphrase, const CbfsKdfParams *kdf, CbfsError *err)
 {
     CbfsStore *st = NULL;
     CbfsKv *kv;
@@ -68,6 +70,17 @@ int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_le
     cbfs_kv_set_u64(kv, "block_size", block_size);
     cbfs_kv_set_u64(kv, "compress_level", (uint64_t) compress_level);
     cbfs_kv_set(kv, "created", now);
+    if (passphrase) {
+        CbfsCrypt *crypt;
+        rc = cbfs_crypt_create(kv, id, loc->spec, passphrase, kdf, &crypt, err);
+        if (rc < 0) {
+            cbfs_error_prefix(err, "could not create repository \"%s\"", loc->spec);
+            cbfs_kv_free(kv);
+            cbfs_store_free(st);
+            return rc;
+        }
+        cbfs_crypt_free(crypt);
+    }
     text = cbfs_kv_format(kv);
     rc = cbfs_store_put(st, "config", text, strlen(text), err);
     if (rc == -EEXIST)
@@ -79,6 +92,29 @@ int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_le
     free(text);
     cbfs_kv_free(kv);
     cbfs_store_free(st);
+    return rc;
+}
+
+int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_level, CbfsError *err)
+{
+    return repo_init(loc, block_size, compress_level, NULL, NULL, err);
+}
+
+int cbfs_repo_init_encrypted(const CbfsLocation *loc, uint32_t block_size, int compress_level,
+                             const char *passphrase, const CbfsKdfParams *kdf, CbfsError *err)
+{
+    return repo_init(loc, block_size, compress_level, passphrase, kdf, err);
+}
+
+/* The passphrase of an encrypted repository, asked for on first need
+ * (cbfs_crypt_unlock; ctx is the repository's display name). */
+static int ask_passphrase(void *ctx, char **ret, CbfsError *err)
+{
+    int rc = cbfs_passphrase_read(CBFS_PASSPHRASE_CURRENT, ctx, false, ret, err);
+    if (rc == -ENOENT)
+        rc = cbfs_error_set(err, EACCES, CBFS_EXIT_USAGE,
+                            "repository is encrypted and no passphrase was given (set "
+                            "CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE, or use --passphrase-file)");
     return rc;
 }
 
@@ -143,6 +179,18 @@ int cbfs_repo_open(const CbfsLocation *loc, CbfsRepo **ret, CbfsError *err)
     strcpy(r->id, cbfs_kv_get(kv, "repository_id"));
     r->block_size = (uint32_t) bs;
     r->compress_level = (int) level;
+    if (cbfs_crypt_configured(kv)) {
+        /* locked: the passphrase is read when a key is first needed */
+        rc = cbfs_crypt_from_config(kv, r->id, r->display, ask_passphrase, (void *) r->display,
+                                    &r->crypt, err);
+        if (rc < 0) {
+            cbfs_error_prefix(err, "could not open repository \"%s\"", loc->spec);
+            cbfs_kv_free(kv);
+            cbfs_repo_free(r);
+            return rc;
+        }
+        r->store = cbfs_store_crypt_new(st, r->crypt);
+    }
     cbfs_kv_free(kv);
     *ret = r;
     return 0;
@@ -153,8 +201,85 @@ void cbfs_repo_free(CbfsRepo *r)
     if (!r)
         return;
     cbfs_store_free(r->store);
+    cbfs_crypt_free(r->crypt); /* after the store that borrows it */
     cbfs_location_release(&r->loc);
     free(r);
+}
+
+int cbfs_repo_unlock(CbfsRepo *r, CbfsError *err)
+{
+    return r->crypt ? cbfs_crypt_unlock(r->crypt, err) : 0;
+}
+
+CbfsCodec *cbfs_repo_codec_new(CbfsRepo *r, int level)
+{
+    CbfsCodec *c = cbfs_codec_new(level);
+    cbfs_codec_set_crypt(c, r->crypt);
+    return c;
+}
+
+/* 0 if text is a config whose key unwraps with passphrase to r's master key. */
+static int check_config(CbfsRepo *r, const char *text, size_t len, const char *passphrase,
+                        CbfsError *err)
+{
+    CbfsKv *kv = NULL;
+    CbfsCrypt *c = NULL;
+    int rc = cbfs_kv_parse(text, len, &kv, err);
+
+    if (rc == 0)
+        rc = cbfs_crypt_from_config(kv, r->id, r->display, NULL, NULL, &c, err);
+    if (rc == 0)
+        rc = cbfs_crypt_unlock_with(c, passphrase, err);
+    if (rc == 0 && !cbfs_crypt_same_key(c, r->crypt))
+        rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT, "the new key is not the old one");
+    cbfs_crypt_free(c);
+    cbfs_kv_free(kv);
+    return rc;
+}
+
+int cbfs_repo_change_passphrase(CbfsRepo *r, const char *new_passphrase, const CbfsKdfParams *kdf,
+                                CbfsError *err)
+{
+    uint8_t *old = NULL, *back = NULL;
+    size_t old_len, back_len;
+    CbfsKv *kv = NULL;
+    char *text = NULL;
+    int rc;
+
+    if (!r->crypt)
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "repository \"%s\" is not encrypted",
+                              r->display);
+    if ((rc = cbfs_crypt_unlock(r->crypt, err)) < 0)
+        return rc;
+    /* the config as stored now (it passes the encrypting store untouched),
+     * so that every other setting is kept as it is */
+    rc = cbfs_store_get(r->store, "config", &old, &old_len, err);
+    if (rc == 0)
+        rc = cbfs_kv_parse((const char *) old, old_len, &kv, err);
+    if (rc == 0)
+        rc = cbfs_crypt_rewrap(r->crypt, kv, new_passphrase, kdf, err);
+    if (rc < 0)
+        goto out;
+    text = cbfs_kv_format(kv);
+    /* never replace a config that does not open */
+    if ((rc = check_config(r, text, strlen(text), new_passphrase, err)) < 0)
+        goto out;
+    rc = cbfs_store_replace(r->store, "config", text, strlen(text), err);
+    if (rc < 0)
+        goto out;
+    rc = cbfs_store_get(r->store, "config", &back, &back_len, err);
+    if (rc == -ENOENT)
+        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_REPO, "the config object is gone");
+    if (rc == 0)
+        rc = check_config(r, (const char *) back, back_len, new_passphrase, err);
+out:
+    if (rc < 0)
+        cbfs_error_prefix(err, "could not change the passphrase of repository \"%s\"", r->display);
+    free(old);
+    free(back);
+    free(text);
+    cbfs_kv_free(kv);
+    return rc;
 }
 
 int cbfs_repo_cluster(CbfsRepo *r, uint64_t *ret_sysid, CbfsError *err)

@@ -94,6 +94,31 @@ static int mem_put(CbfsStore *st, const char *key, const void *data, size_t len,
     return rc;
 }
 
+static int mem_replace(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err)
+{
+    MemStore *ms = (MemStore *) st;
+    MemObject *o;
+    uint8_t *copy;
+
+    if (!cbfs_store_key_valid(key))
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_ERROR, "invalid object name \"%s\"", key);
+    copy = cbfs_xmalloc(len ? len : 1);
+    memcpy(copy, data, len);
+    pthread_mutex_lock(&ms->lock);
+    o = find(ms, key);
+    if (!o) {
+        ms->objs = cbfs_xrealloc(ms->objs, (ms->n + 1) * sizeof(MemObject));
+        o = &ms->objs[ms->n++];
+        o->key = cbfs_xstrdup(key);
+    } else {
+        free(o->data);
+    }
+    o->data = copy;
+    o->len = len;
+    pthread_mutex_unlock(&ms->lock);
+    return 0;
+}
+
 static int mem_stat(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsError *err)
 {
     MemStore *ms = (MemStore *) st;
@@ -178,6 +203,7 @@ static const CbfsStoreOps mem_ops = {
     .stat = mem_stat,
     .list = mem_list,
     .remove = mem_remove,
+    .replace = mem_replace,
     .free = mem_free,
 };
 

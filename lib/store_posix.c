@@ -5,8 +5,9 @@
  * fsyncs it, then moves it into place without replacing anything
  * (renameat2 RENAME_NOREPLACE, or link()+unlink() where the filesystem lacks
  * it) and fsyncs the directory: an object is either absent or complete and
- * durable, and an existing one is never replaced.  Leftover temp files of a
- * killed writer start with '.' and are never listed.
+ * durable, and an existing one is never replaced (replace(), for the config
+ * object alone, uses rename(2) instead).  Leftover temp files of a killed
+ * writer start with '.' and are never listed.
  *
  * When run as root in a repository owned by someone else (backups read the
  * data directory as root, wal-push runs as postgres), new files and folders
@@ -139,9 +140,12 @@ static int make_parents(PosixStore *ps, const char *key, CbfsError *err)
     return rc;
 }
 
-static int posix_put(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err)
+/* Write data to a temp file beside key's path, fsync it, move it into place
+ * (without replacing anything unless replace) and fsync the folder. */
+static int store_file(PosixStore *ps, const char *key, const void *data, size_t len, bool replace,
+                      CbfsError *err)
 {
-    PosixStore *ps = (PosixStore *) st;
+    CbfsStore *st = &ps->base;
     char *path, *tmp, *dir, *slash;
     uint8_t rnd[8];
     char rndhex[17];
@@ -178,7 +182,15 @@ static int posix_put(CbfsStore *st, const char *key, const void *data, size_t le
         unlink(tmp);
         goto out;
     }
-    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+    if (replace) {
+        /* rename(2) replaces atomically: readers see the old file or the new */
+        if (rename(tmp, path) < 0) {
+            rc = cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not store object \"%s\": %s",
+                                path, strerror(errno));
+            unlink(tmp);
+            goto out;
+        }
+    } else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
         if (errno == EEXIST) {
             unlink(tmp);
             rc = -EEXIST;
@@ -208,6 +220,17 @@ out:
     free(tmp);
     free(dir);
     return rc;
+}
+
+static int posix_put(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err)
+{
+    return store_file((PosixStore *) st, key, data, len, false, err);
+}
+
+static int posix_replace(CbfsStore *st, const char *key, const void *data, size_t len,
+                         CbfsError *err)
+{
+    return store_file((PosixStore *) st, key, data, len, true, err);
 }
 
 static int posix_stat(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsError *err)
@@ -329,6 +352,7 @@ static const CbfsStoreOps posix_ops = {
     .stat = posix_stat,
     .list = posix_list,
     .remove = posix_remove,
+    .replace = posix_replace,
     .free = posix_free,
 };
 

@@ -33,7 +33,8 @@
  * 412 is checked the same way: the object may be our own, stored by an
  * attempt whose answer was lost (libcurl itself resends a request once
  * when a reused connection breaks before the answer).  Objects larger than the part size go up in a
- * multipart upload, after the same HEAD check.
+ * multipart upload, after the same HEAD check.  replace() (the config
+ * object, cbfs key change) is a plain PUT.
  *
  * libcurl is loaded at the first S3 location (dlopen), so that a local
  * repository's commands never pay for its dependencies.
@@ -892,6 +893,29 @@ static int s3_put(CbfsStore *st, const char *key, const void *data, size_t len, 
     return rc;
 }
 
+/* A plain PUT (no If-None-Match): S3 replaces an object atomically. */
+static int s3_replace(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err)
+{
+    S3Store *s = (S3Store *) st;
+    S3Req r;
+    int rc;
+
+    if (!cbfs_store_key_valid(key))
+        return cbfs_store_bad_key(st, key, err);
+    if (len > s->part_size)
+        return put_multipart(s, key, data, len, err);
+    memset(&r, 0, sizeof(r));
+    r.method = "PUT";
+    r.key = key;
+    r.body = data;
+    r.body_len = len;
+    rc = request(s, &r, "write", NULL, err);
+    if (rc == 0 && (r.status < 200 || r.status >= 300))
+        rc = status_error(s, &r, "write", err);
+    cbfs_buf_release(&r.err_body);
+    return rc;
+}
+
 static int s3_stat(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsError *err)
 {
     if (!cbfs_store_key_valid(key))
@@ -1018,6 +1042,7 @@ static const CbfsStoreOps s3_ops = {
     .get_range = s3_get_range,
     .get = s3_get,
     .put = s3_put,
+    .replace = s3_replace,
     .stat = s3_stat,
     .list = s3_list,
     .remove = s3_remove,

@@ -44,6 +44,7 @@ static const char usage_text[] =
     "\n"
     "Options:\n"
     "  -n, --dry-run          show what would be removed, remove nothing\n"
+    "      --passphrase-file FILE  an encrypted repository's passphrase\n"
     "  -h, --help             show this help\n";
 
 static int set_count(const char *name, const char *v, int *out)
@@ -155,6 +156,7 @@ int cmd_expire(int argc, char **argv)
         {"keep-weekly", required_argument, NULL, 'K'},
         {"keep-monthly", required_argument, NULL, 'M'},
         {"dry-run", no_argument, NULL, 'n'},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -196,6 +198,9 @@ int cmd_expire(int argc, char **argv)
             break;
         case 'n':
             dry = true;
+            break;
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
             break;
         case 'h':
             fputs(usage_text, stdout);

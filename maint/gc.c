@@ -47,6 +47,7 @@ static const char usage_text[] =
     "                                100: never rewrite)\n"
     "      --running-timeout DURATION  take a running backup registered by another\n"
     "                                host as dead after DURATION (default 3d)\n"
+    "      --passphrase-file FILE    an encrypted repository's passphrase\n"
     "  -h, --help                    show this help\n";
 
 typedef struct {
@@ -211,6 +212,7 @@ int cmd_gc(int argc, char **argv)
         {"dry-run", no_argument, NULL, 'n'},
         {"max-waste", required_argument, NULL, 'w'},
         {"running-timeout", required_argument, NULL, 'T'},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -245,6 +247,9 @@ int cmd_gc(int argc, char **argv)
                                        "invalid value \"%s\" for --running-timeout: must be a "
                                        "duration such as 12h or 3d",
                                        optarg);
+            break;
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
             break;
         case 'h':
             fputs(usage_text, stdout);

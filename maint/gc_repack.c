@@ -51,7 +51,7 @@ static int flush(Repack *rp, CbfsError *err)
     if (cbfs_pack_writer_count(rp->w)) {
         rp->written += cbfs_pack_writer_size(rp->w) +
                        cbfs_pack_writer_count(rp->w) * CBFS_PACK_ENTRY_LEN + CBFS_PACK_TRAILER_LEN;
-        rc = cbfs_pack_writer_finish(rp->w, rp->g->repo->store, err);
+        rc = cbfs_pack_writer_finish(rp->w, rp->g->repo->store, rp->g->repo->crypt, err);
     }
     cbfs_test_pause("gc-repack-stored");
     for (size_t i = 0; i < rp->npending && rc == 0; i++)
@@ -125,7 +125,8 @@ static int repack_one(Repack *rp, GcPack *p, uint8_t *raw, CbfsError *err)
     CbfsPackEntry *entries, *live;
     size_t n, nlive = 0, found = 0;
     CbfsMovedMap map;
-    int rc = cbfs_pack_read_index_sized(rp->g->repo->store, p->name, p->size, &entries, &n, err);
+    int rc = cbfs_pack_read_index_sized(rp->g->repo->store, rp->g->repo->crypt, p->name, p->size,
+                                        &entries, &n, err);
 
     if (rc < 0)
         return rc;
@@ -182,7 +183,7 @@ int gc_repack(Gc *g, char **names, size_t n, uint64_t *ret_removed_bytes,
     uint8_t *raw = cbfs_xmalloc(g->repo->block_size);
     int rc = 0, failed = 0;
 
-    rp.codec = cbfs_codec_new(1);
+    rp.codec = cbfs_repo_codec_new(g->repo, 1); /* the repository is unlocked (cmd_open_repo) */
     for (size_t i = 0; i < n && rc == 0; i++) {
         GcPack *p = gc_find_pack(g, names[i]);
         if (!p || p->fate != GC_REPACK)

@@ -19,13 +19,19 @@ static int pin_command(int argc, char **argv, bool pin)
 
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         if (pin)
-            printf("Usage: cbfs pin REPO@LABEL\n\nKeep a backup whatever the retention policy "
+            printf("Usage: cbfs pin REPO@LABEL [--passphrase-file FILE]\n\nKeep a backup whatever "
+                   "the retention policy "
                    "says: cbfs expire never\nremoves a pinned backup (nor the WAL from its "
                    "start on).\n");
         else
-            printf("Usage: cbfs unpin REPO@LABEL\n\nLet the retention policy decide about a "
+            printf("Usage: cbfs unpin REPO@LABEL [--passphrase-file FILE]\n\nLet the retention "
+                   "policy decide about a "
                    "pinned backup again.\n");
         return 0;
+    }
+    if (argc == 4 && strcmp(argv[2], "--passphrase-file") == 0) {
+        cbfs_passphrase_set_file(argv[3]);
+        argc = 2;
     }
     if (argc != 2)
         return cmd_usage_error(cmd, argc < 2 ? "no backup given" : "too many arguments");

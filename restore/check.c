@@ -450,6 +450,7 @@ static void usage(void)
         "                               P: {\"kind\", \"message\", \"object\", \"file\", "
         "\"offset\"}\n"
         "      --metrics-file FILE    write Prometheus metrics (cbfs_check_*) to FILE\n"
+        "      --passphrase-file FILE passphrase of an encrypted repository (mode 0600)\n"
         "  -h, --help                 show this help\n"
         "\n"
         "Exit status: 0 nothing wrong, 5 problems found, 3 repository cannot be opened,\n"
@@ -488,6 +489,7 @@ static int parse_options(int argc, char **argv, Options *o)
         {"jobs", required_argument, NULL, 'j'},
         {"json", no_argument, NULL, 'J'},
         {"metrics-file", required_argument, NULL, 'M'},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -516,6 +518,9 @@ static int parse_options(int argc, char **argv, Options *o)
             break;
         case 'M':
             o->metrics = optarg;
+            break;
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
             break;
         case 'h':
             usage();
@@ -581,10 +586,14 @@ int cmd_check(int argc, char **argv)
     c.rng |= 1; /* xorshift never leaves 0 */
     rc = cbfs_repo_open(&loc, &c.repo, &err);
     cbfs_location_release(&loc);
+    /* every object is read: an encrypted repository's key first */
+    if (rc == 0)
+        rc = cbfs_repo_unlock(c.repo, &err);
     if (rc < 0) {
         rc = cmd_fail(&err);
         write_metrics(&o, o.repo, false, cbfs_now() - t0, 0, 0);
         check_release(&c);
+        cbfs_repo_free(c.repo);
         return rc;
     }
     catch_signals();

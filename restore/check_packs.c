@@ -212,7 +212,8 @@ static void load_task(Worker *w, size_t i)
     int rc;
 
     cbfs_error_init(&err);
-    rc = cbfs_pack_read_index_sized(c->repo->store, p->name, p->size, &p->entries, &p->n, &err);
+    rc = cbfs_pack_read_index_sized(c->repo->store, c->repo->crypt, p->name, p->size, &p->entries,
+                                    &p->n, &err);
     p->loaded = true;
     if (rc == -ENOENT) { /* gone since the listing */
         p->stored = false;
@@ -295,7 +296,7 @@ static void read_task(Worker *w, size_t i)
     int rc;
 
     if (!w->codec)
-        w->codec = cbfs_codec_new(1);
+        w->codec = cbfs_repo_codec_new(c->repo, 1); /* unlocked by cmd_check */
     if (r->len > w->run_cap) {
         w->run = cbfs_xrealloc(w->run, r->len);
         w->run_cap = r->len;

@@ -160,7 +160,7 @@ static void *rworker_main(void *arg)
     RWorker *w = arg;
     Restore *r = w->r;
     CbfsManifest *m = NULL;
-    CbfsCodec *codec = cbfs_codec_new(1);
+    CbfsCodec *codec = cbfs_repo_codec_new(r->repo, 1); /* unlocked by cmd_restore */
     uint8_t *buf = cbfs_xmalloc(r->block_size), *run = NULL;
     size_t run_cap = 0;
     CbfsError err;
@@ -338,6 +338,8 @@ static void usage(void)
            "                                  so it never archives into the repository\n"
            "      --target-action promote|pause\n"
            "                                  at the point: promote (default) or pause\n"
+           "      --passphrase-file FILE      passphrase of an encrypted repository (mode 0600;\n"
+           "                                  also written into restore_command)\n"
            "  -h, --help                      show this help\n");
 }
 
@@ -348,6 +350,7 @@ int cmd_restore(int argc, char **argv)
         {"tablespace-map", required_argument, NULL, 'T'},
         {"archive-mode", required_argument, NULL, 'A'},
         {"target-action", required_argument, NULL, 'P'},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -407,6 +410,9 @@ int cmd_restore(int argc, char **argv)
                 return cmd_usage_error("restore", "invalid value for --target-action: \"%s\"",
                                        optarg);
             break;
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
+            break;
         case 'h':
             usage();
             return 0;
@@ -429,6 +435,8 @@ int cmd_restore(int argc, char **argv)
         return cmd_fail(&err);
     }
     rc = cbfs_repo_open(&loc, &r.repo, &err);
+    if (rc == 0)
+        rc = cbfs_repo_unlock(r.repo, &err);
     if (rc == 0)
         rc = cbfs_point_resolve(r.repo, loc.point, &target, &err);
     if (rc == 0) {

@@ -557,6 +557,10 @@ static void usage(void)
            "      --set=NAME=VALUE  a server setting for the run, e.g. shared_buffers=1GB\n"
            "      --work-dir=DIR    where the private directory goes (default /var/tmp); it\n"
            "                        holds what PostgreSQL writes during the run\n"
+           "      --passphrase-file=FILE\n"
+           "                        passphrase of an encrypted repository (mode 0600); the\n"
+           "                        mount and the server's restore_command get it (or\n"
+           "                        CBFS_PASSPHRASE's, or a prompt's) in CBFS_PASSPHRASE\n"
            "\n"
            "Exit status: 0 passed; 5 the backup is bad; 9 the check could not run;\n"
            "2 bad usage; 3 repository unreadable; 7 no such point.\n");
@@ -588,6 +592,7 @@ static int parse_args(Verify *v, int argc, char **argv)
         {"pg-bin", required_argument, NULL, O_PG_BIN},
         {"set", required_argument, NULL, O_SET},
         {"work-dir", required_argument, NULL, O_WORK},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -639,6 +644,9 @@ static int parse_args(Verify *v, int argc, char **argv)
             break;
         case O_WORK:
             v->work_base = optarg;
+            break;
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
             break;
         case 'h':
             usage();
@@ -700,6 +708,12 @@ static int resolve(Verify *v, CbfsError *err)
     v->point = loc.point ? cbfs_xstrdup(loc.point) : NULL;
     rc = cbfs_repo_open(&loc, &v->repo, err);
     cbfs_location_release(&loc);
+    /* an encrypted repository's passphrase reaches the mount and the
+     * server's restore_command (as its user) through the environment */
+    if (rc == 0 && v->repo->crypt && (rc = cbfs_passphrase_export(v->repo->display, err)) < 0)
+        cbfs_error_prefix(err, "could not open repository \"%s\"", v->repo->display);
+    if (rc == 0)
+        rc = cbfs_repo_unlock(v->repo, err);
     if (rc == 0)
         rc = cbfs_point_resolve(v->repo, v->point, &v->target, err);
     if (rc == 0)

@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,35 +210,60 @@ static uint32_t segment_size(const char *path)
 
 int cmd_wal_fetch(int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"end", no_argument, NULL, 'E'},
+        {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
     CbfsLocation loc;
     CbfsRepo *repo;
     CbfsError err;
     char *spool, *dir;
-    const char *name, *dest;
-    int rc;
+    const char *name, *dest, *spec;
+    bool end = false;
+    int c, rc;
 
     cbfs_error_init(&err);
-    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("Usage: cbfs wal-fetch REPO NAME DEST\n"
-               "       cbfs wal-fetch --end\n"
-               "\n"
-               "Restore WAL file NAME from the repository into DEST; for restore_command:\n"
-               "  restore_command = 'cbfs wal-fetch REPO %%f %%p'\n"
-               "Exits 1 without a message when the repository does not have NAME.\n"
-               "Prefetches the next segments into cbfs-prefetch/ beside DEST.\n"
-               "\n"
-               "--end removes pg_wal/cbfs-prefetch under the current directory (the data\n"
-               "directory, where PostgreSQL runs it); for recovery_end_command:\n"
-               "  recovery_end_command = 'cbfs wal-fetch --end'\n");
-        return 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'E':
+            end = true;
+            break;
+        case CMD_OPT_PASSPHRASE_FILE:
+            cbfs_passphrase_set_file(optarg);
+            break;
+        case 'h':
+            printf("Usage: cbfs wal-fetch [--passphrase-file FILE] REPO NAME DEST\n"
+                   "       cbfs wal-fetch --end\n"
+                   "\n"
+                   "Restore WAL file NAME from the repository into DEST; for restore_command:\n"
+                   "  restore_command = 'cbfs wal-fetch REPO %%f %%p'\n"
+                   "Exits 1 without a message when the repository does not have NAME.\n"
+                   "Prefetches the next segments into cbfs-prefetch/ beside DEST.\n"
+                   "An encrypted repository's passphrase comes from --passphrase-file FILE\n"
+                   "(mode 0600), CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE.\n"
+                   "\n"
+                   "--end removes pg_wal/cbfs-prefetch under the current directory (the data\n"
+                   "directory, where PostgreSQL runs it); for recovery_end_command:\n"
+                   "  recovery_end_command = 'cbfs wal-fetch --end'\n");
+            return 0;
+        default:
+            return cmd_usage_error("wal-fetch", NULL);
+        }
     }
-    if (argc == 2 && strcmp(argv[1], "--end") == 0)
+    if (end) {
+        if (optind != argc)
+            return cmd_usage_error("wal-fetch", "too many arguments");
         return end_prefetch("pg_wal/cbfs-prefetch");
-    if (argc != 4)
-        return cmd_usage_error("wal-fetch", argc < 4 ? "missing arguments" : "too many arguments");
-    name = argv[2];
-    dest = argv[3];
-    if (cbfs_location_parse(argv[1], false, &loc, &err) < 0)
+    }
+    if (argc - optind != 3)
+        return cmd_usage_error("wal-fetch",
+                               argc - optind < 3 ? "missing arguments" : "too many arguments");
+    spec = argv[optind];
+    name = argv[optind + 1];
+    dest = argv[optind + 2];
+    if (cbfs_location_parse(spec, false, &loc, &err) < 0)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
     cbfs_location_release(&loc);
@@ -260,7 +286,7 @@ int cmd_wal_fetch(int argc, char **argv)
         (mkdir(spool, 0700) == 0 || errno == EEXIST)) {
         uint32_t seg_size = segment_size(dest);
         if (seg_size)
-            start_prefetch(argv[1], name, spool, seg_size);
+            start_prefetch(spec, name, spool, seg_size);
     }
     free(spool);
     cbfs_repo_free(repo);

@@ -10,6 +10,15 @@
  *   trailer        56 bytes: magic "CBFSPK01", count u32le, reserved u32le
  *                  (0), index offset u64le, SHA-256 of the index [32]
  *
+ * In an encrypted repository the blocks are sealed one by one (codec.h) and
+ * the index is sealed as a whole (count * 48 + CBFS_CRYPT_OVERHEAD bytes),
+ * AAD "cbfs pack index" NUL <pack name> <count u32le> <index offset u64le>,
+ * so an index is only ever read in the pack it was written for; the trailer
+ * stays plaintext with magic "CBFSPKE1" and the SHA-256 of the sealed index.
+ * The functions taking a crypt read and write that form (crypt NULL: the
+ * plain one); an unencrypted pack in an encrypted repository, or the
+ * reverse, is a damaged index.
+ *
  * The trailer index lets the repository be re-indexed from packs alone; a
  * reader of one block needs only (pack, offset, stored_len, raw_len, id),
  * which the manifest's block map holds, and fetches it with one ranged GET.
@@ -49,23 +58,25 @@ uint64_t cbfs_pack_writer_append(CbfsPackWriter *w, const uint8_t id[CBFS_BLOCK_
                                  const void *stored, uint32_t stored_len, uint32_t raw_len);
 size_t cbfs_pack_writer_size(const CbfsPackWriter *w);
 size_t cbfs_pack_writer_count(const CbfsPackWriter *w);
-/* Seal (index + trailer) and store the pack.  After this the writer may only
- * be freed.  An empty pack is not stored. */
-int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsError *err);
+/* Seal (index + trailer; the index encrypted under crypt unless NULL) and
+ * store the pack.  After this the writer may only be freed.  An empty pack
+ * is not stored. */
+int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsCrypt *crypt, CbfsError *err);
 
 bool cbfs_pack_name_valid(const char *name);
 /* "packs/XX/<name>.pack"; caller frees. */
 char *cbfs_pack_key(const char *name);
 
-/* Read and check a pack's trailer index.  *ret_entries: caller frees.
- * -ENOENT if the pack is absent; -EBADMSG (err names the pack) if the
- * trailer or index is damaged. */
-int cbfs_pack_read_index(CbfsStore *st, const char *name, CbfsPackEntry **ret_entries,
-                         size_t *ret_n, CbfsError *err);
+/* Read and check a pack's trailer index (encrypted under crypt unless
+ * NULL; it is unlocked if need be).  *ret_entries: caller frees.  -ENOENT
+ * if the pack is absent; -EBADMSG (err names the pack) if the trailer or
+ * index is damaged. */
+int cbfs_pack_read_index(CbfsStore *st, CbfsCrypt *crypt, const char *name,
+                         CbfsPackEntry **ret_entries, size_t *ret_n, CbfsError *err);
 /* The same for a pack whose object size is already known (from a listing
  * of packs/): one request fewer.  A size other than the one the trailer
  * implies (index offset + count * 48 + 56) is a damaged index. */
-int cbfs_pack_read_index_sized(CbfsStore *st, const char *name, uint64_t size,
+int cbfs_pack_read_index_sized(CbfsStore *st, CbfsCrypt *crypt, const char *name, uint64_t size,
                                CbfsPackEntry **ret_entries, size_t *ret_n, CbfsError *err);
 
 /* len stored bytes of pack name at offset, in one ranged read (several
@@ -73,14 +84,14 @@ int cbfs_pack_read_index_sized(CbfsStore *st, const char *name, uint64_t size,
  * naming the pack (and the offset). */
 int cbfs_pack_read_run(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
                        CbfsError *err);
-/* Decompress one block read with cbfs_pack_read_run and verify it against
- * id; a mismatch names the pack and the offset. */
+/* Decode one block read with cbfs_pack_read_run (codec.h) and verify it
+ * against id; a mismatch names the pack and the offset. */
 int cbfs_pack_decode_block(CbfsCodec *codec, const char *name, uint64_t offset,
                            const uint8_t *stored, uint32_t stored_len, uint32_t raw_len,
                            const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err);
 
-/* Fetch one block with a ranged read, decompress it into out (raw_len
- * bytes) and verify it against id.  A missing pack is an error naming the
+/* Fetch one block with a ranged read, decode it into out (raw_len bytes)
+ * and verify it against id.  A missing pack is an error naming the
  * pack; a short read or a mismatch names the pack and the offset. */
 int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
                          uint32_t stored_len, uint32_t raw_len, const uint8_t id[CBFS_BLOCK_ID_LEN],

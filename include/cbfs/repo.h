@@ -4,7 +4,10 @@
  *
  * Objects (keys in the store):
  *   config                          kv: format, repository_id, block_size,
- *                                   compress_level, created
+ *                                   compress_level, created; encrypted
+ *                                   repositories add encryption, kdf,
+ *                                   kdf_n, kdf_r, kdf_p, kdf_salt and
+ *                                   master_key (crypt.h)
  *   cluster                         kv: system_identifier (create-once: the
  *                                   first backup or wal-push claims it)
  *   packs/XX/<name>.pack            pack.h
@@ -12,6 +15,11 @@
  *   backups/<label>.info            kv: the backup's record, written last:
  *                                   its existence is the backup's existence
  *   wal/<TTTTTTTT>/<name>           walarchive.h
+ *
+ * Encrypted repositories: r->store seals every object but config and packs
+ * (store_crypt.c); packs seal their blocks and index (pack.h, codec.h).  The
+ * key is unwrapped on first need, not at open (crypt.h), so a command that
+ * only looks at object names and sizes never pays for the KDF.
  */
 #ifndef CBFS_REPO_H
 #define CBFS_REPO_H
@@ -20,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cbfs/codec.h"
+#include "cbfs/crypt.h"
 #include "cbfs/error.h"
 #include "cbfs/kv.h"
 #include "cbfs/location.h"
@@ -35,16 +45,39 @@ typedef struct CbfsRepo {
     char id[33];         /* repository_id, 32 hex digits */
     uint32_t block_size; /* bytes, multiple of 8192 */
     int compress_level;  /* zstd level */
+    CbfsCrypt *crypt;    /* the keys of an encrypted repository, else NULL */
 } CbfsRepo;
 
 /* Create a repository at loc.  Refuses a non-empty directory and an
  * existing repository. */
 int cbfs_repo_init(const CbfsLocation *loc, uint32_t block_size, int compress_level,
                    CbfsError *err);
+/* The same, encrypted: a new master key wrapped under passphrase with
+ * scrypt parameters kdf (NULL: cbfs_kdf_default). */
+int cbfs_repo_init_encrypted(const CbfsLocation *loc, uint32_t block_size, int compress_level,
+                             const char *passphrase, const CbfsKdfParams *kdf, CbfsError *err);
 /* Open; err is "could not open repository \"%s\": ..." with CBFS_EXIT_REPO.
- * loc is copied.  Caller frees. */
+ * An encrypted repository opens locked: its passphrase (passphrase.h) is
+ * read when a key is first needed, and a missing or wrong one fails that
+ * operation ('could not open repository "%s": wrong passphrase').  loc is
+ * copied.  Caller frees. */
 int cbfs_repo_open(const CbfsLocation *loc, CbfsRepo **ret, CbfsError *err);
 void cbfs_repo_free(CbfsRepo *r);
+
+/* Unwrap the key now (no-op without encryption): commands call it before
+ * their threads start, and before cbfs_repo_codec_new. */
+int cbfs_repo_unlock(CbfsRepo *r, CbfsError *err);
+/* A codec for this repository's blocks (with its crypt); after
+ * cbfs_repo_unlock succeeded.  Caller frees. */
+CbfsCodec *cbfs_repo_codec_new(CbfsRepo *r, int level);
+/* cbfs key change: wrap r's (unlocked) master key under new_passphrase
+ * (scrypt parameters kdf, NULL: cbfs_kdf_default) and replace the config
+ * object with that, the one object ever replaced
+ * (docs/design.md §3.1); checks before and after the write that the new
+ * config unwraps to the same key with new_passphrase.  No data is
+ * rewritten. */
+int cbfs_repo_change_passphrase(CbfsRepo *r, const char *new_passphrase, const CbfsKdfParams *kdf,
+                                CbfsError *err);
 
 /* The system identifier the repository belongs to: -ENOENT if none yet. */
 int cbfs_repo_cluster(CbfsRepo *r, uint64_t *ret_sysid, CbfsError *err);

@@ -5,7 +5,8 @@
  * Keys are '/'-separated relative names made of [A-Za-z0-9._-] components,
  * never starting with '.' (such names are the drivers' temp files), never
  * containing "..".  Objects are immutable and created once (DESIGN §3.1):
- * there is no overwrite.
+ * there is no overwrite, with one documented exception: `replace`, which
+ * only `cbfs key change` uses, on the config object.
  *
  * Every op returns 0 or a negative errno.  -ENOENT ("not found") is a result,
  * not a failure: ops return it without setting err.  Any other error sets err
@@ -20,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cbfs/crypt.h"
 #include "cbfs/error.h"
 #include "cbfs/location.h"
 
@@ -51,6 +53,11 @@ typedef struct CbfsStoreOps {
                 CbfsError *err);
     /* Delete; -ENOENT if absent. */
     int (*remove)(CbfsStore *st, const char *key, CbfsError *err);
+    /* Create or replace the object, atomically and durably: a reader sees
+     * the old object or the new one, whole, never a mix or nothing.  The
+     * single exception to create-once (docs/design.md §3.1): only the
+     * config object is replaced, by `cbfs key change`. */
+    int (*replace)(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err);
     void (*free)(CbfsStore *st);
 } CbfsStoreOps;
 
@@ -70,6 +77,10 @@ int cbfs_store_posix_new(const char *root, const char *display, bool create, Cbf
                          CbfsError *err);
 /* An S3 store for loc (see store_s3.c for its settings). */
 int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err);
+/* inner (owned from now on) with every object other than "config" and
+ * "packs/..." sealed on put and authenticated and opened on get, under
+ * crypt (borrowed; outlives the store).  See store_crypt.c. */
+CbfsStore *cbfs_store_crypt_new(CbfsStore *inner, CbfsCrypt *crypt);
 void cbfs_store_free(CbfsStore *st);
 
 /* True if key is well formed (see above). */
@@ -106,6 +117,11 @@ static inline int cbfs_store_list(CbfsStore *st, const char *prefix, cbfs_store_
 static inline int cbfs_store_remove(CbfsStore *st, const char *key, CbfsError *err)
 {
     return st->ops->remove(st, key, err);
+}
+static inline int cbfs_store_replace(CbfsStore *st, const char *key, const void *data, size_t len,
+                                     CbfsError *err)
+{
+    return st->ops->replace(st, key, data, len, err);
 }
 
 #endif

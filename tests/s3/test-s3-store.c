@@ -210,6 +210,33 @@ static void test_objects(const char *pass, CbfsStore *st)
     free(data);
 }
 
+/* replace: the one overwrite (the config object, cbfs key change), a plain
+ * PUT that leaves the new object whole. */
+static void test_replace(const char *pass, CbfsStore *st)
+{
+    uint8_t *buf = NULL;
+    size_t got_len = 0;
+    uint64_t size = 0;
+    CbfsError err;
+
+    cbfs_error_init(&err);
+    is_int(cbfs_store_put(st, "rp/config", "format = 1\nfirst = yes\n", 23, &err), 0,
+           "%s: put rp/config", pass);
+    is_int(cbfs_store_replace(st, "rp/config", "format = 1\n", 11, &err), 0,
+           "%s: replace it with a shorter one", pass);
+    is_int(cbfs_store_get(st, "rp/config", &buf, &got_len, &err), 0, "%s: get it", pass);
+    ok(got_len == 11 && buf && memcmp(buf, "format = 1\n", 11) == 0, "%s: the new content, whole",
+       pass);
+    free(buf);
+    is_int(cbfs_store_stat(st, "rp/config", &size, &err), 0, "%s: stat it", pass);
+    is_int(size, 11, "%s: the new size", pass);
+    is_int(cbfs_store_replace(st, "rp/new", "x", 1, &err), 0,
+           "%s: replace of an absent object creates it", pass);
+    is_int(cbfs_store_put(st, "rp/new", "y", 1, &err), -EEXIST,
+           "%s: put is still create-once after it", pass);
+    ok(no_error(&err), "%s: replace: no error set (\"%s\")", pass, err.msg);
+}
+
 /* Many reads of obj/a (as test_objects left it): ranges at varying offsets
  * and whole gets, each compared with the data (under faults: answers cut
  * in the middle of the body, retried). */
@@ -869,6 +896,7 @@ int main(void)
     st = open_s3(bucket, "plain");
     test_objects("direct", st);
     test_reads("direct", st);
+    test_replace("direct", st);
     cbfs_store_free(st);
     test_create_once("direct", "plain", false, true);
     test_create_once("direct", "plain", true, true);

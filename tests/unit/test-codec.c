@@ -1,6 +1,6 @@
 /*
  * test-codec.c - unit tests for lib/codec.c: block ids, compression and
- * verify-on-decode.
+ * verify-on-decode, and with a crypt attached keyed ids and sealed blocks.
  *
  * The SHA-256 vectors are the ones of FIPS 180-2 (appendix B) and of the
  * empty message.  Every decode failure must be -EBADMSG with
@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "cbfs/codec.h"
+#include "cbfs/crypt.h"
 #include "cbfs/error.h"
+#include "cbfs/kv.h"
 #include "tap.h"
 
 #define BLOCK 8192
@@ -66,7 +68,7 @@ static void round_trip(CbfsCodec *c, const char *what, const uint8_t *raw, size_
 
     ok(cap >= len, "%s: bound %zu >= %zu", what, cap, len);
     cbfs_block_id(raw, len, id);
-    n = cbfs_codec_encode(c, raw, len, stored, cap);
+    n = cbfs_codec_encode(c, id, raw, len, stored, cap);
     ok(n <= len, "%s: stored length %zu is at most the raw length %zu", what, n, len);
     if (want_raw) {
         is_int(n, len, "%s: stored raw", what);
@@ -126,10 +128,11 @@ static void test_round_trip(void)
 
         for (size_t len = 1; len <= BLOCK; len += 97) {
             const uint8_t *src = (len % 2) ? rnd : text;
-            size_t n = cbfs_codec_encode(c, src, len, stored, cbfs_codec_bound(len));
+            size_t n;
             CbfsError err;
             cbfs_error_init(&err);
             cbfs_block_id(src, len, id);
+            n = cbfs_codec_encode(c, id, src, len, stored, cbfs_codec_bound(len));
             if (n > len || cbfs_codec_decode(c, stored, n, out, len, id, &err) != 0 ||
                 memcmp(out, src, len) != 0)
                 bad++;
@@ -182,7 +185,7 @@ static void test_corrupt(void)
     cbfs_block_id("something else", 14, other);
 
     /* compressed block */
-    n = cbfs_codec_encode(c, text, BLOCK, stored, cbfs_codec_bound(BLOCK));
+    n = cbfs_codec_encode(c, id, text, BLOCK, stored, cbfs_codec_bound(BLOCK));
     ok(n < BLOCK, "test block compresses (%zu bytes)", n);
     memcpy(copy, stored, n);
     copy[n / 2] ^= 0x01;
@@ -213,7 +216,7 @@ static void test_corrupt(void)
     ok(failed > (int) n / 2, "most flips are detected (%d of %zu)", failed, n);
 
     /* raw block */
-    rn = cbfs_codec_encode(c, rnd, BLOCK, stored, cbfs_codec_bound(BLOCK));
+    rn = cbfs_codec_encode(c, rid, rnd, BLOCK, stored, cbfs_codec_bound(BLOCK));
     is_int(rn, BLOCK, "random block is stored raw");
     memcpy(copy, stored, rn);
     copy[1234] ^= 0x80;
@@ -246,10 +249,142 @@ static void test_corrupt(void)
     cbfs_codec_free(c);
 }
 
+/* ---- encryption ---- */
+
+static const CbfsKdfParams fast_kdf = {1024, 8, 1};
+
+/* A new repository's keys (unlocked). */
+static CbfsCrypt *new_crypt(void)
+{
+    CbfsKv *kv = cbfs_kv_new();
+    CbfsCrypt *crypt = NULL;
+    CbfsError err;
+    cbfs_error_init(&err);
+    if (cbfs_crypt_create(kv, "00112233445566778899aabbccddeeff", "/test", "pw", &fast_kdf, &crypt,
+                          &err) < 0)
+        printf("# cbfs_crypt_create: %s\n", err.msg);
+    cbfs_kv_free(kv);
+    return crypt;
+}
+
+static void test_encrypted(void)
+{
+    static const char marker[] = "MARKER-plaintext-never-stored";
+    CbfsCrypt *crypt = new_crypt(), *other = new_crypt();
+    CbfsCodec *c = cbfs_codec_new(3), *plain = cbfs_codec_new(3), *foreign = cbfs_codec_new(3);
+    uint8_t *text = malloc(BLOCK), *rnd = malloc(BLOCK), *out = malloc(BLOCK);
+    uint8_t *stored = malloc(cbfs_codec_bound(BLOCK)), *copy = malloc(cbfs_codec_bound(BLOCK));
+    uint8_t id[CBFS_BLOCK_ID_LEN], rid[CBFS_BLOCK_ID_LEN], sha[CBFS_BLOCK_ID_LEN];
+    uint8_t hid[CBFS_BLOCK_ID_LEN];
+    size_t n, rn;
+    int caught = 0, wiped = 1;
+    CbfsError err;
+
+    cbfs_codec_set_crypt(c, crypt);
+    cbfs_codec_set_crypt(foreign, other);
+    ok(cbfs_codec_bound(BLOCK) >= BLOCK + CBFS_CRYPT_OVERHEAD,
+       "the bound leaves room for nonce and tag");
+    for (size_t i = 0; i < BLOCK; i++)
+        text[i] = (uint8_t) marker[i % (sizeof(marker) - 1)];
+    cbfs_random_bytes(rnd, BLOCK);
+
+    /* ids */
+    cbfs_codec_block_id(c, text, BLOCK, id);
+    cbfs_crypt_block_id(crypt, text, BLOCK, hid);
+    cbfs_block_id(text, BLOCK, sha);
+    ok(memcmp(id, hid, sizeof(id)) == 0, "an encrypting codec's id is the keyed HMAC");
+    ok(memcmp(id, sha, sizeof(id)) != 0, "not the SHA-256");
+    cbfs_codec_block_id(plain, text, BLOCK, hid);
+    ok(memcmp(hid, sha, sizeof(id)) == 0, "a plain codec's id is the SHA-256");
+    cbfs_codec_block_id(foreign, text, BLOCK, hid);
+    ok(memcmp(hid, id, sizeof(id)) != 0, "another repository's key gives another id");
+    cbfs_codec_block_id(c, rnd, BLOCK, rid);
+
+    /* compressed and raw blocks */
+    n = cbfs_codec_encode(c, id, text, BLOCK, stored, cbfs_codec_bound(BLOCK));
+    ok(n > CBFS_CRYPT_OVERHEAD && n < BLOCK, "a compressible block: %zu bytes stored", n);
+    ok(memmem(stored, n, "MARKER", 6) == NULL, "no plaintext in the stored block");
+    cbfs_error_init(&err);
+    memset(out, 0, BLOCK);
+    is_int(cbfs_codec_decode(c, stored, n, out, BLOCK, id, &err), 0, "it decodes");
+    ok(memcmp(out, text, BLOCK) == 0, "to the block");
+    rn = cbfs_codec_encode(c, rid, rnd, BLOCK, copy, cbfs_codec_bound(BLOCK));
+    is_int(rn, BLOCK + CBFS_CRYPT_OVERHEAD, "a random block: raw inside, plus nonce and tag");
+    ok(memmem(copy, rn, rnd, 32) == NULL, "its bytes are not stored as they are");
+    is_int(cbfs_codec_decode(c, copy, rn, out, BLOCK, rid, &err), 0, "it decodes");
+    ok(memcmp(out, rnd, BLOCK) == 0, "to the block");
+    {
+        uint8_t tiny[1 + CBFS_CRYPT_OVERHEAD + 64], tid[CBFS_BLOCK_ID_LEN], tout[1];
+        size_t tn;
+        cbfs_codec_block_id(c, "x", 1, tid);
+        tn = cbfs_codec_encode(c, tid, "x", 1, tiny, sizeof(tiny));
+        is_int(tn, 1 + CBFS_CRYPT_OVERHEAD, "one byte: 29 bytes stored");
+        is_int(cbfs_codec_decode(c, tiny, tn, tout, 1, tid, &err), 0, "and decodes");
+        cbfs_codec_block_id(c, "", 0, tid);
+        tn = cbfs_codec_encode(c, tid, "", 0, tiny, sizeof(tiny));
+        is_int(tn, CBFS_CRYPT_OVERHEAD, "zero bytes: just nonce and tag");
+        is_int(cbfs_codec_decode(c, tiny, tn, tout, 0, tid, &err), 0, "and decodes");
+    }
+    is_str(err.msg, "", "no error so far");
+
+    /* a stored block copied verbatim elsewhere (gc repacking) still opens */
+    {
+        uint8_t *moved = malloc(n + 100);
+        memcpy(moved + 100 - 37, stored, n);
+        is_int(cbfs_codec_decode(c, moved + 100 - 37, n, out, BLOCK, id, &err), 0,
+               "a stored block moved to another place decodes");
+        free(moved);
+    }
+
+    /* what must fail */
+    check_corrupt(c, "encrypted, opened with another block's id", stored, n, BLOCK, rid);
+    check_corrupt(plain, "encrypted, read without the key", stored, n, BLOCK, id);
+    check_corrupt(foreign, "encrypted, read with another repository's key", stored, n, BLOCK, id);
+    check_corrupt(c, "encrypted, too short", stored, CBFS_CRYPT_OVERHEAD - 1, BLOCK, id);
+    check_corrupt(c, "encrypted, truncated", stored, n - 1, BLOCK, id);
+    check_corrupt(c, "encrypted, raw_len off by one", stored, n, BLOCK - 1, id);
+    cbfs_error_init(&err);
+    cbfs_codec_decode(c, stored, n, out, BLOCK, rid, &err);
+    ok(strstr(err.msg, "authentication failed") != NULL, "the message says why: \"%s\"", err.msg);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(copy, stored, n);
+        copy[i] ^= (uint8_t) (1u << (i % 8));
+        memset(out, 0x77, BLOCK);
+        cbfs_error_init(&err);
+        if (cbfs_codec_decode(c, copy, n, out, BLOCK, id, &err) == -EBADMSG &&
+            err.code == CBFS_EXIT_CORRUPT)
+            caught++;
+        if (!cbfs_is_zero(out, BLOCK))
+            wiped = 0;
+    }
+    is_int(caught, (int) n, "every one of the %zu single-bit flips is caught", n);
+    ok(wiped, "and out holds nothing of the block after each");
+    {
+        /* a plain repository's stored block is not accepted by an encrypting codec */
+        uint8_t sid[CBFS_BLOCK_ID_LEN];
+        size_t pn;
+        cbfs_codec_block_id(plain, text, BLOCK, sid);
+        pn = cbfs_codec_encode(plain, sid, text, BLOCK, copy, cbfs_codec_bound(BLOCK));
+        check_corrupt(c, "a plain stored block read with the key", copy, pn, BLOCK, sid);
+    }
+
+    free(text);
+    free(rnd);
+    free(out);
+    free(stored);
+    free(copy);
+    cbfs_codec_free(c);
+    cbfs_codec_free(plain);
+    cbfs_codec_free(foreign);
+    cbfs_crypt_free(crypt);
+    cbfs_crypt_free(other);
+}
+
 int main(void)
 {
     test_block_id();
     test_round_trip();
     test_corrupt();
+    test_encrypted();
     return done_testing();
 }

@@ -2,7 +2,8 @@
  * test-pack.c - unit tests for lib/pack.c: writing a pack into the
  * in-memory store, reading its trailer index and its blocks back, and
  * rejecting damaged, truncated and missing packs with a message that names
- * the pack.
+ * the pack; encrypted packs: sealed index bound to the pack's name, sealed
+ * blocks that still read when copied verbatim into another pack (gc).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -14,6 +15,8 @@
 #include <unistd.h>
 
 #include "cbfs/codec.h"
+#include "cbfs/crypt.h"
+#include "cbfs/kv.h"
 #include "cbfs/pack.h"
 #include "cbfs/store.h"
 #include "tap.h"
@@ -86,7 +89,7 @@ static CbfsPackWriter *fill_pack(CbfsCodec *c)
 
     for (int i = 0; i < NBLOCKS; i++) {
         Block *b = &blocks[i];
-        size_t n = cbfs_codec_encode(c, b->raw, b->raw_len, stored, cbfs_codec_bound(BLOCK));
+        size_t n = cbfs_codec_encode(c, b->id, b->raw, b->raw_len, stored, cbfs_codec_bound(BLOCK));
         b->stored_len = (uint32_t) n;
         b->offset = cbfs_pack_writer_append(w, b->id, stored, b->stored_len, b->raw_len);
         if (b->offset != expect_off)
@@ -151,7 +154,7 @@ static void test_empty(void)
     CbfsError err;
 
     cbfs_error_init(&err);
-    is_int(cbfs_pack_writer_finish(w, st, &err), 0, "finishing an empty pack succeeds");
+    is_int(cbfs_pack_writer_finish(w, st, NULL, &err), 0, "finishing an empty pack succeeds");
     is_int(count_keys(st), 0, "an empty pack is not stored");
     cbfs_pack_writer_free(w);
     cbfs_store_free(st);
@@ -186,7 +189,7 @@ static void check_bad_index(CbfsStore *st, const char *name, const char *what)
     int rc;
 
     cbfs_error_init(&err);
-    rc = cbfs_pack_read_index(st, name, &entries, &n, &err);
+    rc = cbfs_pack_read_index(st, NULL, name, &entries, &n, &err);
     is_int(rc, -EBADMSG, "%s: -EBADMSG", what);
     is_int(err.code, CBFS_EXIT_CORRUPT, "%s: CBFS_EXIT_CORRUPT", what);
     ok(strstr(err.msg, key) != NULL, "%s: message \"%s\" names the pack", what, err.msg);
@@ -217,7 +220,7 @@ static void test_pack(void)
        raw_blocks);
 
     cbfs_error_init(&err);
-    is_int(cbfs_pack_writer_finish(w, st, &err), 0, "finish stores the pack");
+    is_int(cbfs_pack_writer_finish(w, st, NULL, &err), 0, "finish stores the pack");
     is_str(err.msg, "", "no error message");
     cbfs_pack_writer_free(w);
     is_int(count_keys(st), 1, "the store holds one object");
@@ -232,7 +235,7 @@ static void test_pack(void)
        "trailer count, little-endian");
 
     /* the index */
-    is_int(cbfs_pack_read_index(st, name, &entries, &n, &err), 0, "read the index back");
+    is_int(cbfs_pack_read_index(st, NULL, name, &entries, &n, &err), 0, "read the index back");
     is_int(n, NBLOCKS, "index has every block");
     bad = 0;
     for (size_t i = 0; i < n && i < NBLOCKS; i++) {
@@ -247,14 +250,14 @@ static void test_pack(void)
 
     /* the same with the size known from a listing; any other size is a damaged index */
     entries = NULL;
-    is_int(cbfs_pack_read_index_sized(st, name, size, &entries, &n, &err), 0,
+    is_int(cbfs_pack_read_index_sized(st, NULL, name, size, &entries, &n, &err), 0,
            "read_index_sized with the object's size");
     is_int(n, NBLOCKS, "read_index_sized: every block");
     free(entries);
     for (int d = -1; d <= 1; d += 2) {
         entries = NULL;
         cbfs_error_init(&err);
-        is_int(cbfs_pack_read_index_sized(st, name, size + (uint64_t) d, &entries, &n, &err),
+        is_int(cbfs_pack_read_index_sized(st, NULL, name, size + (uint64_t) d, &entries, &n, &err),
                -EBADMSG, "read_index_sized with size %+d: -EBADMSG", d);
         ok(strstr(err.msg, key) != NULL, "read_index_sized with size %+d: \"%s\"", d, err.msg);
     }
@@ -298,7 +301,7 @@ static void test_pack(void)
         copy[b->offset + b->stored_len / 2] ^= 0x10;
         cname = put_copy(st, copy, len);
         ckey = cbfs_pack_key(cname);
-        is_int(cbfs_pack_read_index(st, cname, &entries, &n, &err), 0,
+        is_int(cbfs_pack_read_index(st, NULL, cname, &entries, &n, &err), 0,
                "a damaged block leaves the index readable");
         free(entries);
         cbfs_error_init(&err);
@@ -372,7 +375,7 @@ static void test_pack(void)
         char *gkey = cbfs_pack_key(gone);
         cbfs_error_init(&err);
         entries = NULL;
-        is_int(cbfs_pack_read_index(st, gone, &entries, &n, &err), -ENOENT,
+        is_int(cbfs_pack_read_index(st, NULL, gone, &entries, &n, &err), -ENOENT,
                "index of a missing pack: -ENOENT");
         is_int(err.code, 0, "index of a missing pack: no error set");
         cbfs_error_init(&err);
@@ -446,8 +449,8 @@ static void test_crafted_index(void)
         put_le64(t + 16, 100);
         cbfs_sha256(e, CBFS_PACK_ENTRY_LEN, t + 24);
         cbfs_error_init(&err);
-        is_int(cbfs_pack_read_index(st, put_copy(st, pack, sizeof(pack)), &entries, &n, &err), 0,
-               "a hand-built pack with a sane entry is accepted");
+        is_int(cbfs_pack_read_index(st, NULL, put_copy(st, pack, sizeof(pack)), &entries, &n, &err),
+               0, "a hand-built pack with a sane entry is accepted");
         is_int(n, 1, "and has one entry");
         ok(entries && entries[0].offset == 80 && entries[0].stored_len == 20,
            "with its offset and length");
@@ -490,7 +493,7 @@ static void test_huge_count(void)
 
         setrlimit(RLIMIT_AS, &lim);
         cbfs_error_init(&err);
-        rc = cbfs_pack_read_index(st, name, &entries, &n, &err);
+        rc = cbfs_pack_read_index(st, NULL, name, &entries, &n, &err);
         _exit(rc == -EBADMSG && err.code == CBFS_EXIT_CORRUPT ? 0 : 1);
     }
     ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -501,6 +504,229 @@ static void test_huge_count(void)
 #endif
 }
 
+/* ---- encrypted packs ---- */
+
+static CbfsCrypt *new_crypt(void)
+{
+    static const CbfsKdfParams fast = {1024, 8, 1};
+    CbfsKv *kv = cbfs_kv_new();
+    CbfsCrypt *crypt = NULL;
+    CbfsError err;
+    cbfs_error_init(&err);
+    if (cbfs_crypt_create(kv, "00112233445566778899aabbccddeeff", "/test", "pw", &fast, &crypt,
+                          &err) < 0)
+        printf("# cbfs_crypt_create: %s\n", err.msg);
+    cbfs_kv_free(kv);
+    return crypt;
+}
+
+/* read_index with crypt must fail with -EBADMSG naming the pack. */
+static void check_bad_sealed_index(CbfsStore *st, CbfsCrypt *crypt, const char *name,
+                                   const char *what)
+{
+    CbfsPackEntry *entries = NULL;
+    size_t n = 0;
+    CbfsError err;
+    char *key = cbfs_pack_key(name), *want = cbfs_xasprintf("pack \"%s\" has a damaged index", key);
+    int rc;
+
+    cbfs_error_init(&err);
+    rc = cbfs_pack_read_index(st, crypt, name, &entries, &n, &err);
+    is_int(rc, -EBADMSG, "%s: -EBADMSG", what);
+    is_str(err.msg, want, "%s: message", what);
+    if (rc == 0)
+        free(entries);
+    free(want);
+    free(key);
+}
+
+static void test_encrypted_pack(void)
+{
+    static const char marker[] = "MARKER-in-a-pack";
+    CbfsStore *st = cbfs_store_mem_new();
+    CbfsCrypt *crypt = new_crypt(), *other = new_crypt();
+    CbfsCodec *c = cbfs_codec_new(3);
+    CbfsPackWriter *w = cbfs_pack_writer_new(), *w2;
+    CbfsPackEntry *entries = NULL;
+    CbfsError err;
+    Block eb[40];
+    uint8_t *stored = malloc(cbfs_codec_bound(BLOCK)), *out = malloc(BLOCK), *data = NULL, *copy;
+    char name[CBFS_PACK_NAME_LEN + 1], name2[CBFS_PACK_NAME_LEN + 1], *key, *key2;
+    size_t n = 0, len = 0, data_len;
+    uint64_t size = 0;
+    int bad = 0;
+
+    cbfs_codec_set_crypt(c, crypt);
+    snprintf(name, sizeof(name), "%s", cbfs_pack_writer_name(w));
+    for (int i = 0; i < 40; i++) {
+        Block *b = &eb[i];
+        size_t sn;
+        b->raw_len = i % 5 == 0 ? 100 + (uint32_t) i : BLOCK;
+        b->raw = malloc(b->raw_len);
+        if (i % 3 == 0)
+            cbfs_random_bytes(b->raw, b->raw_len);
+        else
+            for (uint32_t k = 0; k < b->raw_len; k++)
+                b->raw[k] = (uint8_t) marker[(k + (uint32_t) i) % (sizeof(marker) - 1)];
+        cbfs_codec_block_id(c, b->raw, b->raw_len, b->id);
+        sn = cbfs_codec_encode(c, b->id, b->raw, b->raw_len, stored, cbfs_codec_bound(BLOCK));
+        b->stored_len = (uint32_t) sn;
+        b->offset = cbfs_pack_writer_append(w, b->id, stored, b->stored_len, b->raw_len);
+    }
+    data_len = cbfs_pack_writer_size(w);
+    cbfs_error_init(&err);
+    is_int(cbfs_pack_writer_finish(w, st, crypt, &err), 0, "an encrypted pack is stored");
+    cbfs_pack_writer_free(w);
+    key = cbfs_pack_key(name);
+    cbfs_store_stat(st, key, &size, NULL);
+    is_int(size, data_len + 40 * CBFS_PACK_ENTRY_LEN + CBFS_CRYPT_OVERHEAD + CBFS_PACK_TRAILER_LEN,
+           "size is blocks + sealed index (nonce and tag more) + trailer");
+    cbfs_store_get(st, key, &data, &len, NULL);
+    ok(memcmp(data + len - CBFS_PACK_TRAILER_LEN, "CBFSPKE1", 8) == 0, "trailer magic CBFSPKE1");
+    ok(memmem(data, len, "MARKER", 6) == NULL, "no plaintext of the blocks in the pack");
+    ok(memmem(data, len, eb[1].id, CBFS_BLOCK_ID_LEN) == NULL,
+       "no block id in the pack either (the index is sealed)");
+
+    is_int(cbfs_pack_read_index(st, crypt, name, &entries, &n, &err), 0, "read the sealed index");
+    is_int(n, 40, "every entry");
+    for (size_t i = 0; i < n && i < 40; i++)
+        if (memcmp(entries[i].id, eb[i].id, CBFS_BLOCK_ID_LEN) != 0 ||
+            entries[i].offset != eb[i].offset || entries[i].stored_len != eb[i].stored_len ||
+            entries[i].raw_len != eb[i].raw_len)
+            bad++;
+    is_int(bad, 0, "every entry matches its block");
+    free(entries);
+    entries = NULL;
+    is_int(cbfs_pack_read_index_sized(st, crypt, name, size, &entries, &n, &err), 0,
+           "read_index_sized with the crypt");
+    free(entries);
+    bad = 0;
+    for (int i = 0; i < 40; i++)
+        if (cbfs_pack_read_block(st, c, name, eb[i].offset, eb[i].stored_len, eb[i].raw_len,
+                                 eb[i].id, out, &err) != 0 ||
+            memcmp(out, eb[i].raw, eb[i].raw_len) != 0)
+            bad++;
+    is_int(bad, 0, "every block reads back");
+    is_str(err.msg, "", "no error so far");
+
+    check_bad_sealed_index(st, NULL, name, "an encrypted pack read without the key");
+    check_bad_sealed_index(st, other, name, "an encrypted pack read with another key");
+    {
+        /* a plain pack in an encrypted repository */
+        CbfsCodec *pc = cbfs_codec_new(3);
+        CbfsPackWriter *pw = cbfs_pack_writer_new();
+        char pname[CBFS_PACK_NAME_LEN + 1];
+        size_t pn = cbfs_codec_encode(pc, eb[1].id, eb[1].raw, eb[1].raw_len, stored,
+                                      cbfs_codec_bound(BLOCK));
+        snprintf(pname, sizeof(pname), "%s", cbfs_pack_writer_name(pw));
+        cbfs_pack_writer_append(pw, eb[1].id, stored, (uint32_t) pn, eb[1].raw_len);
+        cbfs_pack_writer_finish(pw, st, NULL, &err);
+        check_bad_sealed_index(st, crypt, pname, "a plain pack read with the key");
+        cbfs_pack_writer_free(pw);
+        cbfs_codec_free(pc);
+    }
+
+    copy = malloc(len);
+    /* the same bytes under another name: the index names its pack */
+    check_bad_sealed_index(st, crypt, put_copy(st, data, len), "a pack copied to another name");
+    /* a flipped byte in the sealed index, in the trailer */
+    {
+        static const struct {
+            size_t from_end;
+            const char *what;
+        } flips[] = {
+            {CBFS_PACK_TRAILER_LEN + 1, "sealed index, last byte (tag)"},
+            {CBFS_PACK_TRAILER_LEN + 40 * CBFS_PACK_ENTRY_LEN / 2, "sealed index, middle"},
+            {CBFS_PACK_TRAILER_LEN + 40 * CBFS_PACK_ENTRY_LEN + CBFS_CRYPT_OVERHEAD,
+             "sealed index, first byte (nonce)"},
+            {CBFS_PACK_TRAILER_LEN - 8, "trailer count"},
+            {1, "trailer checksum"},
+        };
+        for (size_t i = 0; i < CBFS_ARRAY_LEN(flips); i++) {
+            memcpy(copy, data, len);
+            copy[len - flips[i].from_end] ^= 0x10;
+            check_bad_sealed_index(st, crypt, put_copy(st, copy, len), flips[i].what);
+        }
+    }
+    /* a flipped byte in a block: the index reads, the block fails naming pack and offset */
+    {
+        Block *b = &eb[7];
+        const char *cname;
+        char *ckey, *want;
+        memcpy(copy, data, len);
+        copy[b->offset + b->stored_len / 2] ^= 0x01;
+        cname = put_copy(st, copy, len);
+        ckey = cbfs_pack_key(cname);
+        cbfs_error_init(&err);
+        is_int(cbfs_pack_read_block(st, c, cname, b->offset, b->stored_len, b->raw_len, b->id, out,
+                                    &err),
+               -EBADMSG, "a flipped byte in an encrypted block: -EBADMSG");
+        want =
+            cbfs_xasprintf("pack \"%s\" offset %llu: block ", ckey, (unsigned long long) b->offset);
+        ok(strncmp(err.msg, want, strlen(want)) == 0 &&
+               strstr(err.msg, "is corrupt: authentication failed") != NULL,
+           "message \"%s\"", err.msg);
+        is_int(err.code, CBFS_EXIT_CORRUPT, "CBFS_EXIT_CORRUPT");
+        free(want);
+        free(ckey);
+    }
+    /* two blocks swapped in place (same length): each fails, neither reads as the other */
+    {
+        Block *x = &eb[2], *y = &eb[4];
+        memcpy(copy, data, len);
+        if (x->stored_len == y->stored_len) {
+            memcpy(copy + x->offset, data + y->offset, y->stored_len);
+            memcpy(copy + y->offset, data + x->offset, x->stored_len);
+        }
+        {
+            const char *cname = put_copy(st, copy, len);
+            ok(x->stored_len == y->stored_len, "two blocks of one stored length (%u)",
+               x->stored_len);
+            ok(cbfs_pack_read_block(st, c, cname, x->offset, x->stored_len, x->raw_len, x->id, out,
+                                    &err) == -EBADMSG &&
+                   cbfs_pack_read_block(st, c, cname, y->offset, y->stored_len, y->raw_len, y->id,
+                                        out, &err) == -EBADMSG,
+               "blocks swapped within a pack both fail");
+        }
+    }
+
+    /* gc's repacking: stored blocks copied verbatim into a new pack still read */
+    w2 = cbfs_pack_writer_new();
+    snprintf(name2, sizeof(name2), "%s", cbfs_pack_writer_name(w2));
+    for (int i = 39; i >= 20; i--) {
+        Block *b = &eb[i];
+        b->offset = cbfs_pack_writer_append(w2, b->id, data + b->offset, b->stored_len, b->raw_len);
+    }
+    cbfs_error_init(&err);
+    is_int(cbfs_pack_writer_finish(w2, st, crypt, &err), 0, "a repacked pack is stored");
+    cbfs_pack_writer_free(w2);
+    key2 = cbfs_pack_key(name2);
+    entries = NULL;
+    is_int(cbfs_pack_read_index(st, crypt, name2, &entries, &n, &err), 0, "its index reads");
+    is_int(n, 20, "with the 20 blocks copied");
+    free(entries);
+    bad = 0;
+    for (int i = 20; i < 40; i++)
+        if (cbfs_pack_read_block(st, c, name2, eb[i].offset, eb[i].stored_len, eb[i].raw_len,
+                                 eb[i].id, out, &err) != 0 ||
+            memcmp(out, eb[i].raw, eb[i].raw_len) != 0)
+            bad++;
+    is_int(bad, 0, "every copied block reads back at its new offset");
+
+    for (int i = 0; i < 40; i++)
+        free(eb[i].raw);
+    free(copy);
+    free(data);
+    free(stored);
+    free(out);
+    free(key);
+    free(key2);
+    cbfs_codec_free(c);
+    cbfs_crypt_free(crypt);
+    cbfs_crypt_free(other);
+    cbfs_store_free(st);
+}
+
 int main(void)
 {
     make_blocks();
@@ -509,6 +735,7 @@ int main(void)
     test_pack();
     test_crafted_index();
     test_huge_count();
+    test_encrypted_pack();
     for (int i = 0; i < NBLOCKS; i++)
         free(blocks[i].raw);
     return done_testing();

@@ -3,7 +3,8 @@
  * lib/walarchive.c on a posix repository in a mkdtemp() directory:
  * creating and opening a repository, claiming it for a cluster, committing
  * and finding backups, the local deduplication index, and pushing and
- * fetching WAL.
+ * fetching WAL; the same in an encrypted repository (lazy unwrap, messages,
+ * sealed objects, a swapped manifest, the passphrase change).
  *
  * The WAL segments are synthetic: 1 MiB with a valid long page header
  * (XLogLongPageHeaderData as on x86-64/arm64: magic, info, tli, pageaddr,
@@ -23,6 +24,7 @@
 
 #include "cbfs/blockindex.h"
 #include "cbfs/codec.h"
+#include "cbfs/crypt.h"
 #include "cbfs/kv.h"
 #include "cbfs/location.h"
 #include "cbfs/manifest.h"
@@ -551,7 +553,7 @@ typedef struct TestPack {
 static int store_pack(CbfsRepo *r, CbfsCodec *c, const char *tag, size_t n, TestPack *p)
 {
     CbfsPackWriter *w = cbfs_pack_writer_new();
-    uint8_t raw[8192], stored[8192 + 1024];
+    uint8_t raw[8192], stored[8192 + 1024 + CBFS_CRYPT_OVERHEAD];
     CbfsError err;
     int rc;
 
@@ -561,14 +563,14 @@ static int store_pack(CbfsRepo *r, CbfsCodec *c, const char *tag, size_t n, Test
         size_t len;
         memset(raw, (int) i, sizeof(raw));
         snprintf((char *) raw, 64, "%s block %zu", tag, i);
-        cbfs_block_id(raw, sizeof(raw), p->e[i].id);
-        len = cbfs_codec_encode(c, raw, sizeof(raw), stored, sizeof(stored));
+        cbfs_codec_block_id(c, raw, sizeof(raw), p->e[i].id);
+        len = cbfs_codec_encode(c, p->e[i].id, raw, sizeof(raw), stored, sizeof(stored));
         p->e[i].stored_len = (uint32_t) len;
         p->e[i].raw_len = sizeof(raw);
         p->e[i].offset = cbfs_pack_writer_append(w, p->e[i].id, stored, (uint32_t) len, 8192);
     }
     cbfs_error_init(&err);
-    rc = cbfs_pack_writer_finish(w, r->store, &err);
+    rc = cbfs_pack_writer_finish(w, r->store, r->crypt, &err);
     if (rc < 0)
         printf("# could not store pack: %s\n", err.msg);
     cbfs_pack_writer_free(w);
@@ -693,7 +695,7 @@ static void test_blockindex(void)
     }
     {
         CbfsPackWriter *w = cbfs_pack_writer_new();
-        uint8_t raw[8192], stored[8192 + 1024];
+        uint8_t raw[8192], stored[8192 + 1024 + CBFS_CRYPT_OVERHEAD];
         int added = 0;
 
         memset(&p3, 0, sizeof(p3));
@@ -705,7 +707,7 @@ static void test_blockindex(void)
             size_t len;
             memset(raw, 0x40 + (int) i, sizeof(raw));
             cbfs_block_id(raw, sizeof(raw), p3.e[i].id);
-            len = cbfs_codec_encode(c, raw, sizeof(raw), stored, sizeof(stored));
+            len = cbfs_codec_encode(c, p3.e[i].id, raw, sizeof(raw), stored, sizeof(stored));
             p3.e[i].stored_len = (uint32_t) len;
             p3.e[i].raw_len = sizeof(raw);
             p3.e[i].offset = cbfs_pack_writer_append(w, p3.e[i].id, stored, (uint32_t) len, 8192);
@@ -733,7 +735,7 @@ static void test_blockindex(void)
             }
         }
         is_int(added, 4, "add the blocks of a pack being filled");
-        is_int(cbfs_pack_writer_finish(w, r->store, &err), 0, "store p3");
+        is_int(cbfs_pack_writer_finish(w, r->store, r->crypt, &err), 0, "store p3");
         cbfs_pack_writer_free(w);
     }
     is_int(found(bi2, &p3), 0, "stored but not yet marked: another run does not find it");
@@ -1009,6 +1011,274 @@ static void test_wal(void)
     cbfs_repo_free(r);
 }
 
+/* ---- encrypted repositories ---- */
+
+static const CbfsKdfParams fast_kdf = {1024, 8, 1};
+
+/* Open the repository at path afresh (its key still wrapped). */
+static CbfsRepo *reopen(const char *path)
+{
+    CbfsLocation loc;
+    CbfsRepo *r = NULL;
+    CbfsError err;
+    cbfs_error_init(&err);
+    if (parse_loc(path, &loc) == 0) {
+        if (cbfs_repo_open(&loc, &r, &err) < 0)
+            printf("# could not open \"%s\": %s\n", path, err.msg);
+        cbfs_location_release(&loc);
+    }
+    return r;
+}
+
+/* The stored bytes of key in the posix repository at path start with CBFSENC1
+ * and do not hold needle. */
+static int sealed_on_disk(const char *path, const char *key, const char *needle)
+{
+    char *file = cbfs_xasprintf("%s/%s", path, key);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int yes = cbfs_read_file(file, &buf, &len, NULL) == 0 && len >= 8 &&
+              memcmp(buf, "CBFSENC1", 8) == 0 && !memmem(buf, len, needle, strlen(needle));
+    free(buf);
+    free(file);
+    return yes;
+}
+
+static void test_encrypted(void)
+{
+    char *path = tmp_path("enc"), *plain_path = tmp_path("plainconf"), *want, *file;
+    char *fetch_dir = tmp_path("fetch-enc"), *mpath = NULL;
+    CbfsLocation loc;
+    CbfsRepo *r;
+    CbfsKv *rec = NULL;
+    CbfsError err;
+    uint8_t *text = NULL;
+    size_t len = 0;
+    uint64_t owner = 0;
+    const uint64_t sysid = 7312345678901234567ull;
+
+    mkdir(fetch_dir, 0700);
+    if (!freopen("/dev/null", "r", stdin)) /* never a passphrase prompt here */
+        printf("# could not redirect stdin\n");
+    unsetenv("CBFS_PASSPHRASE");
+    unsetenv("CBFS_PASSPHRASE_FILE");
+    cbfs_error_init(&err);
+    if (parse_loc(path, &loc) < 0)
+        return;
+    is_int(cbfs_repo_init_encrypted(&loc, 65536, 3, "s3cret", &fast_kdf, &err), 0,
+           "init an encrypted repository");
+    cbfs_location_release(&loc);
+    file = cbfs_xasprintf("%s/config", path);
+    cbfs_read_file(file, &text, &len, NULL);
+    free(file);
+    ok(text && strstr((char *) text, "encryption = aes-256-gcm\n") &&
+           strstr((char *) text, "kdf = scrypt\n") && strstr((char *) text, "kdf_n = 1024\n") &&
+           strstr((char *) text, "kdf_salt = ") && strstr((char *) text, "master_key = "),
+       "its config is plaintext kv with the encryption keys");
+    free(text);
+    text = NULL;
+    if (parse_loc(plain_path, &loc) == 0) {
+        cbfs_repo_init(&loc, 65536, 3, &err);
+        cbfs_location_release(&loc);
+        file = cbfs_xasprintf("%s/config", plain_path);
+        cbfs_read_file(file, &text, &len, NULL);
+        ok(text && !strstr((char *) text, "encryption") && !strstr((char *) text, "kdf") &&
+               !strstr((char *) text, "master_key"),
+           "an unencrypted repository's config has none of them");
+        free(text);
+        free(file);
+        r = reopen(plain_path);
+        ok(r && !r->crypt, "and it opens without keys");
+        if (r) {
+            cbfs_error_init(&err);
+            is_int(cbfs_repo_unlock(r, &err), 0, "unlock is a no-op there");
+            is_int(cbfs_repo_change_passphrase(r, "x", &fast_kdf, &err), -EINVAL,
+                   "no passphrase to change there");
+            want = cbfs_xasprintf("repository \"%s\" is not encrypted", plain_path);
+            is_str(err.msg, want, "message");
+            free(want);
+        }
+        cbfs_repo_free(r);
+    }
+
+    /* opening does not unwrap; the first need does, with one clear error */
+    r = reopen(path);
+    if (!r) {
+        free(path);
+        free(plain_path);
+        free(fetch_dir);
+        return;
+    }
+    ok(r->crypt && !cbfs_crypt_unlocked(r->crypt), "open leaves the key wrapped");
+    cbfs_error_init(&err);
+    is_int(cbfs_repo_unlock(r, &err), -EACCES,
+           "no passphrase anywhere: unlock fails (not -ENOENT, which means absent)");
+    want = cbfs_xasprintf("could not open repository \"%s\": repository is encrypted and no "
+                          "passphrase was given (set CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE, or "
+                          "use --passphrase-file)",
+                          path);
+    is_str(err.msg, want, "no passphrase: message");
+    is_int(err.code, CBFS_EXIT_USAGE, "no passphrase: CBFS_EXIT_USAGE");
+    free(want);
+    cbfs_error_init(&err);
+    is_int(cbfs_repo_read_backup(r, "b1", &rec, &err), -ENOENT,
+           "a backup that does not exist is still just absent");
+    {
+        /* a stored object without a passphrase is an error, not "absent" */
+        CbfsKv *kv = cbfs_kv_new();
+        char *text;
+        cbfs_kv_set(kv, "label", "b0");
+        text = cbfs_kv_format(kv);
+        /* sealed by a repository object that knows the key */
+        setenv("CBFS_PASSPHRASE", "s3cret", 1);
+        {
+            CbfsRepo *w = reopen(path);
+            cbfs_store_put(w->store, "backups/b0.info", text, strlen(text), NULL);
+            cbfs_repo_free(w);
+        }
+        unsetenv("CBFS_PASSPHRASE");
+        cbfs_error_init(&err);
+        is_int(cbfs_repo_read_backup(r, "b0", &rec, &err), -EACCES,
+               "reading a stored record without a passphrase: -EACCES, not -ENOENT");
+        ok(strstr(err.msg, "no passphrase was given") != NULL, "with the message: \"%s\"", err.msg);
+        free(text);
+        cbfs_kv_free(kv);
+        text = cbfs_xasprintf("%s/backups/b0.info", path);
+        unlink(text);
+        free(text);
+    }
+    cbfs_repo_free(r);
+
+    setenv("CBFS_PASSPHRASE", "wrong", 1);
+    r = reopen(path);
+    cbfs_error_init(&err);
+    is_int(cbfs_repo_claim(r, sysid, &owner, &err), -EACCES,
+           "a wrong passphrase: claiming (an encrypted object) fails");
+    want = cbfs_xasprintf("could not open repository \"%s\": wrong passphrase", path);
+    is_str(err.msg, want, "wrong passphrase: message");
+    is_int(err.code, CBFS_EXIT_REPO, "wrong passphrase: CBFS_EXIT_REPO");
+    free(want);
+    file = cbfs_xasprintf("%s/cluster", path);
+    ok(access(file, F_OK) != 0, "and nothing was written");
+    free(file);
+    cbfs_repo_free(r);
+
+    setenv("CBFS_PASSPHRASE", "s3cret", 1);
+    r = reopen(path);
+    cbfs_error_init(&err);
+    is_int(cbfs_repo_unlock(r, &err), 0, "the right passphrase unlocks");
+    is_int(cbfs_repo_claim(r, sysid, &owner, &err), 0, "claim");
+    ok(owner == sysid, "claimed");
+    ok(sealed_on_disk(path, "cluster", "system_identifier"), "the cluster object is sealed");
+    is_int(commit(r, "b1", "2024-01-01T00:00:00Z", &err), 0, "commit b1");
+    is_int(commit(r, "b2", "2024-01-02T00:00:00Z", &err), 0, "commit b2");
+    ok(sealed_on_disk(path, "backups/b1.info", "stop_time"), "a backup record is sealed");
+    is_int(cbfs_repo_read_backup(r, "b2", &rec, &err), 0, "read b2's record");
+    if (rec) {
+        const char *mkey = cbfs_kv_get(rec, "manifest");
+        ok(mkey && sealed_on_disk(path, mkey, "SQLite format"), "its manifest is sealed");
+        is_int(cbfs_repo_fetch_manifest(r, rec, fetch_dir, &mpath, &err), 0,
+               "and fetched, opened and verified");
+        if (mpath) {
+            unlink(mpath);
+            free(mpath);
+            mpath = NULL;
+        }
+    }
+    {
+        /* blocks: keyed ids, sealed packs the dedup index still reads */
+        CbfsCodec *c = cbfs_repo_codec_new(r, 3);
+        CbfsBlockIndex *bi;
+        TestPack p;
+        size_t synced = 0;
+        is_int(store_pack(r, c, "enc", 4, &p), 0, "store an encrypted pack");
+        bi = open_index(r, &synced);
+        is_int(synced, 1, "the dedup index reads its sealed index");
+        is_int(found(bi, &p), 4, "and offers its blocks");
+        cbfs_blockindex_free(bi);
+        cbfs_codec_free(c);
+    }
+    {
+        /* WAL */
+        char name[25];
+        uint8_t *seg = make_segment(3, sysid, 0, name), *back = NULL;
+        char *key = cbfs_wal_key(name);
+        size_t blen = 0;
+        is_int(cbfs_wal_push_buffer(r, name, seg, SEG_SIZE, &err), 0, "push a segment");
+        ok(sealed_on_disk(path, key, "CBFSWAL1"), "the WAL object is sealed, header and all");
+        is_int(cbfs_wal_push_buffer(r, name, seg, SEG_SIZE, &err), 0,
+               "push it again: the same content is fine");
+        is_int(cbfs_wal_read(r, name, &back, &blen, &err), 0, "read it back");
+        ok(blen == SEG_SIZE && back && memcmp(back, seg, SEG_SIZE) == 0, "the same segment");
+        free(back);
+        seg[5000] ^= 1;
+        cbfs_error_init(&err);
+        is_int(cbfs_wal_push_buffer(r, name, seg, SEG_SIZE, &err), -EEXIST,
+               "push other content under that name: refused");
+        is_int(err.code, CBFS_EXIT_CONFLICT, "CBFS_EXIT_CONFLICT");
+        free(seg);
+        free(key);
+    }
+    cbfs_error_init(&err);
+
+    /* b1's manifest renamed over b2's: refused, naming the object */
+    {
+        CbfsKv *r1 = NULL;
+        char *from, *to;
+        cbfs_repo_read_backup(r, "b1", &r1, &err);
+        from = cbfs_xasprintf("%s/%s", path, cbfs_kv_get(r1, "manifest"));
+        to = cbfs_xasprintf("%s/%s", path, cbfs_kv_get(rec, "manifest"));
+        ok(rename(from, to) == 0, "rename b1's manifest over b2's");
+        is_int(cbfs_repo_fetch_manifest(r, rec, fetch_dir, &mpath, &err), -EBADMSG,
+               "fetching b2's manifest fails");
+        want = cbfs_xasprintf("object \"%s\" in repository \"%s\" is corrupt: authentication "
+                              "failed",
+                              cbfs_kv_get(rec, "manifest"), path);
+        is_str(err.msg, want, "naming the object");
+        is_int(err.code, CBFS_EXIT_CORRUPT, "CBFS_EXIT_CORRUPT");
+        free(want);
+        free(from);
+        free(to);
+        cbfs_kv_free(r1);
+    }
+    cbfs_kv_free(rec);
+    rec = NULL;
+
+    /* a new passphrase: config replaced, nothing else */
+    {
+        char *cfg = cbfs_xasprintf("%s/config", path), *before = NULL;
+        uint8_t *old = NULL, *now = NULL;
+        size_t olen = 0, nlen = 0;
+        cbfs_read_file(cfg, &old, &olen, NULL);
+        cbfs_error_init(&err);
+        is_int(cbfs_repo_change_passphrase(r, "n3w", &fast_kdf, &err), 0, "change the passphrase");
+        is_str(err.msg, "", "no message");
+        cbfs_read_file(cfg, &now, &nlen, NULL);
+        ok(old && now && (olen != nlen || memcmp(old, now, olen) != 0), "the config changed");
+        ok(now && strstr((char *) now, r->id), "and kept the repository id");
+        free(old);
+        free(now);
+        free(before);
+        free(cfg);
+    }
+    cbfs_repo_free(r);
+    r = reopen(path);
+    cbfs_error_init(&err);
+    is_int(cbfs_repo_unlock(r, &err), -EACCES, "the old passphrase no longer opens it");
+    cbfs_repo_free(r);
+    setenv("CBFS_PASSPHRASE", "n3w", 1);
+    r = reopen(path);
+    cbfs_error_init(&err);
+    is_int(cbfs_repo_unlock(r, &err), 0, "the new one does");
+    is_int(cbfs_repo_read_backup(r, "b1", &rec, &err), 0, "and reads what was there before");
+    cbfs_kv_free(rec);
+    cbfs_repo_free(r);
+    unsetenv("CBFS_PASSPHRASE");
+    free(path);
+    free(plain_path);
+    free(fetch_dir);
+}
+
 static int run_tests(void)
 {
     char *cache = tmp_path("cache");
@@ -1022,6 +1292,7 @@ static int run_tests(void)
     test_cache_dir();
     test_wal();
     test_blockindex();
+    test_encrypted();
     return done_testing();
 }
 

@@ -7,7 +7,9 @@
  * object untouched); get/get_range/stat/remove return -ENOENT without an
  * error message for an absent object; list reports every key under a
  * prefix, never a driver's temp file.  Posix only: concurrent puts of one
- * key are decided atomically, leftover temp files are invisible.
+ * key are decided atomically, leftover temp files are invisible.  replace()
+ * (the config object's exception) is atomic and whole.  The encrypting store
+ * (store_crypt.c) over memory and posix keeps the same contract.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cbfs/crypt.h"
+#include "cbfs/kv.h"
 #include "cbfs/store.h"
 #include "cbfs/util.h"
 #include "tap.h"
@@ -259,6 +263,43 @@ static void test_contract(CbfsStore *st, const char *drv)
     is_str(err.msg, "", "%s: no error message in the whole run", drv);
 }
 
+/* ---- replace: the config object's one exception to create-once ---- */
+
+static void test_replace(CbfsStore *st, const char *drv)
+{
+    CbfsError err;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    uint64_t size = 0;
+
+    cbfs_error_init(&err);
+    is_int(cbfs_store_put(st, "config", "first", 5, &err), 0, "%s: put config", drv);
+    is_int(cbfs_store_replace(st, "config", "the second version", 18, &err), 0,
+           "%s: replace config", drv);
+    is_int(cbfs_store_get(st, "config", &buf, &len, &err), 0, "%s: get it", drv);
+    ok(len == 18 && buf && memcmp(buf, "the second version", 18) == 0 && buf[18] == '\0',
+       "%s: the new content, whole", drv);
+    free(buf);
+    is_int(cbfs_store_stat(st, "config", &size, &err), 0, "%s: stat it", drv);
+    is_int(size, 18, "%s: the new size", drv);
+    is_int(cbfs_store_replace(st, "config", "x", 1, &err), 0, "%s: replace with a shorter one",
+           drv);
+    buf = NULL;
+    cbfs_store_get(st, "config", &buf, &len, &err);
+    ok(len == 1 && buf && buf[0] == 'x', "%s: nothing of the longer one is left", drv);
+    free(buf);
+    is_int(cbfs_store_replace(st, "fresh/object", "new", 3, &err), 0,
+           "%s: replace creates an absent object", drv);
+    is_int(cbfs_store_stat(st, "fresh/object", &size, &err), 0, "%s: it is there", drv);
+    is_int(cbfs_store_put(st, "fresh/object", "again", 5, &err), -EEXIST,
+           "%s: put is still create-once after a replace", drv);
+    is_str(err.msg, "", "%s: no error message", drv);
+    is_int(cbfs_store_replace(st, "../config", "x", 1, &err), -EINVAL, "%s: replace checks the key",
+           drv);
+    cbfs_store_remove(st, "config", NULL);
+    cbfs_store_remove(st, "fresh/object", NULL);
+}
+
 /* ---- key rules ---- */
 
 static void test_key_valid(void)
@@ -466,16 +507,39 @@ static void test_posix_open(const char *root)
     free(file);
 }
 
+/* A new repository's keys (unlocked), for the encrypting store. */
+static CbfsCrypt *new_crypt(void)
+{
+    static const CbfsKdfParams fast = {1024, 8, 1};
+    CbfsKv *kv = cbfs_kv_new();
+    CbfsCrypt *crypt = NULL;
+    CbfsError err;
+    cbfs_error_init(&err);
+    if (cbfs_crypt_create(kv, "00112233445566778899aabbccddeeff", "/test", "pw", &fast, &crypt,
+                          &err) < 0)
+        printf("# cbfs_crypt_create: %s\n", err.msg);
+    cbfs_kv_free(kv);
+    return crypt;
+}
+
 int main(void)
 {
     CbfsStore *st;
+    CbfsCrypt *crypt;
     CbfsError err;
     char *root;
 
     test_key_valid();
+    crypt = new_crypt();
 
     st = cbfs_store_mem_new();
     test_contract(st, "memory");
+    test_replace(st, "memory");
+    cbfs_store_free(st);
+    /* the encrypting store keeps the same contract */
+    st = cbfs_store_crypt_new(cbfs_store_mem_new(), crypt);
+    test_contract(st, "encrypted memory");
+    test_replace(st, "encrypted memory");
     cbfs_store_free(st);
 
     if (!mkdtemp(tmpdir)) {
@@ -486,12 +550,25 @@ int main(void)
     cbfs_error_init(&err);
     if (cbfs_store_posix_new(root, root, true, &st, &err) == 0) {
         test_contract(st, "posix");
+        test_replace(st, "posix");
+        is_int(count_dot_files(root), 0, "posix: replace leaves no temp file");
         test_posix_race(st, root);
         test_posix_layout(st, root);
         cbfs_store_free(st);
     } else {
         ok(0, "posix store on \"%s\": %s", root, err.msg);
     }
+    free(root);
+    root = cbfs_xasprintf("%s/encrypted", tmpdir);
+    if (cbfs_store_posix_new(root, root, true, &st, &err) == 0) {
+        st = cbfs_store_crypt_new(st, crypt);
+        test_contract(st, "encrypted posix");
+        test_replace(st, "encrypted posix");
+        cbfs_store_free(st);
+    } else {
+        ok(0, "posix store on \"%s\": %s", root, err.msg);
+    }
+    cbfs_crypt_free(crypt);
     test_posix_open(tmpdir);
     free(root);
     rm_rf(tmpdir);
