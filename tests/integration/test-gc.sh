@@ -224,6 +224,29 @@ cbfs_restore "$REPO@k$n" rk && pg_start rk && pg_wait_promoted rk &&
 	is "$(table_hashes rk postgres)" "$H_LAST" "the newest backup restores after all that"
 pg_stop rk
 
+# ---------------------------------------------------------------- an encrypted repository
+EREPO=$TMP/erepo
+CBFS_PASSPHRASE=gc-test-passphrase cbfs_pg init "$EREPO" --encrypt # postgres runs the restore_command
+is "$RC" 0 "an encrypted repository"
+export CBFS_PASSPHRASE=gc-test-passphrase
+backup d "$EREPO" e1
+change 29
+backup d "$EREPO" e2
+HE2=$(table_hashes d postgres)
+cbfs expire "$EREPO" --keep-last 1
+cbfs gc "$EREPO" --max-waste 0
+like "$OUT" "gc complete: removed [0-9]+ packs?, rewrote [1-9][0-9]* packs?" "gc rewrites encrypted packs"
+ok "relocation maps are sealed like every other object" test -z "$(grep -rl 'cbfs-moved' "$EREPO/moved")"
+cbfs check "$EREPO" --read-data
+is "$RC" 0 "check --read-data of the encrypted repository after gc"
+cbfs_restore "$EREPO@e2" re2 && pg_start re2 && pg_wait_promoted re2 &&
+	is "$(table_hashes re2 postgres)" "$HE2" "e2 restores from the encrypted repository after gc"
+pg_stop re2
+unset CBFS_PASSPHRASE
+cbfs gc "$EREPO"
+like "$ERR" "passphrase" "gc of an encrypted repository without a passphrase fails"
+isnt "$RC" 0 "... with a non-zero exit"
+
 # ---------------------------------------------------------------- the lock and bad input
 rm -f "$PAUSE"/*
 bg_cbfs gcL gc-locked gc "$REPO"
