@@ -23,7 +23,7 @@ int cmd_init(int argc, char **argv)
     };
     uint64_t block_size = 65536;
     long level = 3;
-    bool encrypt = false;
+    bool encrypt = false, pass_file = false;
     char *passphrase = NULL;
     CbfsLocation loc;
     CbfsError err;
@@ -50,6 +50,7 @@ int cmd_init(int argc, char **argv)
             break;
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
+            pass_file = true;
             break;
         case 'h':
             printf("Usage: cbfs init REPO [OPTIONS]\n"
@@ -77,6 +78,9 @@ int cmd_init(int argc, char **argv)
     if (optind + 1 != argc)
         return cmd_usage_error("init",
                                optind >= argc ? "no repository given" : "too many arguments");
+    /* a passphrase given for a repository that would not use it is a mistake */
+    if (pass_file && !encrypt)
+        return cmd_usage_error("init", "--passphrase-file needs --encrypt");
     if (cbfs_location_parse(argv[optind], false, &loc, &err) < 0)
         return cmd_fail(&err);
     if (encrypt) {

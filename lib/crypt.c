@@ -338,8 +338,7 @@ int cbfs_crypt_from_config(const CbfsKv *config, const char *repo_id, const char
     if (cbfs_kv_get_u64(config, "kdf_n", &n) < 0 || cbfs_kv_get_u64(config, "kdf_r", &r) < 0 ||
         cbfs_kv_get_u64(config, "kdf_p", &p) < 0 || r > UINT32_MAX || p > UINT32_MAX)
         return cbfs_error_set(err, EINVAL, CBFS_EXIT_REPO,
-                              "invalid encryption settings: kdf_n, "
-                              "kdf_r or kdf_p");
+                              "invalid encryption settings: kdf_n, kdf_r or kdf_p");
     kp = (CbfsKdfParams){n, (uint32_t) r, (uint32_t) p};
     if ((rc = kdf_check(&kp, err)) < 0)
         return rc;

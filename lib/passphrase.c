@@ -224,8 +224,7 @@ static int prompt(enum cbfs_passphrase_kind kind, const char *prompt_for, bool c
     close(tty);
     if (!first || (confirm && !again))
         rc = cbfs_error_set(err, EIO, CBFS_EXIT_USAGE,
-                            "could not read a passphrase from the "
-                            "terminal");
+                            "could not read a passphrase from the terminal");
     else if (confirm && strcmp(first, again) != 0)
         rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "the passphrases do not match");
     else if (!*first)

@@ -17,11 +17,13 @@
  *
  * stat and list report the plaintext size (stored size less
  * STORE_CRYPT_OVERHEAD), so callers see the same sizes as in a repository
- * without encryption.  get_range reads the whole object and returns a
- * slice (only small objects are read so: a WAL object's header).
+ * without encryption.  get_range reads the whole object (the tag covers it
+ * all) and returns a slice; it is used on such objects only for a WAL
+ * object's header, when a push finds the name taken, which is rare.
  *
- * Keys are needed only by get, get_range and put: stat, list and remove
- * pass through, so wal-push's fast path (a stat) never unwraps the key.
+ * Keys are needed only by get, get_range, put and replace: stat, list and
+ * remove pass through, so wal-push's fast path (a stat) and wal-fetch of a
+ * missing segment (-ENOENT comes before any key is needed) never unwrap it.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -46,7 +46,9 @@ void cbfs_target_release(CbfsTarget *t);
 
 /* The recovery settings a restored or mounted copy needs (appended to its
  * postgresql.auto.conf): restore_command running "<self> wal-fetch <repo>
- * %f %p" (both quoted for the shell, the whole for the configuration file),
+ * %f %p" (both quoted for the shell, the whole for the configuration file;
+ * in an encrypted repository whose passphrase came from a file,
+ * "--passphrase-file <file>" after wal-fetch: the file, never the secret),
  * the target, recovery_target_action, and archive_mode = 'off' when
  * archive_off.  who names the writer in a comment.  Caller frees. */
 char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const char *who,

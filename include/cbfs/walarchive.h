@@ -6,6 +6,8 @@
  *   magic "CBFSWAL1" [8], SHA-256 of the plain file [32], plain length u64le,
  *   then the zstd frame of the file (or the file itself when zstd does not
  *   make it smaller: stored length == plain length).
+ * In an encrypted repository the repository's store seals that whole object
+ * (store_crypt.c); nothing here changes.
  */
 #ifndef CBFS_WALARCHIVE_H
 #define CBFS_WALARCHIVE_H

@@ -46,6 +46,10 @@ ok "and creates nothing" test ! -e "$REPO/config"
 cbfs init "$REPO" --encrypt --passphrase-file "$TMP/open-pass"
 check_error "init --encrypt with a passphrase file others can read is refused" 2 \
 	"cbfs: could not create repository \"$REPO\": passphrase file \"$TMP/open-pass\" has group or world access; permissions should be u=rw (0600) or less"
+cbfs init "$REPO" --passphrase-file "$PASS"
+is "$RC/$(head -n 1 <<<"$ERR")" "2/cbfs: --passphrase-file needs --encrypt" \
+	"init --passphrase-file without --encrypt is a usage error"
+ok "and creates nothing" test ! -e "$REPO/config"
 cbfs_pg init "$REPO" --encrypt --passphrase-file "$PASS"
 is "$RC/$ERR" "0/" "init --encrypt --passphrase-file"
 is "$OUT" "initialized repository \"$REPO\" (block size 65536, zstd level 3, encrypted)" "init says encrypted"
