@@ -45,6 +45,7 @@ PORT=$((25000 + RANDOM % 5000))
 MNT=$W/mnt
 PORT2=$((PORT + 1))
 cleanup() {
+    [[ -f $W/sock/m.log ]] && tail -n 15 "$W/sock/m.log" >&2
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$MNT" -m immediate -w stop >/dev/null 2>&1 || true
     mountpoint -q "$MNT" 2>/dev/null && { "$CBFS" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT"; }
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PG" -m immediate -w stop >/dev/null 2>&1 || true
@@ -55,13 +56,14 @@ trap cleanup EXIT
 mkdir -p "$PG" "$MNT"
 chown postgres: "$PG"
 runuser -u postgres -- "$PGBIN/initdb" -k -D "$PG" >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PG" -l "$W/pg.log" -w \
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PG" -l "$W/sock/pg.log" -w \
     -o "-p $PORT -k $W/sock -c listen_addresses=''" start >/dev/null
 psql() { runuser -u postgres -- "$PGBIN/psql" -X -q -At -h "$W/sock" -p "$1" -d postgres -c "$2"; }
 runuser -u postgres -- "$PGBIN/pgbench" -h "$W/sock" -p "$PORT" -i -s "$SCALE" -q postgres >/dev/null 2>&1
 psql "$PORT" "create extension pgcrypto; create table rnd (g int, b bytea); alter table rnd alter b set storage external;
-    insert into rnd select g, gen_random_bytes(1000) from generate_series(1, $RND_MB * 1000) g;
-    vacuum (freeze, analyze); checkpoint"
+    insert into rnd select g, gen_random_bytes(1000) from generate_series(1, $RND_MB * 1000) g"
+psql "$PORT" "vacuum (freeze, analyze)"
+psql "$PORT" "checkpoint"
 DBSIZE=$(psql "$PORT" "select pg_database_size('postgres')")
 note "database: $DBSIZE bytes"
 
@@ -73,7 +75,10 @@ for run in $(seq 1 "$RUNS"); do
         R=$W/repo-$mode
         rm -rf "$R" "$W/cache"
         export CBFS_CACHE_DIR=$W/cache
-        if [[ $mode == encrypted ]]; then "$CBFS" init "$R" --encrypt >/dev/null; else "$CBFS" init "$R" >/dev/null; fi
+        # owned by postgres, who runs the mounted server's restore_command
+        mkdir -p "$R" && chown postgres: "$R"
+        if [[ $mode == encrypted ]]; then enc=--encrypt; else enc=; fi
+        runuser -u postgres -- env CBFS_PASSPHRASE="$CBFS_PASSPHRASE" "$CBFS" init "$R" $enc >/dev/null
         drop_caches
         t0=$(now)
         out=$("$CBFS" backup "$R" --pgdata "$PG" --dbname "host=$W/sock port=$PORT user=postgres" \
@@ -86,7 +91,7 @@ for run in $(seq 1 "$RUNS"); do
         drop_caches
         t2=$(now)
         "$MOUNT" "$R@b" "$MNT" -o uid=postgres,gid=postgres >/dev/null
-        runuser -u postgres -- env CBFS_PASSPHRASE="$CBFS_PASSPHRASE" "$PGBIN/pg_ctl" -D "$MNT" -l "$W/m.log" -w \
+        runuser -u postgres -- env CBFS_PASSPHRASE="$CBFS_PASSPHRASE" "$PGBIN/pg_ctl" -D "$MNT" -l "$W/sock/m.log" -w \
             -o "-p $PORT2 -k $W/sock -c listen_addresses='' -c archive_mode=off" start >/dev/null
         until psql "$PORT2" "select count(*) from pgbench_branches" >/dev/null 2>&1; do sleep 0.02; done
         t3=$(now)

@@ -202,7 +202,7 @@ for point in gc-planned gc-repack-stored gc-maps-stored gc-pack-removed random r
 	n=$((n + 1))
 	rm -f "$PAUSE"/*
 	change $((13 + n))
-	backup d "$REPO" "k$n" >/dev/null
+	backup d "$REPO" "k$n"
 	cbfs expire "$REPO" --keep-last 2 >/dev/null
 	if [[ $point == random ]]; then
 		bg_cbfs "gck$n" none gc "$REPO" --max-waste 0
