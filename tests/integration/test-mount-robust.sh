@@ -233,12 +233,16 @@ for r in db.execute(sys.argv[2]):
 }
 BS=$(mq "select value from meta where key = 'block_size'")
 # block 2 of the largest relation file, stored compressed or not, that no
-# other block of the backup shares
+# other block of the backup shares, in a pack that holds another file too
+# (which pack a block lands in depends on the backup's threads)
 IFS=$'\t' read -r BAD_FILE BAD_ID BAD_BLOCK PACK BAD_PACKNAME OFFSET STORED < <(mq "
 	select f.path, f.id, b.blockno, b.pack, p.name, b.offset, b.stored_len
 	from blocks b join files f on f.id = b.file join packs p on p.id = b.pack
 	where f.path like 'base/%' and b.blockno = 2 and b.stored_len > 64
 	  and (select count(*) from blocks o where o.pack = b.pack and o.offset = b.offset) = 1
+	  and exists (select 1 from blocks o2 join files f2 on f2.id = o2.file
+	              where o2.pack = b.pack and f2.id <> f.id and f2.path like 'base/%'
+	                and f2.size >= 3 * $BS)
 	order by f.size desc, f.path limit 1")
 # another file with blocks in the same pack
 IFS=$'\t' read -r GOOD_FILE GOOD_SIZE < <(mq "
