@@ -117,7 +117,10 @@ static int collect_cb(const CbfsBlockRef *ref0, const char *path, void *ctx)
     Backup *b = s->b;
     (void) path;
     b->blocks++;
-    if (scan_pack(s, ref->pack)) {
+    /* refs come in pack order, but refs followed through relocation maps
+     * interleave: a pack is listed once per backup all the same */
+    if (scan_pack(s, ref->pack) && s->pack->listed_for != b) {
+        s->pack->listed_for = b;
         s->pack->used = true;
         b->packs = cbfs_xrealloc(b->packs, (b->npacks + 1) * sizeof(Pack *));
         b->packs[b->npacks++] = s->pack;

@@ -185,6 +185,7 @@ typedef struct Pack {
     bool stored;            /* listed under packs/ */
     bool used;              /* referenced by a backup */
     bool loaded;            /* index read, or error set */
+    const void *listed_for; /* the Backup whose pack list holds it last */
     char *error;            /* the index could not be read: why */
     CbfsPackEntry *entries; /* by offset */
     size_t n;
