@@ -103,12 +103,8 @@ int cmd_key(int argc, char **argv)
         rc = cbfs_repo_change_passphrase(repo, fresh, NULL, &err);
     if (rc == 0)
         printf("changed the passphrase of repository \"%s\"\n", repo->display);
-    if (locked) {
-        CbfsError e;
-        cbfs_error_init(&e);
-        if (cbfs_lock_release(repo, &lock, &e) < 0)
-            cbfs_warning("could not release the lock: %s", e.msg);
-    }
+    if (locked)
+        cbfs_lock_release(repo, &lock);
     cbfs_passphrase_free(fresh);
     cbfs_repo_free(repo);
     return rc < 0 ? cmd_fail(&err) : 0;

@@ -19,18 +19,11 @@ void cbfs_doomed_add(char ***list, size_t *n, const char *name)
     (*list)[(*n)++] = cbfs_xstrdup(name);
 }
 
-static void free_list(char **list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(list[i]);
-    free(list);
-}
-
 void cbfs_doomed_release(CbfsDoomed *d)
 {
-    free_list(d->packs, d->npacks);
-    free_list(d->manifests, d->nmanifests);
-    free_list(d->moved, d->nmoved);
+    cbfs_store_free_names(d->packs, d->npacks);
+    cbfs_store_free_names(d->manifests, d->nmanifests);
+    cbfs_store_free_names(d->moved, d->nmoved);
     memset(d, 0, sizeof(*d));
 }
 
@@ -69,29 +62,20 @@ int cbfs_doomed_store(CbfsRepo *r, const CbfsDoomed *d, char **ret_key, CbfsErro
     return rc;
 }
 
-typedef struct {
-    char **keys;
-    size_t n;
-} KeyList;
-
-static int collect(const char *key, uint64_t size, void *ctx)
-{
-    KeyList *l = ctx;
-    (void) size;
-    cbfs_doomed_add(&l->keys, &l->n, key);
-    return 0;
-}
-
 int cbfs_doomed_keys(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
 {
-    KeyList l = {0};
-    int rc = cbfs_store_list(r->store, "gc/", collect, &l, err);
-    if (rc < 0) {
-        free_list(l.keys, l.n);
+    char **names;
+    size_t n;
+    int rc = cbfs_store_list_names(r->store, "gc/", "", &names, &n, err);
+    if (rc < 0)
         return rc;
+    for (size_t i = 0; i < n; i++) {
+        char *key = cbfs_xasprintf("gc/%s", names[i]);
+        free(names[i]);
+        names[i] = key;
     }
-    *ret = l.keys;
-    *ret_n = l.n;
+    *ret = names;
+    *ret_n = n;
     return 0;
 }
 
@@ -154,9 +138,9 @@ int cbfs_doomed_packs(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
             free(text);
         }
     }
-    free_list(keys, nkeys);
+    cbfs_store_free_names(keys, nkeys);
     if (rc < 0) {
-        free_list(packs, npacks);
+        cbfs_store_free_names(packs, npacks);
         return rc;
     }
     if (npacks)

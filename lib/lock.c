@@ -188,18 +188,19 @@ int cbfs_lock_acquire(CbfsRepo *r, const char *command, CbfsHolder *ret, CbfsErr
     return rc;
 }
 
-int cbfs_lock_release(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)
+void cbfs_lock_release(CbfsRepo *r, const CbfsHolder *mine)
 {
     CbfsHolder now;
-    int rc = holder_read(r, CBFS_LOCK_KEY, &now, err);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc < 0)
-        return rc;
-    if (strcmp(now.token, mine->token) != 0)
-        return 0; /* broken and taken by another: not ours to remove */
-    rc = cbfs_store_remove(r->store, CBFS_LOCK_KEY, err);
-    return rc == -ENOENT ? 0 : rc;
+    CbfsError err;
+    int rc;
+
+    cbfs_error_init(&err);
+    rc = holder_read(r, CBFS_LOCK_KEY, &now, &err);
+    /* missing, or broken and taken by another: not ours to remove */
+    if (rc == 0 && strcmp(now.token, mine->token) == 0)
+        rc = cbfs_store_remove(r->store, CBFS_LOCK_KEY, &err);
+    if (rc < 0 && rc != -ENOENT)
+        cbfs_warning("could not release the lock of repository \"%s\": %s", r->display, err.msg);
 }
 
 int cbfs_running_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err)
@@ -235,41 +236,28 @@ int cbfs_running_unregister(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)
     return rc == -ENOENT ? 0 : rc;
 }
 
-typedef struct {
-    char **keys;
-    size_t n;
-} KeyList;
-
-static int collect(const char *key, uint64_t size, void *ctx)
-{
-    KeyList *l = ctx;
-    (void) size;
-    l->keys = cbfs_xrealloc(l->keys, (l->n + 1) * sizeof(char *));
-    l->keys[l->n++] = cbfs_xstrdup(key);
-    return 0;
-}
-
 int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err)
 {
-    KeyList l = {0};
+    char **names = NULL;
     CbfsHolder *out = NULL;
-    size_t n = 0;
-    int rc = cbfs_store_list(r->store, "running/", collect, &l, err);
+    size_t nnames = 0, n = 0;
+    int rc = cbfs_store_list_names(r->store, "running/", "", &names, &nnames, err);
 
-    for (size_t i = 0; i < l.n; i++) {
+    for (size_t i = 0; i < nnames; i++) {
+        char *key = cbfs_xasprintf("running/%s", names[i]);
         if (rc == 0) {
             CbfsHolder h;
             CbfsError e;
             int hr;
             cbfs_error_init(&e);
-            hr = holder_read(r, l.keys[i], &h, &e);
+            hr = holder_read(r, key, &h, &e);
             if (hr == 0) {
                 out = cbfs_xrealloc(out, (n + 1) * sizeof(*out));
                 out[n++] = h;
             } else if (hr != -ENOENT) {
                 /* an unreadable registration still counts: nothing says it is gone */
                 memset(&h, 0, sizeof(h));
-                snprintf(h.key, sizeof(h.key), "%s", l.keys[i]);
+                snprintf(h.key, sizeof(h.key), "%s", key);
                 snprintf(h.command, sizeof(h.command), "backup");
                 snprintf(h.host, sizeof(h.host), "unknown");
                 h.since = time(NULL);
@@ -278,9 +266,9 @@ int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *e
                 out[n++] = h;
             }
         }
-        free(l.keys[i]);
+        free(key);
     }
-    free(l.keys);
+    cbfs_store_free_names(names, nnames);
     if (rc < 0) {
         free(out);
         return rc;

@@ -173,9 +173,16 @@ bool cbfs_pack_name_valid(const char *name)
     return true;
 }
 
+void cbfs_pack_key_into(const char *name, char out[CBFS_PACK_KEY_MAX])
+{
+    snprintf(out, CBFS_PACK_KEY_MAX, "packs/%.2s/%s.pack", name, name);
+}
+
 char *cbfs_pack_key(const char *name)
 {
-    return cbfs_xasprintf("packs/%.2s/%s.pack", name, name);
+    char key[CBFS_PACK_KEY_MAX];
+    cbfs_pack_key_into(name, key);
+    return cbfs_xstrdup(key);
 }
 
 int cbfs_pack_read_index(CbfsStore *st, CbfsCrypt *crypt, const char *name,
@@ -267,34 +274,31 @@ out:
 int cbfs_pack_read_run(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
                        CbfsError *err)
 {
-    char *key = cbfs_pack_key(name), at[CBFS_PACK_NAME_LEN + 1];
+    char at[CBFS_PACK_NAME_LEN + 1], at_key[CBFS_PACK_KEY_MAX];
     uint64_t at_off = offset;
     size_t n;
     int rc;
 
     snprintf(at, sizeof(at), "%s", name);
-    /* a pack gc has rewritten is found through its relocation map(s) */
+    /* a pack gc has rewritten is found through its relocation map(s);
+     * the usual read is one request and no allocation */
     for (int hops = 0;; hops++) {
-        char *at_key = cbfs_pack_key(at);
+        cbfs_pack_key_into(at, at_key);
         rc = cbfs_store_get_range(st, at_key, at_off, len, out, &n, err);
-        free(at_key);
-        if (rc != -ENOENT || hops == 16)
-            break;
-        rc = cbfs_moved_resolve(st, at, at_off, len, at, &at_off, err);
-        if (rc == -ENOENT) {
-            rc = -ENOENT;
-            break;
-        }
-        if (rc < 0)
+        if (rc != -ENOENT || hops == 16 ||
+            (rc = cbfs_moved_resolve(st, at, at_off, len, at, &at_off, err)) < 0)
             break;
     }
-    if (rc == -ENOENT)
-        rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT, "pack \"%s\" is missing", key);
-    else if (rc == 0 && n != len)
-        rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
-                            "pack \"%s\" is truncated at offset %llu", key,
-                            (unsigned long long) offset);
-    free(key);
+    if (rc == -ENOENT || (rc == 0 && n != len)) {
+        char *key = cbfs_pack_key(name);
+        if (rc == -ENOENT)
+            rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT, "pack \"%s\" is missing", key);
+        else
+            rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                                "pack \"%s\" is truncated at offset %llu", key,
+                                (unsigned long long) offset);
+        free(key);
+    }
     return rc;
 }
 

@@ -68,23 +68,6 @@ int cbfs_pin_remove(CbfsRepo *r, const char *label, CbfsError *err)
     return rc;
 }
 
-typedef struct {
-    char **labels;
-    size_t n;
-} LabelList;
-
-static int collect(const char *key, uint64_t size, void *ctx)
-{
-    LabelList *l = ctx;
-    const char *label = key + strlen("pins/");
-    (void) size;
-    if (!cbfs_label_valid(label))
-        return 0;
-    l->labels = cbfs_xrealloc(l->labels, (l->n + 1) * sizeof(char *));
-    l->labels[l->n++] = cbfs_xstrdup(label);
-    return 0;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *) a, *(char *const *) b);
@@ -92,18 +75,19 @@ static int cmp_str(const void *a, const void *b)
 
 int cbfs_pin_list(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
 {
-    LabelList l = {0};
-    int rc = cbfs_store_list(r->store, "pins/", collect, &l, err);
-    if (rc < 0) {
-        for (size_t i = 0; i < l.n; i++)
-            free(l.labels[i]);
-        free(l.labels);
+    char **names;
+    size_t n, out = 0;
+    int rc = cbfs_store_list_names(r->store, "pins/", "", &names, &n, err);
+    if (rc < 0)
         return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (cbfs_label_valid(names[i]))
+            names[out++] = names[i];
+        else
+            free(names[i]);
     }
-    if (l.n)
-        qsort(l.labels, l.n, sizeof(char *), cmp_str);
-    *ret = l.labels;
-    *ret_n = l.n;
+    *ret = names;
+    *ret_n = out;
     return 0;
 }
 

@@ -154,20 +154,6 @@ int cbfs_point_read(CbfsRepo *r, const char *name, CbfsKv **ret, CbfsError *err)
     return rc;
 }
 
-typedef struct Names {
-    char **v;
-    size_t n;
-} Names;
-
-static int collect_point(const char *key, uint64_t size, void *ctx)
-{
-    Names *ns = ctx;
-    (void) size;
-    ns->v = cbfs_xrealloc(ns->v, (ns->n + 1) * sizeof(char *));
-    ns->v[ns->n++] = cbfs_xstrdup(key + strlen("points/"));
-    return 0;
-}
-
 static uint64_t kv_lsn(const CbfsKv *kv, const char *key)
 {
     uint64_t lsn = 0;
@@ -185,23 +171,20 @@ static int cmp_point(const void *a, const void *b)
 
 int cbfs_point_list(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError *err)
 {
-    Names ns = {0};
+    char **names = NULL;
     CbfsKv **list;
-    size_t n = 0;
-    int rc = cbfs_store_list(r->store, "points/", collect_point, &ns, err);
+    size_t nnames = 0, n = 0;
+    int rc = cbfs_store_list_names(r->store, "points/", "", &names, &nnames, err);
 
-    list = cbfs_xcalloc(ns.n ? ns.n : 1, sizeof(CbfsKv *));
-    for (size_t i = 0; i < ns.n; i++) {
-        if (rc == 0) {
-            rc = cbfs_point_read(r, ns.v[i], &list[n], err);
-            if (rc == 0)
-                n++;
-            else if (rc == -ENOENT)
-                rc = 0;
-        }
-        free(ns.v[i]);
+    list = cbfs_xcalloc(nnames ? nnames : 1, sizeof(CbfsKv *));
+    for (size_t i = 0; i < nnames && rc == 0; i++) {
+        rc = cbfs_point_read(r, names[i], &list[n], err);
+        if (rc == 0)
+            n++;
+        else if (rc == -ENOENT)
+            rc = 0;
     }
-    free(ns.v);
+    cbfs_store_free_names(names, nnames);
     if (rc < 0) {
         cbfs_repo_free_backups(list, n);
         return rc;

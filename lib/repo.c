@@ -362,37 +362,9 @@ int cbfs_repo_read_backup(CbfsRepo *r, const char *label, CbfsKv **ret, CbfsErro
     return rc;
 }
 
-typedef struct ListCtx {
-    char **labels;
-    size_t n;
-} ListCtx;
-
-static int collect_label(const char *key, uint64_t size, void *ctx)
-{
-    ListCtx *lc = ctx;
-    const char *name = key + strlen("backups/");
-    size_t n = strlen(name);
-    (void) size;
-    if (n > 5 && strcmp(name + n - 5, ".info") == 0 && !strchr(name, '/')) {
-        lc->labels = cbfs_xrealloc(lc->labels, (lc->n + 1) * sizeof(char *));
-        lc->labels[lc->n++] = cbfs_xasprintf("%.*s", (int) (n - 5), name);
-    }
-    return 0;
-}
-
 int cbfs_repo_list_labels(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
 {
-    ListCtx lc = {0};
-    int rc = cbfs_store_list(r->store, "backups/", collect_label, &lc, err);
-    if (rc < 0) {
-        for (size_t i = 0; i < lc.n; i++)
-            free(lc.labels[i]);
-        free(lc.labels);
-        return rc;
-    }
-    *ret = lc.labels;
-    *ret_n = lc.n;
-    return 0;
+    return cbfs_store_list_names(r->store, "backups/", ".info", ret, ret_n, err);
 }
 
 static uint64_t record_lsn(const CbfsKv *rec)

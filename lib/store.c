@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cbfs/store.h"
+#include "cbfs/util.h"
 
 bool cbfs_store_key_valid(const char *key)
 {
@@ -56,4 +57,52 @@ void cbfs_store_free(CbfsStore *st)
 {
     if (st)
         st->ops->free(st);
+}
+
+typedef struct Names {
+    size_t prefix_len;
+    const char *suffix;
+    char **v;
+    size_t n;
+} Names;
+
+static int collect_name(const char *key, uint64_t size, void *ctx)
+{
+    Names *ns = ctx;
+    const char *name = key + ns->prefix_len;
+    size_t n = strlen(name), sl = strlen(ns->suffix);
+    (void) size;
+    if (n > sl && strcmp(name + n - sl, ns->suffix) == 0 && !memchr(name, '/', n - sl)) {
+        ns->v = cbfs_xrealloc(ns->v, (ns->n + 1) * sizeof(char *));
+        ns->v[ns->n++] = cbfs_xasprintf("%.*s", (int) (n - sl), name);
+    }
+    return 0;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int cbfs_store_list_names(CbfsStore *st, const char *prefix, const char *suffix, char ***ret,
+                          size_t *ret_n, CbfsError *err)
+{
+    Names ns = {strlen(prefix), suffix, NULL, 0};
+    int rc = cbfs_store_list(st, prefix, collect_name, &ns, err);
+    if (rc < 0) {
+        cbfs_store_free_names(ns.v, ns.n);
+        return rc;
+    }
+    if (ns.n > 1)
+        qsort(ns.v, ns.n, sizeof(char *), cmp_name);
+    *ret = ns.v;
+    *ret_n = ns.n;
+    return 0;
+}
+
+void cbfs_store_free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
 }

@@ -841,6 +841,27 @@ static int put_multipart(S3Store *s, const char *key, const uint8_t *data, size_
     return rc;
 }
 
+/* An unconditional write: one PUT, or a multipart upload above the part
+ * size.  S3 replaces an existing object atomically. */
+static int put_plain(S3Store *s, const char *key, const void *data, size_t len, CbfsError *err)
+{
+    S3Req r;
+    int rc;
+
+    if (len > s->part_size)
+        return put_multipart(s, key, data, len, err);
+    memset(&r, 0, sizeof(r));
+    r.method = "PUT";
+    r.key = key;
+    r.body = data;
+    r.body_len = len;
+    rc = request(s, &r, "write", NULL, err);
+    if (rc == 0 && (r.status < 200 || r.status >= 300))
+        rc = status_error(s, &r, "write", err);
+    cbfs_buf_release(&r.err_body);
+    return rc;
+}
+
 static int s3_put(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err)
 {
     S3Store *s = (S3Store *) st;
@@ -875,19 +896,7 @@ static int s3_put(CbfsStore *st, const char *key, const void *data, size_t len, 
         return -EEXIST;
     if (rc != -ENOENT)
         return rc;
-    if (len > s->part_size) {
-        rc = put_multipart(s, key, data, len, err);
-    } else {
-        memset(&r, 0, sizeof(r));
-        r.method = "PUT";
-        r.key = key;
-        r.body = data;
-        r.body_len = len;
-        rc = request(s, &r, "write", NULL, err);
-        if (rc == 0 && (r.status < 200 || r.status >= 300))
-            rc = status_error(s, &r, "write", err);
-        cbfs_buf_release(&r.err_body);
-    }
+    rc = put_plain(s, key, data, len, err);
     if (rc == 0)
         rc = check_ours(s, key, data, len, err);
     return rc;
@@ -896,24 +905,9 @@ static int s3_put(CbfsStore *st, const char *key, const void *data, size_t len, 
 /* A plain PUT (no If-None-Match): S3 replaces an object atomically. */
 static int s3_replace(CbfsStore *st, const char *key, const void *data, size_t len, CbfsError *err)
 {
-    S3Store *s = (S3Store *) st;
-    S3Req r;
-    int rc;
-
     if (!cbfs_store_key_valid(key))
         return cbfs_store_bad_key(st, key, err);
-    if (len > s->part_size)
-        return put_multipart(s, key, data, len, err);
-    memset(&r, 0, sizeof(r));
-    r.method = "PUT";
-    r.key = key;
-    r.body = data;
-    r.body_len = len;
-    rc = request(s, &r, "write", NULL, err);
-    if (rc == 0 && (r.status < 200 || r.status >= 300))
-        rc = status_error(s, &r, "write", err);
-    cbfs_buf_release(&r.err_body);
-    return rc;
+    return put_plain((S3Store *) st, key, data, len, err);
 }
 
 static int s3_stat(CbfsStore *st, const char *key, uint64_t *ret_size, CbfsError *err)

@@ -337,12 +337,8 @@ int cmd_expire(int argc, char **argv)
 fail:
     rc = cmd_fail(&err);
 out:
-    if (locked) {
-        CbfsError e;
-        cbfs_error_init(&e);
-        if (cbfs_lock_release(repo, &lock, &e) < 0)
-            cbfs_warning("could not release the lock: %s", e.msg);
-    }
+    if (locked)
+        cbfs_lock_release(repo, &lock);
     for (size_t i = 0; i < wal.n; i++)
         free(wal.keys[i]);
     free(wal.keys);

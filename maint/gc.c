@@ -142,16 +142,14 @@ static int remove_key(Gc *g, const char *key, CbfsError *err)
 /* Act on the plan d, with the marks brought up to date. */
 static int sweep(Gc *g, const CbfsDoomed *d, Totals *done, CbfsError *err)
 {
-    size_t fresh = 0;
     int rc, bad = 0;
-
-    (void) fresh;
 
     memset(done, 0, sizeof(*done));
     /* backups that finished since the plan were registered before it: count
-     * what they use (their packs cannot be in it otherwise) */
-    gc_reset_marks(g);
-    if ((rc = gc_mark_backups(g, &fresh, err)) < 0)
+     * what they use too (their packs cannot be in it otherwise).  Marks only
+     * grow while we hold the lock (nothing else removes a backup), so the
+     * backups read for the plan need not be read again. */
+    if ((rc = gc_mark_backups(g, err)) < 0)
         return rc;
     gc_decide(g);
 
@@ -224,7 +222,7 @@ int cmd_gc(int argc, char **argv)
     CbfsDoomed d = {0};
     Totals planned, done;
     char *list_key = NULL, **old_lists = NULL;
-    size_t nold = 0, alive = 0, fresh;
+    size_t nold = 0, alive = 0;
     double t0 = cbfs_now();
     CbfsError err;
     int c, rc;
@@ -286,7 +284,7 @@ int cmd_gc(int argc, char **argv)
     cbfs_test_pause("gc-locked");
     /* packs first: a pack stored after the listing is not in the plan */
     if (gc_list_packs(&g, &err) < 0 || gc_list_manifests(&g, &err) < 0 ||
-        gc_mark_backups(&g, &fresh, &err) < 0)
+        gc_mark_backups(&g, &err) < 0)
         goto fail;
     gc_decide(&g);
     plan(&g, &d, &planned);
@@ -353,12 +351,8 @@ int cmd_gc(int argc, char **argv)
 fail:
     rc = cmd_fail(&err);
 out:
-    if (locked) {
-        CbfsError e;
-        cbfs_error_init(&e);
-        if (cbfs_lock_release(g.repo, &lock, &e) < 0)
-            cbfs_warning("could not release the lock: %s", e.msg);
-    }
+    if (locked)
+        cbfs_lock_release(g.repo, &lock);
     for (size_t i = 0; i < nold; i++)
         free(old_lists[i]);
     free(old_lists);

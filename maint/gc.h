@@ -21,7 +21,7 @@ typedef struct GcPack {
     uint64_t size;
     CbfsMovedMap *map; /* its relocation map, if it has one */
     bool map_used;     /* a backup still reaches a block through the map */
-    /* live blocks: open addressing on offset + 1 (0 = empty) */
+    /* live blocks: a hash set of offsets (gc_live.c) */
     uint64_t *offs;
     uint32_t *lens;
     size_t cap, count;
@@ -46,16 +46,15 @@ typedef struct Gc {
 
 /* List packs/ and moved/ and load every map. */
 int gc_list_packs(Gc *g, CbfsError *err);
-/* Read every backup record not read yet and mark what its manifest uses;
- * *ret_new gets how many were new. */
-int gc_mark_backups(Gc *g, size_t *ret_new, CbfsError *err);
+/* Read every backup record not read yet and mark what its manifest uses. */
+int gc_mark_backups(Gc *g, CbfsError *err);
 /* List backups/<label>.<r>.db. */
 int gc_list_manifests(Gc *g, CbfsError *err);
 /* True if key is the manifest of a record read. */
 bool gc_manifest_named(Gc *g, const char *key);
 GcPack *gc_find_pack(Gc *g, const char *name);
-/* Forget every mark (to mark again from scratch). */
-void gc_reset_marks(Gc *g);
+/* True if a backup uses the block at off of p. */
+bool gc_pack_live(const GcPack *p, uint64_t off);
 /* Decide each listed pack's fate from its live blocks. */
 void gc_decide(Gc *g);
 void gc_release(Gc *g);

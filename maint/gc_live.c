@@ -102,6 +102,22 @@ out:
     return rc;
 }
 
+/* The live set: open addressing on offset + 1 (0 marks an empty slot). */
+static size_t live_slot(uint64_t key, size_t cap)
+{
+    return (size_t) ((key * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
+}
+
+bool gc_pack_live(const GcPack *p, uint64_t off)
+{
+    if (!p->cap)
+        return false;
+    for (size_t slot = live_slot(off + 1, p->cap); p->offs[slot]; slot = (slot + 1) & (p->cap - 1))
+        if (p->offs[slot] == off + 1)
+            return true;
+    return false;
+}
+
 static void add_live(GcPack *p, uint64_t off, uint32_t len)
 {
     size_t slot;
@@ -112,9 +128,8 @@ static void add_live(GcPack *p, uint64_t off, uint32_t len)
         for (size_t i = 0; i < p->cap; i++) {
             if (!p->offs[i])
                 continue;
-            slot = (size_t) ((p->offs[i] * 0x9E3779B97F4A7C15ull) >> 17) & (ncap - 1);
-            while (offs[slot])
-                slot = (slot + 1) & (ncap - 1);
+            for (slot = live_slot(p->offs[i], ncap); offs[slot]; slot = (slot + 1) & (ncap - 1))
+                ;
             offs[slot] = p->offs[i];
             lens[slot] = p->lens[i];
         }
@@ -124,12 +139,10 @@ static void add_live(GcPack *p, uint64_t off, uint32_t len)
         p->lens = lens;
         p->cap = ncap;
     }
-    slot = (size_t) (((off + 1) * 0x9E3779B97F4A7C15ull) >> 17) & (p->cap - 1);
-    while (p->offs[slot]) {
-        if (p->offs[slot] == off + 1)
-            return;
-        slot = (slot + 1) & (p->cap - 1);
-    }
+    if (gc_pack_live(p, off))
+        return;
+    for (slot = live_slot(off + 1, p->cap); p->offs[slot]; slot = (slot + 1) & (p->cap - 1))
+        ;
     p->offs[slot] = off + 1;
     p->lens[slot] = len;
     p->count++;
@@ -178,10 +191,10 @@ static bool label_seen(Gc *g, const char *label)
     return false;
 }
 
-int gc_mark_backups(Gc *g, size_t *ret_new, CbfsError *err)
+int gc_mark_backups(Gc *g, CbfsError *err)
 {
     CbfsKv **recs;
-    size_t n, fresh = 0;
+    size_t n;
     int rc = cbfs_repo_list_backups(g->repo, &recs, &n, err);
 
     if (rc < 0)
@@ -211,11 +224,8 @@ int gc_mark_backups(Gc *g, size_t *ret_new, CbfsError *err)
         g->seen_labels = cbfs_xrealloc(g->seen_labels, (g->nseen + 1) * sizeof(char *));
         g->seen[g->nseen] = cbfs_xstrdup(mkey);
         g->seen_labels[g->nseen++] = cbfs_xstrdup(label);
-        fresh++;
     }
     cbfs_repo_free_backups(recs, n);
-    if (rc == 0)
-        *ret_new = fresh;
     return rc;
 }
 
@@ -255,26 +265,6 @@ void gc_decide(Gc *g)
                 p->fate = p->map ? GC_KEEP : GC_REPACK; /* a map that misses a live block: keep */
         }
     }
-}
-
-void gc_reset_marks(Gc *g)
-{
-    for (size_t i = 0; i < g->npacks; i++) {
-        GcPack *p = &g->packs[i];
-        free(p->offs);
-        free(p->lens);
-        p->offs = NULL;
-        p->lens = NULL;
-        p->cap = p->count = 0;
-        p->live_bytes = 0;
-        p->map_used = false;
-    }
-    for (size_t i = 0; i < g->nseen; i++) {
-        free(g->seen[i]);
-        free(g->seen_labels[i]);
-    }
-    g->nseen = 0;
-    g->missing_refs = 0;
 }
 
 void gc_release(Gc *g)

@@ -28,20 +28,6 @@ typedef struct {
     size_t repacked;
 } Repack;
 
-static bool is_live(const GcPack *p, uint64_t off)
-{
-    size_t slot;
-    if (!p->cap)
-        return false;
-    slot = (size_t) (((off + 1) * 0x9E3779B97F4A7C15ull) >> 17) & (p->cap - 1);
-    while (p->offs[slot]) {
-        if (p->offs[slot] == off + 1)
-            return true;
-        slot = (slot + 1) & (p->cap - 1);
-    }
-    return false;
-}
-
 /* Store the new pack, then the maps into it, then remove the old packs. */
 static int flush(Repack *rp, CbfsError *err)
 {
@@ -133,7 +119,7 @@ static int repack_one(Repack *rp, GcPack *p, uint8_t *raw, CbfsError *err)
     qsort(entries, n, sizeof(*entries), cmp_entry);
     live = cbfs_xcalloc(n ? n : 1, sizeof(*live));
     for (size_t i = 0; i < n; i++)
-        if (is_live(p, entries[i].offset))
+        if (gc_pack_live(p, entries[i].offset))
             live[nlive++] = entries[i];
     for (size_t i = 0; i < nlive; i++)
         found += live[i].stored_len;

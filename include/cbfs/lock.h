@@ -45,8 +45,9 @@ typedef struct CbfsHolder {
  * Held by someone else: "repository \"%s\" is locked by %s (host %s, pid
  * %ld) since %s", CBFS_EXIT_ERROR. */
 int cbfs_lock_acquire(CbfsRepo *r, const char *command, CbfsHolder *ret, CbfsError *err);
-/* Remove the lock if it is still ours (a missing lock is no error). */
-int cbfs_lock_release(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err);
+/* Remove the lock if it is still ours (a missing lock is no error); a
+ * failure is a warning: the next taker breaks a dead holder's lock. */
+void cbfs_lock_release(CbfsRepo *r, const CbfsHolder *mine);
 /* The current holder of the lock: 0, or -ENOENT when unlocked. */
 int cbfs_lock_read(CbfsRepo *r, CbfsHolder *ret, CbfsError *err);
 

@@ -66,6 +66,9 @@ int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsCrypt *crypt, 
 bool cbfs_pack_name_valid(const char *name);
 /* "packs/XX/<name>.pack"; caller frees. */
 char *cbfs_pack_key(const char *name);
+/* The same into a buffer (no allocation: the read path). */
+#define CBFS_PACK_KEY_MAX (CBFS_PACK_NAME_LEN + 16)
+void cbfs_pack_key_into(const char *name, char out[CBFS_PACK_KEY_MAX]);
 
 /* Read and check a pack's trailer index (encrypted under crypt unless
  * NULL; it is unlocked if need be).  *ret_entries: caller frees.  -ENOENT

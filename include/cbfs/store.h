@@ -88,6 +88,13 @@ bool cbfs_store_key_valid(const char *key);
 /* For drivers: the error for a key that is not well formed. */
 int cbfs_store_bad_key(CbfsStore *st, const char *key, CbfsError *err);
 
+/* The names of the objects directly under prefix (a folder, "points/")
+ * whose key ends with suffix ("" for any), prefix and suffix removed,
+ * sorted.  Caller frees each and the array (cbfs_store_free_names). */
+int cbfs_store_list_names(CbfsStore *st, const char *prefix, const char *suffix, char ***ret,
+                          size_t *ret_n, CbfsError *err);
+void cbfs_store_free_names(char **names, size_t n);
+
 /* Convenience wrappers over the ops table. */
 static inline int cbfs_store_get_range(CbfsStore *st, const char *key, uint64_t off, size_t len,
                                        void *buf, size_t *ret_n, CbfsError *err)

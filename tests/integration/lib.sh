@@ -642,6 +642,37 @@ _unmount_all() {
 	done
 }
 
+# ---------------------------------------------------------------- pause points
+# Forced interleavings of two cbfs processes (cbfs_test_pause in lib/util.c):
+# a process started with bg_cbfs stops at each named point until released.
+
+PAUSE=$TMP/pause
+mkdir -p "$PAUSE"
+
+# bg_cbfs NAME POINTS ARG...: cbfs ARG... as root in the background, pausing
+# at POINTS (comma-separated; "none" for none); output in $TMP/NAME.out and
+# .err, pid in $BG_PID (killed at exit if still running).
+bg_cbfs() {
+	local name=$1 points=$2
+	shift 2
+	CBFS_TEST_PAUSE=$points CBFS_TEST_PAUSE_DIR=$PAUSE "$CBFS" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	BG_PID=$!
+	_bg_pids+=("$BG_PID")
+}
+
+# wait_reached POINT: waits (up to 60 s) until a process has paused at POINT.
+wait_reached() {
+	local i
+	for ((i = 0; i < 1200; i++)); do
+		[[ -e $PAUSE/$1.reached ]] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# release POINT: lets the process paused at POINT go on.
+release() { touch "$PAUSE/$1.go"; }
+
 # ---------------------------------------------------------------- misc
 
 # check_error NAME CODE MESSAGE: the last run exited CODE (nz: any non-zero

@@ -11,8 +11,6 @@ source "$(dirname "$0")/lib-s3.sh"
 BUCKET=cbfs-gc
 s3_setup "$BUCKET"
 REPO=s3://$BUCKET/gc
-PAUSE=$TMP/pause
-mkdir -p "$PAUSE"
 s3_config "$TMP/cbfs.conf"
 s3_env_off
 export CBFS_CONFIG=$TMP/cbfs.conf
@@ -26,22 +24,6 @@ pgbench_as d -i -s 3 -q postgres >"$TMP/pgbench.out" 2>&1 || bail "pgbench -i fa
 change() {
 	psql_as d postgres "update pgbench_accounts set abalance = abalance + 1 where aid % $1 = 0; checkpoint" >/dev/null
 }
-wait_reached() {
-	local i
-	for ((i = 0; i < 1200; i++)); do
-		[[ -e $PAUSE/$1.reached ]] && return 0
-		sleep 0.05
-	done
-	return 1
-}
-bg_cbfs() { # NAME PAUSES ARG...
-	local name=$1 pauses=$2
-	shift 2
-	CBFS_TEST_PAUSE=$pauses CBFS_TEST_PAUSE_DIR=$PAUSE "$CBFS" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-	BG_PID=$!
-	_bg_pids+=("$BG_PID")
-}
-
 backup d "$REPO" b1
 change 3
 backup d "$REPO" b2
@@ -79,7 +61,7 @@ B5=$BG_PID
 wait "$B5"
 is "$?" 0 "backup b5 runs to its end while gc waits before its sweep"
 H5=$(table_hashes d postgres)
-touch "$PAUSE/gc-sweep.go"
+release gc-sweep
 wait "$G"
 is "$?" 0 "gc sweeps after b5 has finished"
 cbfs check "$REPO" --read-data

@@ -14,8 +14,6 @@ source "$(dirname "$0")/lib.sh"
 need_mount
 
 REPO=$TMP/repo
-PAUSE=$TMP/pause
-mkdir -p "$PAUSE"
 repo_init "$REPO"
 pg_init d
 pg_archive d "$REPO"
@@ -23,26 +21,9 @@ pg_start d || bail "could not start cluster d"
 pgbench_as d -i -s 4 -q postgres >"$TMP/pgbench.out" 2>&1 || bail "pgbench -i failed"
 psql_as d postgres "create table marker (v text)" >/dev/null
 
-wait_reached() {
-	local i
-	for ((i = 0; i < 1200; i++)); do
-		[[ -e $PAUSE/$1.reached ]] && return 0
-		sleep 0.05
-	done
-	return 1
-}
-release() { touch "$PAUSE/$1.go"; }
 npacks() { find "$REPO/packs" -name '*.pack' | wc -l; }
 change() { # change some pages of pgbench_accounts
 	psql_as d postgres "update pgbench_accounts set abalance = abalance + 1 where aid % $1 = 0; checkpoint" >/dev/null
-}
-# bg_cbfs NAME PAUSES ARG...: cbfs ARG... in the background with pause points
-bg_cbfs() {
-	local name=$1 pauses=$2
-	shift 2
-	CBFS_TEST_PAUSE=$pauses CBFS_TEST_PAUSE_DIR=$PAUSE "$CBFS" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-	BG_PID=$!
-	_bg_pids+=("$BG_PID")
 }
 bg_wait() {
 	wait "$1"
