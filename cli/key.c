@@ -5,12 +5,15 @@
  * rewritten, because they are encrypted under keys derived from the master
  * key, which stays.  The old passphrase stops working at once, also for
  * archive_command and restore_command lines that still give it.
+ *
+ * `cbfs key forget [REPO]` drops cached keys (keycache.h) now.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "cbfs/crypt.h"
 #include "cbfs/passphrase.h"
 #include "cbfs/repo.h"
 #include "cbfs/lock.h"
@@ -20,17 +23,57 @@
 static void usage(void)
 {
     printf("Usage: cbfs key change REPO [OPTIONS]\n"
+           "       cbfs key forget [REPO]\n"
            "\n"
-           "Change the passphrase of an encrypted repository: its master key is wrapped\n"
-           "again under the new passphrase; no data is rewritten.  The current passphrase\n"
-           "comes from --passphrase-file, CBFS_PASSPHRASE, CBFS_PASSPHRASE_FILE or a\n"
-           "prompt; the new one from --new-passphrase-file, CBFS_NEW_PASSPHRASE or a\n"
+           "change: change the passphrase of an encrypted repository: its master key is\n"
+           "wrapped again under the new passphrase; no data is rewritten.  The current\n"
+           "passphrase comes from --passphrase-file, CBFS_PASSPHRASE, CBFS_PASSPHRASE_FILE\n"
+           "or a prompt; the new one from --new-passphrase-file, CBFS_NEW_PASSPHRASE or a\n"
            "prompt (asked twice).\n"
+           "\n"
+           "forget: drop your cached keys of REPO (or of every repository) from the\n"
+           "kernel keyring now, instead of when their time to live ends.\n"
+           "\n"
+           "Key cache: a command that derives a repository's key from its passphrase\n"
+           "keeps it in your kernel keyring for CBFS_KEY_CACHE_TTL seconds (default 300,\n"
+           "renewed by every use; 0 turns the cache off), so that the next commands with\n"
+           "the same passphrase skip the slow derivation.\n"
            "\n"
            "Options:\n"
            "      --passphrase-file FILE      the current passphrase (mode 0600)\n"
            "      --new-passphrase-file FILE  the new passphrase (mode 0600)\n"
            "  -h, --help                      show this help\n");
+}
+
+/* `cbfs key forget [REPO]`: the repository's id names its entries; its
+ * config is read, never unlocked. */
+static int key_forget(int argc, char **argv)
+{
+    CbfsLocation loc;
+    CbfsRepo *repo;
+    CbfsError err;
+    int n;
+
+    cbfs_error_init(&err);
+    if (argc > 3)
+        return cmd_usage_error("key", "too many arguments");
+    if (argc == 3 && argv[2][0] == '-')
+        return cmd_usage_error("key", "unknown option \"%s\"", argv[2]);
+    if (argc < 3) {
+        n = cbfs_crypt_cache_forget(NULL);
+        printf("forgot %d cached key%s\n", n, n == 1 ? "" : "s");
+        return 0;
+    }
+    if (cbfs_location_parse(argv[2], false, &loc, &err) < 0)
+        return cmd_fail(&err);
+    n = cbfs_repo_open(&loc, &repo, &err);
+    cbfs_location_release(&loc);
+    if (n < 0)
+        return cmd_fail(&err);
+    n = cbfs_crypt_cache_forget(repo->id);
+    printf("forgot %d cached key%s of repository \"%s\"\n", n, n == 1 ? "" : "s", repo->display);
+    cbfs_repo_free(repo);
+    return 0;
 }
 
 int cmd_key(int argc, char **argv)
@@ -55,9 +98,11 @@ int cmd_key(int argc, char **argv)
         return 0;
     }
     if (argc < 2)
-        return cmd_usage_error("key", "no key command given (change)");
+        return cmd_usage_error("key", "no key command given (change, forget)");
+    if (strcmp(argv[1], "forget") == 0)
+        return key_forget(argc, argv);
     if (strcmp(argv[1], "change") != 0)
-        return cmd_usage_error("key", "unknown key command \"%s\" (change)", argv[1]);
+        return cmd_usage_error("key", "unknown key command \"%s\" (change, forget)", argv[1]);
     argc--;
     argv++;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

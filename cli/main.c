@@ -29,7 +29,7 @@ static const struct {
     {"unpin", cmd_unpin, "let the retention policy decide about a backup again"},
     {"expire", cmd_expire, "remove backups and WAL outside the retention policy"},
     {"gc", cmd_gc, "free the space no backup uses (packs, manifests)"},
-    {"key", cmd_key, "change the passphrase of an encrypted repository"},
+    {"key", cmd_key, "change the passphrase of an encrypted repository; forget cached keys"},
 };
 
 static void usage(FILE *out)

@@ -26,6 +26,7 @@
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
 
+#include "cbfs/crypt.h"
 #include "cbfs/log.h"
 #include "cbfs/point.h"
 #include "cbfs/repo.h"
@@ -375,6 +376,10 @@ int cmd_mount(int argc, char **argv)
      * cannot ask for a passphrase */
     if (rc == 0)
         rc = cbfs_repo_unlock(repo, &err);
+    /* the server's restore_command runs as uid: its first wal-fetch then
+     * finds the key in that user's key cache instead of deriving it again */
+    if (rc == 0 && repo->crypt && geteuid() == 0 && mo.uid != 0)
+        cbfs_crypt_cache_share(repo->crypt, mo.uid, mo.gid);
     if (rc == 0)
         rc = cbfs_point_resolve(repo, loc.point, &target, &err);
     if (rc == 0) {

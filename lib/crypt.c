@@ -31,6 +31,7 @@
 #include <openssl/rand.h>
 
 #include "cbfs/crypt.h"
+#include "cbfs/keycache.h"
 #include "cbfs/util.h"
 
 #define WRAPPED_LEN (CBFS_CRYPT_KEY_LEN + CBFS_CRYPT_OVERHEAD)
@@ -42,6 +43,14 @@
 static const char label_id_key[] = "cbfs block id key";
 static const char label_data_key[] = "cbfs data key";
 static const char label_master[] = "cbfs master key";
+static const char label_check[] = "cbfs passphrase check";
+
+/* A key cache entry: the key-encryption key, then
+ * HMAC-SHA256(it, label_check || NUL || passphrase), so that a cached key
+ * serves only the passphrase it came from (a wrong one is refused as
+ * without the cache). */
+#define ENTRY_LEN (2 * CBFS_CRYPT_KEY_LEN)
+#define DESC_MAX  (sizeof(CBFS_KEYCACHE_PREFIX) + 32 + 1 + 32 + 1)
 
 const CbfsKdfParams cbfs_kdf_default = {1u << 17, 8, 1};
 
@@ -61,7 +70,8 @@ struct CbfsCrypt {
     uint8_t wrapped[WRAPPED_LEN];
     uint8_t master[CBFS_CRYPT_KEY_LEN];
     uint8_t data_key[CBFS_CRYPT_KEY_LEN];
-    EVP_MAC_CTX *id_mac; /* HMAC-SHA256 keyed with the id key, duplicated per id */
+    uint8_t entry[ENTRY_LEN]; /* the key cache entry, once unlocked */
+    EVP_MAC_CTX *id_mac;      /* HMAC-SHA256 keyed with the id key, duplicated per id */
 };
 
 /* ---- OpenSSL algorithms, fetched once ---------------------------------- */
@@ -116,6 +126,10 @@ int cbfs_kdf_derive(const char *passphrase, const uint8_t salt[CBFS_CRYPT_SALT_L
 
     if (rc < 0)
         return rc;
+    /* tests prove a key came from the key cache by forbidding the KDF */
+    if (getenv("CBFS_TEST_NO_KDF"))
+        return cbfs_error_set(err, EPERM, CBFS_EXIT_ERROR,
+                              "key derivation is disabled (CBFS_TEST_NO_KDF)");
     if (EVP_PBE_scrypt(passphrase, strlen(passphrase), salt, CBFS_CRYPT_SALT_LEN, kp->n, kp->r,
                        kp->p, maxmem, key, CBFS_CRYPT_KEY_LEN) != 1)
         return cbfs_error_set(err, ENOMEM, CBFS_EXIT_ERROR,
@@ -263,22 +277,123 @@ static void set_unlocked(CbfsCrypt *c)
     __atomic_store_n(&c->state, UNLOCKED, __ATOMIC_RELEASE);
 }
 
+/* ---- the key cache (keycache.h) ---------------------------------------- */
+
+static void need_unlocked(const CbfsCrypt *c);
+
+/* The name of c's entry: the repository and a digest of its wrapped key and
+ * KDF settings, so that after a key change (a new salt and wrap) or with
+ * another config an old entry is never even read. */
+static void entry_desc(const CbfsCrypt *c, char desc[DESC_MAX])
+{
+    uint8_t digest[32];
+    char hex[33];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    char kdf[64];
+    int n = snprintf(kdf, sizeof(kdf), "%" PRIu64 " %" PRIu32 " %" PRIu32, c->kdf.n, c->kdf.r,
+                     c->kdf.p);
+
+    if (!md)
+        abort();
+    check(EVP_DigestInit_ex(md, EVP_sha256(), NULL));
+    check(EVP_DigestUpdate(md, c->salt, sizeof(c->salt)));
+    check(EVP_DigestUpdate(md, c->wrapped, sizeof(c->wrapped)));
+    check(EVP_DigestUpdate(md, kdf, (size_t) n));
+    check(EVP_DigestFinal_ex(md, digest, NULL));
+    EVP_MD_CTX_free(md);
+    cbfs_hex_encode(digest, 16, hex);
+    snprintf(desc, DESC_MAX, CBFS_KEYCACHE_PREFIX "%s:%s", c->repo_id, hex);
+}
+
+/* entry = kek || HMAC-SHA256(kek, label_check || NUL || passphrase) */
+static void entry_make(const uint8_t kek[CBFS_CRYPT_KEY_LEN], const char *passphrase,
+                       uint8_t entry[ENTRY_LEN])
+{
+    size_t len = sizeof(label_check) + strlen(passphrase);
+    char *msg = cbfs_xmalloc(len);
+
+    memcpy(msg, label_check, sizeof(label_check));
+    memcpy(msg + sizeof(label_check), passphrase, len - sizeof(label_check));
+    memcpy(entry, kek, CBFS_CRYPT_KEY_LEN);
+    hmac_once(kek, CBFS_CRYPT_KEY_LEN, msg, len, entry + CBFS_CRYPT_KEY_LEN);
+    OPENSSL_cleanse(msg, len);
+    free(msg);
+}
+
+/* A cached key-encryption key for c and passphrase: 0 and kek, or -ENOENT. */
+static int entry_lookup(const CbfsCrypt *c, const char *passphrase, unsigned ttl,
+                        uint8_t kek[CBFS_CRYPT_KEY_LEN])
+{
+    uint8_t got[ENTRY_LEN], want[ENTRY_LEN];
+    char desc[DESC_MAX];
+    int rc;
+
+    entry_desc(c, desc);
+    if (cbfs_keycache_get(desc, got, sizeof(got), ttl) < 0)
+        return -ENOENT;
+    entry_make(got, passphrase, want);
+    rc = CRYPTO_memcmp(got, want, sizeof(got)) == 0 ? 0 : -ENOENT;
+    if (rc == 0)
+        memcpy(kek, got, CBFS_CRYPT_KEY_LEN);
+    OPENSSL_cleanse(got, sizeof(got));
+    OPENSSL_cleanse(want, sizeof(want));
+    return rc;
+}
+
+/* Keep c's entry (c->entry set from kek and passphrase) and store it. */
+static void entry_keep(CbfsCrypt *c, const uint8_t kek[CBFS_CRYPT_KEY_LEN], const char *passphrase,
+                       unsigned ttl)
+{
+    char desc[DESC_MAX];
+
+    entry_make(kek, passphrase, c->entry);
+    entry_desc(c, desc);
+    cbfs_keycache_put(desc, c->entry, sizeof(c->entry), ttl);
+}
+
+int cbfs_crypt_cache_forget(const char *repo_id)
+{
+    char prefix[DESC_MAX];
+
+    snprintf(prefix, sizeof(prefix), CBFS_KEYCACHE_PREFIX "%s%s", repo_id ? repo_id : "",
+             repo_id ? ":" : "");
+    return cbfs_keycache_forget(prefix);
+}
+
+void cbfs_crypt_cache_share(const CbfsCrypt *c, uid_t uid, gid_t gid)
+{
+    CbfsError err;
+    char desc[DESC_MAX];
+    unsigned ttl;
+
+    need_unlocked(c);
+    cbfs_error_init(&err);
+    if (cbfs_keycache_ttl(&ttl, &err) < 0 || ttl == 0)
+        return;
+    entry_desc(c, desc);
+    cbfs_keycache_put_as(uid, gid, desc, c->entry, sizeof(c->entry), ttl);
+}
+
 /* Seal c->master under a key derived from passphrase with a fresh salt and
- * kp into c->salt, c->wrapped and c->kdf. */
+ * kp into c->salt, c->wrapped and c->kdf; the key goes into the cache. */
 static int wrap(CbfsCrypt *c, const char *passphrase, const CbfsKdfParams *kp, CbfsError *err)
 {
     uint8_t kek[CBFS_CRYPT_KEY_LEN], aad[64];
     uint8_t salt[CBFS_CRYPT_SALT_LEN];
+    unsigned ttl;
     int rc;
 
+    if ((rc = cbfs_keycache_ttl(&ttl, err)) < 0)
+        return rc;
     check(RAND_bytes(salt, sizeof(salt)));
     rc = cbfs_kdf_derive(passphrase, salt, kp, kek, err);
     if (rc < 0)
         return rc;
     cbfs_aead_seal(kek, aad, master_aad(c, aad), c->master, sizeof(c->master), c->wrapped);
-    OPENSSL_cleanse(kek, sizeof(kek));
     memcpy(c->salt, salt, sizeof(salt));
     c->kdf = *kp;
+    entry_keep(c, kek, passphrase, ttl);
+    OPENSSL_cleanse(kek, sizeof(kek));
     return 0;
 }
 
@@ -369,20 +484,36 @@ void cbfs_crypt_free(CbfsCrypt *c)
     free(c);
 }
 
-/* Unwrap with passphrase.  Caller holds c->lock and c is LOCKED. */
+/* Unwrap with passphrase: with the cached key-encryption key if the cache
+ * has one for this passphrase, else derived (and then cached).  Caller
+ * holds c->lock and c is LOCKED. */
 static int unwrap(CbfsCrypt *c, const char *passphrase, CbfsError *err)
 {
     uint8_t kek[CBFS_CRYPT_KEY_LEN], aad[64];
-    int rc = cbfs_kdf_derive(passphrase, c->salt, &c->kdf, kek, err);
+    size_t aad_len = master_aad(c, aad);
+    unsigned ttl;
+    int rc;
 
-    if (rc < 0)
+    if ((rc = cbfs_keycache_ttl(&ttl, err)) < 0)
         return rc;
-    rc = cbfs_aead_open(kek, aad, master_aad(c, aad), c->wrapped, sizeof(c->wrapped), c->master);
-    OPENSSL_cleanse(kek, sizeof(kek));
-    if (rc < 0)
+    if (entry_lookup(c, passphrase, ttl, kek) == 0 &&
+        cbfs_aead_open(kek, aad, aad_len, c->wrapped, sizeof(c->wrapped), c->master) == 0) {
+        entry_make(kek, passphrase, c->entry);
+        OPENSSL_cleanse(kek, sizeof(kek));
+        set_unlocked(c);
+        return 0;
+    }
+    if ((rc = cbfs_kdf_derive(passphrase, c->salt, &c->kdf, kek, err)) < 0)
+        return rc;
+    rc = cbfs_aead_open(kek, aad, aad_len, c->wrapped, sizeof(c->wrapped), c->master);
+    if (rc < 0) {
+        OPENSSL_cleanse(kek, sizeof(kek));
         /* the tag covers the repository id too: a master_key copied from
          * another repository is refused the same way */
         return cbfs_error_set(err, EACCES, CBFS_EXIT_REPO, "wrong passphrase");
+    }
+    entry_keep(c, kek, passphrase, ttl);
+    OPENSSL_cleanse(kek, sizeof(kek));
     set_unlocked(c);
     return 0;
 }
@@ -457,6 +588,8 @@ int cbfs_crypt_rewrap(CbfsCrypt *c, CbfsKv *config, const char *passphrase, cons
 
     need_unlocked(c);
     pthread_mutex_lock(&c->lock);
+    /* the old passphrase's cached key goes with it */
+    cbfs_crypt_cache_forget(c->repo_id);
     rc = wrap(c, passphrase, kp ? kp : &cbfs_kdf_default, err);
     if (rc == 0)
         store_keys(c, config);

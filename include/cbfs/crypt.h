@@ -19,6 +19,9 @@
  * Lazy unwrap: a CbfsCrypt made from a config is locked; the first
  * cbfs_crypt_unlock asks its passphrase callback and runs the KDF (~0.4 s
  * with the defaults), once per CbfsCrypt, whatever the number of threads.
+ * The key cache (keycache.h) spares the KDF to the next processes of the
+ * same user: the key-encryption key is cached with a check value of the
+ * passphrase, so only the same passphrase finds it.
  *
  * Thread safety: every function may be called concurrently on one
  * CbfsCrypt (cipher contexts are made per call).
@@ -29,6 +32,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "cbfs/error.h"
 #include "cbfs/kv.h"
@@ -114,6 +118,13 @@ int cbfs_crypt_rewrap(CbfsCrypt *c, CbfsKv *config, const char *passphrase, cons
                       CbfsError *err);
 /* True if a and b (both unlocked) hold the same master key. */
 bool cbfs_crypt_same_key(const CbfsCrypt *a, const CbfsCrypt *b);
+/* Drop this user's cached keys (keycache.h) of repository repo_id, or of
+ * every repository (NULL): how many. */
+int cbfs_crypt_cache_forget(const char *repo_id);
+/* Store c's (unlocked) cache entry in the key cache of user uid too (a
+ * root mount for PostgreSQL's user, whose restore_command then unlocks
+ * without the KDF).  Nothing when the cache is off. */
+void cbfs_crypt_cache_share(const CbfsCrypt *c, uid_t uid, gid_t gid);
 /* The repository id bound into every object's AAD (borrowed). */
 const char *cbfs_crypt_repo_id(const CbfsCrypt *c);
 

@@ -192,6 +192,68 @@ check_error "a mount without a passphrase: one line" 2 \
 	"mount.cbfs: could not open repository \"$REPO\": repository is encrypted and no passphrase was given (set CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE, or use --passphrase-file)"
 ok "and nothing is mounted" test "$(mount_count "$MNT")" = 0
 
+# ---------------------------------------------------------------- key cache
+# A key derived from the passphrase is kept in the user's kernel keyring
+# (CBFS_KEY_CACHE_TTL seconds); CBFS_TEST_NO_KDF makes every derivation an
+# error, so a command that succeeds under it found its key in the cache.
+NOKDF="cbfs: could not open repository \"$REPO\": key derivation is disabled (CBFS_TEST_NO_KDF)"
+# cache_entries USER: USER's live key cache entries of this repository,
+# "perm ttl" each (an invalidated key shows "i" in its flags until the
+# kernel's collector takes it)
+cache_entries() {
+	runuser -u "$1" -- cat /proc/keys | awk -v d="cbfs:$REPO_ID:" \
+		'$9 ~ "^" d && $2 !~ /i/ && $4 != "expd" { print $5, $4 }'
+}
+cbfs key forget "$REPO"
+is "$RC/$ERR" "0/" "cbfs key forget REPO"
+like "$OUT" "^forgot [0-9]+ cached keys? of repository \"$REPO\"\$" "it says how many it forgot"
+is "$(cache_entries root)" "" "root has no cached key of the repository"
+CBFS_TEST_NO_KDF=1 cbfs list "$REPO" --passphrase-file "$PASS"
+check_error "without a cached key the KDF runs (and the test hook stops it)" 1 "$NOKDF"
+cbfs list "$REPO" --passphrase-file "$PASS"
+is "$RC/$ERR" "0/" "a command derives the key"
+like "$(cache_entries root)" "^3f3f0000 [1-5]m\$" \
+	"... and caches it: one entry, for its user only (no group or other rights), ending in 5 minutes"
+CBFS_TEST_NO_KDF=1 cbfs list "$REPO" --passphrase-file "$PASS"
+is "$RC/$ERR" "0/" "the next command finds the key in the cache (no KDF)"
+CBFS_TEST_NO_KDF=1 CBFS_PASSPHRASE=wrong cbfs list "$REPO"
+check_error "the cached key does not serve another passphrase" 1 "$NOKDF"
+CBFS_PASSPHRASE=wrong cbfs list "$REPO"
+check_error "a wrong passphrase with a cached key: still one line" 3 \
+	"cbfs: could not open repository \"$REPO\": wrong passphrase"
+cbfs list "$REPO"
+check_error "no passphrase with a cached key: still refused" 2 \
+	"cbfs: could not open repository \"$REPO\": repository is encrypted and no passphrase was given (set CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE, or use --passphrase-file)"
+cbfs key forget "$REPO"
+is "$OUT" "forgot 1 cached key of repository \"$REPO\"" "key forget drops the entry"
+is "$(cache_entries root)" "" "... from the keyring"
+CBFS_KEY_CACHE_TTL=0 cbfs list "$REPO" --passphrase-file "$PASS"
+is "$RC/$ERR/$(cache_entries root)" "0//" "CBFS_KEY_CACHE_TTL=0: nothing cached"
+CBFS_KEY_CACHE_TTL=5m cbfs list "$REPO" --passphrase-file "$PASS"
+check_error "an invalid CBFS_KEY_CACHE_TTL: one line" 2 \
+	"cbfs: could not open repository \"$REPO\": invalid CBFS_KEY_CACHE_TTL \"5m\" (seconds, 0 to 86400)"
+cbfs key forget
+like "$OUT" "^forgot [0-9]+ cached keys?\$" "cbfs key forget (every repository)"
+cbfs key frobnicate
+check_error "an unknown key command" 2 $'cbfs: unknown key command "frobnicate" (change, forget)\nTry "cbfs key --help" for more information.'
+# a root mount for postgres hands the key to postgres's cache: the
+# server's restore_command then needs no KDF at all
+cbfs_pg key forget "$REPO"
+is "$RC/$(cache_entries postgres)" "0/" "postgres has no cached key of the repository"
+cbfs_mount "$REPO@b1" "$MNT" -o "uid=postgres,gid=postgres,passphrase_file=$PASS"
+is "$RC/$ERR" "0/" "mount.cbfs again (as root, for postgres)"
+like "$(cache_entries postgres)" "^3f3f0000 [1-5]m\$" "the mount put the key into postgres's cache"
+if CBFS_TEST_NO_KDF=1 pg_start m && pg_wait_promoted m; then
+	pass "PostgreSQL recovers on the mount with every KDF forbidden: wal-fetch used the cached key"
+	is "$(sql m postgres "select count(*) from $TABLE where secret like '$MARKER-%'")" 4000 \
+		"the mount: the marker rows of b1"
+	pg_stop m
+else
+	fail "PostgreSQL recovers on the mount with every KDF forbidden" "$(tail -n 20 "$TMP/m.log")"
+fi
+cbfs_umount "$MNT"
+is "$RC/$ERR" "0/" "cbfs umount"
+
 # ---------------------------------------------------------------- damage, in copies
 copy() {
 	rm -rf "${TMP:?}/$1"
