@@ -7,7 +7,8 @@
  * something that is not exactly what was sealed, under the same key and
  * AAD, must fail and leave nothing of the plaintext behind.  The scrypt
  * parameters are the smallest accepted here (N = 1024) to keep the tests
- * fast; the default is tested once.
+ * fast; the default is tested once.  The key cache is off (TTL 0) but in
+ * test_cache.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -16,7 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <linux/keyctl.h>
 
 #include "cbfs/crypt.h"
 #include "cbfs/kv.h"
@@ -606,12 +611,96 @@ static void test_passphrase(void)
     free(empty);
 }
 
+/* The key cache (keycache.h): a second unlock with the same passphrase
+ * needs no KDF (CBFS_TEST_NO_KDF makes every derivation fail), another
+ * passphrase gets nothing from it, a rewrap or a forget drops it.  Where the
+ * kernel refuses keyrings the cache is off: every unlock derives. */
+static void test_cache(void)
+{
+    CbfsCrypt *made = NULL, *c = NULL;
+    CbfsKv *kv = cbfs_kv_new();
+    CbfsError err;
+    char id[33];
+    long probe = syscall(SYS_add_key, "user", "cbfs:probe", "x", 1, KEY_SPEC_USER_KEYRING);
+    bool keyrings = probe >= 0;
+    const char *nokdf = "could not open repository \"/c\": key derivation is disabled "
+                        "(CBFS_TEST_NO_KDF)";
+
+    if (keyrings)
+        syscall(SYS_keyctl, KEYCTL_INVALIDATE, probe, 0, 0, 0);
+    printf("# the kernel %s keyrings\n", keyrings ? "allows" : "refuses");
+    /* an id of this run: nothing cached by another */
+    snprintf(id, sizeof(id), "%016lx%016lx", (unsigned long) getpid(), (unsigned long) time(NULL));
+    setenv("CBFS_KEY_CACHE_TTL", "60", 1);
+    cbfs_error_init(&err);
+    cbfs_kv_set(kv, "repository_id", id);
+    is_int(cbfs_crypt_create(kv, id, "/c", "right", &fast, &made, &err), 0, "create (cached)");
+
+    setenv("CBFS_TEST_NO_KDF", "1", 1);
+    cbfs_crypt_from_config(kv, id, "/c", NULL, NULL, &c, &err);
+    is_int(cbfs_crypt_unlock_with(c, "right", &err), keyrings ? 0 : -EPERM,
+           keyrings ? "the same passphrase: the key comes from the cache, no KDF"
+                    : "no keyrings: the same passphrase derives (and the hook stops it)");
+    if (keyrings)
+        ok(cbfs_crypt_same_key(c, made), "the right master key");
+    cbfs_crypt_free(c);
+    cbfs_error_init(&err);
+    cbfs_crypt_from_config(kv, id, "/c", NULL, NULL, &c, &err);
+    is_int(cbfs_crypt_unlock_with(c, "wrong", &err), -EPERM,
+           "another passphrase gets nothing from the cache: it derives");
+    is_str(err.msg, nokdf, "... and the test hook says so");
+    cbfs_crypt_free(c);
+    unsetenv("CBFS_TEST_NO_KDF");
+    cbfs_error_init(&err);
+    cbfs_crypt_from_config(kv, id, "/c", NULL, NULL, &c, &err);
+    is_int(cbfs_crypt_unlock_with(c, "wrong", &err), -EACCES, "a wrong passphrase is refused");
+    cbfs_crypt_free(c);
+
+    /* a rewrap drops the old entry and caches the new one */
+    is_int(cbfs_crypt_rewrap(made, kv, "newer", &fast, &err), 0, "rewrap");
+    setenv("CBFS_TEST_NO_KDF", "1", 1);
+    cbfs_crypt_from_config(kv, id, "/c", NULL, NULL, &c, &err);
+    is_int(cbfs_crypt_unlock_with(c, "newer", &err), keyrings ? 0 : -EPERM,
+           "the new passphrase is cached by the rewrap");
+    cbfs_crypt_free(c);
+    is_int(cbfs_crypt_cache_forget(id), keyrings ? 1 : 0, "forget drops the one entry");
+    is_int(cbfs_crypt_cache_forget(id), 0, "... and then there is none");
+    cbfs_error_init(&err);
+    cbfs_crypt_from_config(kv, id, "/c", NULL, NULL, &c, &err);
+    is_int(cbfs_crypt_unlock_with(c, "newer", &err), -EPERM, "forgotten: it derives again");
+    cbfs_crypt_free(c);
+    unsetenv("CBFS_TEST_NO_KDF");
+
+    /* time to live 0: nothing stored */
+    setenv("CBFS_KEY_CACHE_TTL", "0", 1);
+    cbfs_error_init(&err);
+    cbfs_crypt_from_config(kv, id, "/c", NULL, NULL, &c, &err);
+    is_int(cbfs_crypt_unlock_with(c, "newer", &err), 0, "unlock with the cache off");
+    cbfs_crypt_free(c);
+    setenv("CBFS_KEY_CACHE_TTL", "60", 1);
+    is_int(cbfs_crypt_cache_forget(id), 0, "the cache off stored nothing");
+    setenv("CBFS_KEY_CACHE_TTL", "-1", 1);
+    cbfs_error_init(&err);
+    cbfs_crypt_from_config(kv, id, "/c", NULL, NULL, &c, &err);
+    is_int(cbfs_crypt_unlock_with(c, "newer", &err), -EINVAL, "an invalid time to live: -EINVAL");
+    is_str(err.msg,
+           "could not open repository \"/c\": invalid CBFS_KEY_CACHE_TTL \"-1\" (seconds, 0 to "
+           "86400)",
+           "... with its message");
+    cbfs_crypt_free(c);
+    setenv("CBFS_KEY_CACHE_TTL", "0", 1);
+    cbfs_crypt_free(made);
+    cbfs_kv_free(kv);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
         printf("Bail out! could not create a temp directory\n");
         return 1;
     }
+    /* the key cache only where it is tested */
+    setenv("CBFS_KEY_CACHE_TTL", "0", 1);
     test_gcm_vector();
     test_seal_open();
     test_kdf();
@@ -621,6 +710,7 @@ int main(void)
     test_rewrap();
     test_threads();
     test_passphrase();
+    test_cache();
     rm_rf(tmpdir);
     return done_testing();
 }
