@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cbfs/codec.h"
+#include "cbfs/crypt.h"
 #include "cbfs/log.h"
 #include "cbfs/manifest.h"
 #include "cbfs/pack.h"
@@ -557,8 +558,15 @@ int cmd_restore(int argc, char **argv)
         char *gid = cbfs_manifest_get_meta(m, "pgdata_gid");
         if (mode && (strtoul(mode, NULL, 8) & 07777) != 0)
             (void) !chmod(r.dir, (mode_t) (strtoul(mode, NULL, 8) & 0750));
-        if (uid && gid && geteuid() == 0)
-            (void) !chown(r.dir, (uid_t) strtoul(uid, NULL, 10), (gid_t) strtoul(gid, NULL, 10));
+        if (uid && gid && geteuid() == 0) {
+            uid_t u = (uid_t) strtoul(uid, NULL, 10);
+            gid_t g = (gid_t) strtoul(gid, NULL, 10);
+            (void) !chown(r.dir, u, g);
+            /* the server's restore_command runs as the owner: its first
+             * wal-fetch finds the key in that user's key cache */
+            if (r.repo->crypt && u != 0)
+                cbfs_crypt_cache_share(r.repo->crypt, u, g);
+        }
         free(mode);
         free(uid);
         free(gid);
