@@ -27,6 +27,7 @@
 #include <fuse_lowlevel.h>
 
 #include "cbfs/crypt.h"
+#include "cbfs/lock.h"
 #include "cbfs/log.h"
 #include "cbfs/point.h"
 #include "cbfs/repo.h"
@@ -171,6 +172,49 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
     return rc;
 }
 
+/* Register the mount of label so that expire keeps the backup (lock.h),
+ * then make sure no expire removed it meanwhile: an expire that took the
+ * lock before the registration was stored may not have seen it, so wait
+ * for such an expire to end, then look for the backup's record (the order
+ * pin and expire meet in, pin.h).  A registration the repository refuses
+ * (read-only credentials) is a warning: the mount works, unprotected. */
+static int register_mount(CbfsRepo *repo, const char *label, CbfsHolder *reg, bool *registered,
+                          CbfsError *err)
+{
+    CbfsError e;
+    CbfsKv *rec = NULL;
+    int rc;
+
+    cbfs_error_init(&e);
+    if (cbfs_mount_register(repo, label, reg, &e) < 0) {
+        cbfs_warning("%s; expire may remove backup \"%s\" while it is mounted", e.msg, label);
+        return 0;
+    }
+    *registered = true;
+    for (int tries = 0;; tries++) {
+        CbfsHolder h;
+        char who[256];
+        cbfs_error_init(&e);
+        if (cbfs_lock_read(repo, &h, &e) < 0 || strcmp(h.command, "expire") != 0 ||
+            !cbfs_holder_alive(&h, 3600, time(NULL)))
+            break;
+        if (tries == 600) { /* 60 s: expire takes seconds */
+            cbfs_holder_describe(&h, who, sizeof(who));
+            return cbfs_error_set(err, EBUSY, CBFS_EXIT_ERROR,
+                                  "could not mount backup \"%s\": repository \"%s\" is locked "
+                                  "by %s",
+                                  label, repo->display, who);
+        }
+        usleep(100 * 1000);
+    }
+    rc = cbfs_repo_read_backup(repo, label, &rec, err);
+    cbfs_kv_free(rec);
+    if (rc == -ENOENT)
+        return cbfs_error_set(err, ENOENT, CBFS_EXIT_ERROR,
+                              "could not mount backup \"%s\": it was expired meanwhile", label);
+    return rc;
+}
+
 /* Everything the daemon runs; reports readiness (or the error) on ready_fd. */
 static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, const char *identity,
                  const char *manifest_path, const char *overlay_dir, bool temp_overlay,
@@ -183,7 +227,8 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
     struct fuse_loop_config cfg;
     CbfsError err;
     char self[PATH_MAX], *opts;
-    bool created;
+    CbfsHolder reg;
+    bool created, registered = false;
     int rc;
 
     cbfs_error_init(&err);
@@ -216,6 +261,8 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
     }
     if (rc == 0 && created)
         rc = fs_inject(fs, self, &err);
+    if (rc == 0)
+        rc = register_mount(repo, target->label, &reg, &registered, &err);
     if (rc < 0)
         goto report;
 
@@ -280,6 +327,12 @@ report:
         fuse_session_destroy(se);
     }
     fuse_opt_free_args(&args);
+    if (registered) {
+        CbfsError e;
+        cbfs_error_init(&e);
+        if (cbfs_running_unregister(repo, &reg, &e) < 0)
+            cbfs_warning("%s", e.msg);
+    }
     fs_free(fs);
     overlay_close(ov);
     if (temp_overlay)

@@ -203,7 +203,9 @@ void cbfs_lock_release(CbfsRepo *r, const CbfsHolder *mine)
         cbfs_warning("could not release the lock of repository \"%s\": %s", r->display, err.msg);
 }
 
-int cbfs_running_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err)
+/* Store a registration folder/<label>.<random> of this process. */
+static int holder_register(CbfsRepo *r, const char *folder, const char *command, const char *label,
+                           CbfsHolder *ret, CbfsError *err)
 {
     uint8_t rnd[8];
     char hex[17], *key, *text;
@@ -211,17 +213,28 @@ int cbfs_running_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsE
 
     cbfs_random_bytes(rnd, sizeof(rnd));
     cbfs_hex_encode(rnd, sizeof(rnd), hex);
-    key = cbfs_xasprintf("running/%s.%s", label, hex);
-    holder_init(ret, key, "backup", label);
+    key = cbfs_xasprintf("%s%s.%s", folder, label, hex);
+    holder_init(ret, key, command, label);
     text = holder_format(ret);
     rc = cbfs_store_put(r->store, key, text, strlen(text), err);
     if (rc == -EEXIST)
         rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_ERROR, "object \"%s\" already exists", key);
     if (rc < 0)
-        cbfs_error_prefix(err, "could not register the backup in repository \"%s\"", r->display);
+        cbfs_error_prefix(err, "could not register the %s in repository \"%s\"", command,
+                          r->display);
     free(text);
     free(key);
     return rc;
+}
+
+int cbfs_running_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err)
+{
+    return holder_register(r, "running/", "backup", label, ret, err);
+}
+
+int cbfs_mount_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err)
+{
+    return holder_register(r, "mounts/", "mount", label, ret, err);
 }
 
 int cbfs_running_check(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)
@@ -236,15 +249,17 @@ int cbfs_running_unregister(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)
     return rc == -ENOENT ? 0 : rc;
 }
 
-int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err)
+/* Every registration under folder ("running/", "mounts/"). */
+static int holder_list(CbfsRepo *r, const char *folder, const char *command, CbfsHolder **ret,
+                       size_t *ret_n, CbfsError *err)
 {
     char **names = NULL;
     CbfsHolder *out = NULL;
     size_t nnames = 0, n = 0;
-    int rc = cbfs_store_list_names(r->store, "running/", "", &names, &nnames, err);
+    int rc = cbfs_store_list_names(r->store, folder, "", &names, &nnames, err);
 
     for (size_t i = 0; i < nnames; i++) {
-        char *key = cbfs_xasprintf("running/%s", names[i]);
+        char *key = cbfs_xasprintf("%s%s", folder, names[i]);
         if (rc == 0) {
             CbfsHolder h;
             CbfsError e;
@@ -258,7 +273,7 @@ int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *e
                 /* an unreadable registration still counts: nothing says it is gone */
                 memset(&h, 0, sizeof(h));
                 snprintf(h.key, sizeof(h.key), "%s", key);
-                snprintf(h.command, sizeof(h.command), "backup");
+                snprintf(h.command, sizeof(h.command), "%s", command);
                 snprintf(h.host, sizeof(h.host), "unknown");
                 h.since = time(NULL);
                 cbfs_warning("%s", e.msg);
@@ -276,4 +291,14 @@ int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *e
     *ret = out;
     *ret_n = n;
     return 0;
+}
+
+int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err)
+{
+    return holder_list(r, "running/", "backup", ret, ret_n, err);
+}
+
+int cbfs_mount_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err)
+{
+    return holder_list(r, "mounts/", "mount", ret, ret_n, err);
 }

@@ -71,7 +71,8 @@ void cbfs_retention_apply(const CbfsRetention *p, time_t now, CbfsRetainItem *it
     sorted = cbfs_xmalloc(n * sizeof(*sorted));
     for (size_t i = 0; i < n; i++) {
         sorted[i] = &items[i];
-        items[i].keep = items[i].pinned ? CBFS_KEEP_PINNED : 0;
+        items[i].keep =
+            (items[i].pinned ? CBFS_KEEP_PINNED : 0u) | (items[i].mounted ? CBFS_KEEP_MOUNTED : 0u);
     }
     qsort(sorted, n, sizeof(*sorted), cmp_newest);
     sorted[0]->keep |= CBFS_KEEP_NEWEST;
@@ -89,8 +90,8 @@ void cbfs_retention_apply(const CbfsRetention *p, time_t now, CbfsRetainItem *it
 
 void cbfs_retention_reasons(unsigned keep, char *buf, size_t len)
 {
-    static const char *const names[] = {"newest", "pinned", "last",   "within",
-                                        "daily",  "weekly", "monthly"};
+    static const char *const names[] = {"newest", "pinned", "last",    "within",
+                                        "daily",  "weekly", "monthly", "mounted"};
     size_t used = 0;
 
     buf[0] = '\0';

@@ -31,7 +31,8 @@ static const char usage_text[] =
     "Remove the backups the retention policy does not keep, the WAL no kept\n"
     "backup needs (everything from the oldest kept backup's start on stays,\n"
     "so point-in-time recovery works across the whole window) and the restore\n"
-    "points before it.  The newest and the pinned backups are always kept.\n"
+    "points before it.  The newest, the pinned and the mounted backups are\n"
+    "always kept.\n"
     "Run \"cbfs gc\" afterwards to free the space of packs no backup uses.\n"
     "\n"
     "Policy (a backup any rule keeps is kept; without options, the keep_*\n"
@@ -147,6 +148,30 @@ static int remove_object(CbfsRepo *r, const char *key, CbfsError *err)
     return 0;
 }
 
+/* True if label has a live mount registration (lock.h).  A mount of
+ * another host counts until it unregisters: its process cannot be looked
+ * at, and a mount may rightly last for weeks.  Registrations of dead mounts
+ * of this host are removed (not in a dry run). */
+static bool mounted(CbfsRepo *repo, const CbfsHolder *mounts, size_t n, const char *label, bool dry)
+{
+    bool live = false;
+    time_t now = time(NULL);
+
+    for (size_t i = 0; i < n; i++) {
+        CbfsError e;
+        if (strcmp(mounts[i].label, label) != 0)
+            continue;
+        if (cbfs_holder_alive(&mounts[i], 0, now)) {
+            live = true;
+            continue;
+        }
+        cbfs_error_init(&e);
+        if (!dry && cbfs_running_unregister(repo, &mounts[i], &e) < 0)
+            cbfs_warning("%s", e.msg);
+    }
+    return live;
+}
+
 int cmd_expire(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -167,6 +192,8 @@ int cmd_expire(int argc, char **argv)
     CbfsKv **recs = NULL, **points = NULL;
     CbfsRetainItem *items = NULL;
     char **pins = NULL;
+    CbfsHolder *mounts = NULL;
+    size_t nmounts = 0;
     size_t nrecs = 0, npoints = 0, npins = 0, nexpired = 0, nwal = 0, npts = 0;
     uint64_t wal_bytes = 0;
     WalList wal = {0};
@@ -231,7 +258,8 @@ int cmd_expire(int argc, char **argv)
     }
     cbfs_test_pause("expire-locked");
     if (cbfs_repo_list_backups(repo, &recs, &nrecs, &err) < 0 ||
-        cbfs_pin_list(repo, &pins, &npins, &err) < 0)
+        cbfs_pin_list(repo, &pins, &npins, &err) < 0 ||
+        cbfs_mount_list(repo, &mounts, &nmounts, &err) < 0)
         goto fail;
     if (nrecs == 0) {
         printf("repository %s has no backups: nothing to expire\n", repo->display);
@@ -243,6 +271,7 @@ int cmd_expire(int argc, char **argv)
         const char *stop = cbfs_kv_get(recs[i], "stop_time");
         items[i].label = cbfs_kv_get(recs[i], "label");
         items[i].pinned = cbfs_pin_in(pins, npins, items[i].label);
+        items[i].mounted = mounted(repo, mounts, nmounts, items[i].label, dry);
         if (!stop || cbfs_parse_time(stop, &items[i].time, NULL) < 0) {
             cbfs_error_set(&err, EINVAL, CBFS_EXIT_CORRUPT,
                            "backup record of \"%s\" has no valid stop_time", items[i].label);
@@ -346,6 +375,7 @@ out:
     for (size_t i = 0; i < npins; i++)
         free(pins[i]);
     free(pins);
+    free(mounts);
     free(items);
     if (recs)
         cbfs_repo_free_backups(recs, nrecs);

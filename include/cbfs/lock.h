@@ -11,6 +11,9 @@
  *                        the backup looks at the repository's packs,
  *                        removed once its record is stored (or it failed);
  *                        gc deletes nothing while one may still be alive
+ *   mounts/<label>.<r>   a mount's registration: created by the mount
+ *                        daemon, removed when it ends; expire keeps a
+ *                        backup with a live one as if it were pinned
  *
  * A holder is alive when it runs on this host (same host name and boot id)
  * and its pid has the recorded start time; a holder of another host is
@@ -59,6 +62,12 @@ int cbfs_running_unregister(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)
 /* Every registration (unreadable ones are warned about and skipped).
  * *ret: caller frees. */
 int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err);
+
+/* Register a mount of backup label (mounts/<label>.<r>): expire keeps the
+ * backup while the registration lives.  Removed with
+ * cbfs_running_unregister. */
+int cbfs_mount_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err);
+int cbfs_mount_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err);
 
 /* See above.  timeout: seconds after which another host's holder is taken
  * to be gone. */

@@ -6,6 +6,7 @@
  * Rules, each keeping a backup for a reason (a backup may have several):
  *   newest        the newest backup, always
  *   pinned        a pinned backup, always
+ *   mounted       a backup that is mounted, always
  *   last N        the N newest
  *   within D      every backup that ended at most D seconds before now
  *   daily N       the newest backup of each of the N newest UTC days that
@@ -35,12 +36,14 @@ enum cbfs_keep_reason {
     CBFS_KEEP_DAILY = 1 << 4,
     CBFS_KEEP_WEEKLY = 1 << 5,
     CBFS_KEEP_MONTHLY = 1 << 6,
+    CBFS_KEEP_MOUNTED = 1 << 7,
 };
 
 typedef struct CbfsRetainItem {
     const char *label; /* borrowed */
     time_t time;       /* when the backup ended (its stop time) */
     bool pinned;
+    bool mounted;  /* a live mount registration (lock.h) */
     unsigned keep; /* out: enum cbfs_keep_reason bits; 0 = expire */
 } CbfsRetainItem;
 

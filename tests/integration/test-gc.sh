@@ -228,6 +228,81 @@ cbfs gc "$EREPO"
 like "$ERR" "passphrase" "gc of an encrypted repository without a passphrase fails"
 isnt "$RC" 0 "... with a non-zero exit"
 
+# ---------------------------------------------------------------- a mounted backup is kept
+# The mount registers itself (mounts/<label>.<r>); expire keeps a backup
+# with a live registration, so gc keeps its packs and the mount goes on
+# reading.  A registration whose daemon died is removed by the next expire.
+registrations() { ls "$REPO/mounts" 2>/dev/null | grep -c "^$1\\." || true; }
+backup d "$REPO" b7
+change 13
+backup d "$REPO" b8
+M7=$(datadir m7)
+mkdir -p "$M7"
+cbfs_mount "$REPO@b7" "$M7" -o uid=postgres,gid=postgres
+is "$RC/$ERR" "0/" "mount b7"
+is "$(registrations b7)" 1 "the mount registered itself (mounts/b7.*)"
+change 17
+backup d "$REPO" b9
+cbfs expire "$REPO" --keep-last 1
+like "$OUT" $'(^|\n)keep    b7 \\(mounted\\)\n' "expire keeps the mounted b7"
+like "$OUT" $'(^|\n)expire  b8\n' "and expires b8, older than b9 and not mounted"
+cbfs gc "$REPO" --max-waste 0
+is "$RC" 0 "gc after that expire"
+ok "every file of the mounted b7 reads whole after expire and gc" \
+	bash -c "find '$M7' -type f -print0 | xargs -0 cat >/dev/null"
+if pg_start m7 && pg_wait_promoted m7; then
+	pass "PostgreSQL starts on the mounted b7 after expire and gc (its WAL was kept)"
+	pg_stop m7
+else
+	fail "PostgreSQL starts on the mounted b7 after expire and gc" "$(tail -n 5 "$TMP/m7.log")"
+fi
+cbfs_umount "$M7"
+is "$RC/$ERR" "0/" "umount b7"
+is "$(registrations b7)" 0 "the registration is gone with the mount"
+cbfs expire "$REPO" --keep-last 1
+like "$OUT" $'(^|\n)expire  b7\n' "unmounted, b7 is expired"
+# a mount killed with -9 leaves its registration: the next expire drops it
+backup d "$REPO" b10
+cbfs_mount "$REPO@b9" "$M7" -o uid=postgres,gid=postgres
+is "$(registrations b9)" 1 "mount b9: registered"
+dpid=$(mount_daemon_pid "$M7")
+kill -9 "$dpid"
+ok "its daemon is gone after kill -9" wait_gone "$dpid" 10
+cbfs_umount "$M7"
+is "$(registrations b9)" 1 "the dead mount's registration is still there"
+cbfs expire "$REPO" --keep-last 1 --dry-run
+like "$OUT" $'(^|\n)expire  b9\n' "expire --dry-run: b9 would go (its mount is dead)"
+is "$(registrations b9)" 1 "... and a dry run removes nothing"
+cbfs expire "$REPO" --keep-last 1
+like "$OUT" $'(^|\n)expire  b9\n' "expire: b9 goes"
+is "$(registrations b9)" 0 "and the dead registration with it"
+check_clean "check --read-data after the mounted-backup expire"
+# a mount that registers while an expire holds the lock waits for it (that
+# expire may have listed the mounts before the registration was stored)
+# and then finds its backup kept, since this expire lists them after
+rm -f "$PAUSE"/*
+backup d "$REPO" b11
+bg_cbfs exm expire-locked expire "$REPO" --keep-last 1
+EXM=$BG_PID
+wait_reached expire-locked || fail "expire reached expire-locked"
+"$MOUNT_CBFS" "$REPO@b10" "$M7" -o uid=postgres,gid=postgres >"$TMP/m10.out" 2>"$TMP/m10.err" &
+MP=$!
+_mounts+=("$M7")
+for ((i = 0; i < 100; i++)); do
+	[[ $(registrations b10) == 1 ]] && break
+	sleep 0.1
+done
+is "$(registrations b10)" 1 "mount b10 registered while expire holds the lock"
+sleep 0.5
+ok "... and waits for that expire" kill -0 "$MP"
+release expire-locked
+bg_wait "$EXM"
+wait "$MP"
+is "$?/$(cat "$TMP/m10.err")" "0/" "then the mount completes"
+like "$(cat "$TMP/exm.out")" $'(^|\n)keep    b10 \\(mounted\\)\n' "and the expire kept b10"
+ok "every file of the mounted b10 reads" bash -c "find '$M7' -type f -print0 | xargs -0 cat >/dev/null"
+cbfs_umount "$M7"
+
 # ---------------------------------------------------------------- the lock and bad input
 rm -f "$PAUSE"/*
 bg_cbfs gcL gc-locked gc "$REPO"
