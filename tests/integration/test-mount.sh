@@ -65,8 +65,11 @@ pg_stop src
 repo_files() {
 	(cd "$REPO" && find . -type f | LC_ALL=C sort | xargs -d '\n' sha256sum)
 }
+# repo_tree: every entry but the mounts' registrations (mounts/, made by
+# the first mount, and so the top folder's time) -- checked apart
 repo_tree() {
-	(cd "$REPO" && find . -printf '%y %m %u %s %T@ %p\n' | LC_ALL=C sort -k6)
+	(cd "$REPO" && find . -mindepth 1 ! -path ./mounts ! -path './mounts/*' \
+		-printf '%y %m %u %s %T@ %p\n' | LC_ALL=C sort -k6)
 }
 repo_files >"$TMP/repo.before" || bail "could not hash the repository"
 repo_tree >"$TMP/tree.before"
@@ -238,5 +241,7 @@ ok "no file of the repository changed (sha256 of every file)" diff "$TMP/repo.be
 repo_tree >"$TMP/tree.after"
 ok "nothing in the repository was created, removed or modified (names, sizes, mtimes)" \
 	diff "$TMP/tree.before" "$TMP/tree.after"
+is "$(find "$REPO/mounts" -type f | wc -l)" 0 \
+	"the mounts registered themselves (mounts/) and removed their registrations when they ended"
 
 done_testing
