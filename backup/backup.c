@@ -1036,7 +1036,7 @@ out:
     if (registered) {
         CbfsError e;
         cbfs_error_init(&e);
-        if (cbfs_running_unregister(b.repo, &reg, &e) < 0)
+        if (cbfs_registration_remove(b.repo, &reg, &e) < 0)
             cbfs_warning("could not remove the backup's registration: %s", e.msg);
     }
     if (workers) {

@@ -330,7 +330,7 @@ report:
     if (registered) {
         CbfsError e;
         cbfs_error_init(&e);
-        if (cbfs_running_unregister(repo, &reg, &e) < 0)
+        if (cbfs_registration_remove(repo, &reg, &e) < 0)
             cbfs_warning("%s", e.msg);
     }
     fs_free(fs);

@@ -320,22 +320,22 @@ static void entry_make(const uint8_t kek[CBFS_CRYPT_KEY_LEN], const char *passph
     free(msg);
 }
 
-/* A cached key-encryption key for c and passphrase: 0 and kek, or -ENOENT. */
+/* The cached entry of c for passphrase (its first CBFS_CRYPT_KEY_LEN
+ * bytes are the key-encryption key): 0 and entry, or -ENOENT. */
 static int entry_lookup(const CbfsCrypt *c, const char *passphrase, unsigned ttl,
-                        uint8_t kek[CBFS_CRYPT_KEY_LEN])
+                        uint8_t entry[ENTRY_LEN])
 {
-    uint8_t got[ENTRY_LEN], want[ENTRY_LEN];
+    uint8_t want[ENTRY_LEN];
     char desc[DESC_MAX];
     int rc;
 
     entry_desc(c, desc);
-    if (cbfs_keycache_get(desc, got, sizeof(got), ttl) < 0)
+    if (cbfs_keycache_get(desc, entry, ENTRY_LEN, ttl) < 0)
         return -ENOENT;
-    entry_make(got, passphrase, want);
-    rc = CRYPTO_memcmp(got, want, sizeof(got)) == 0 ? 0 : -ENOENT;
-    if (rc == 0)
-        memcpy(kek, got, CBFS_CRYPT_KEY_LEN);
-    OPENSSL_cleanse(got, sizeof(got));
+    entry_make(entry, passphrase, want);
+    rc = CRYPTO_memcmp(entry, want, ENTRY_LEN) == 0 ? 0 : -ENOENT;
+    if (rc < 0)
+        OPENSSL_cleanse(entry, ENTRY_LEN);
     OPENSSL_cleanse(want, sizeof(want));
     return rc;
 }
@@ -496,10 +496,8 @@ static int unwrap(CbfsCrypt *c, const char *passphrase, CbfsError *err)
 
     if ((rc = cbfs_keycache_ttl(&ttl, err)) < 0)
         return rc;
-    if (entry_lookup(c, passphrase, ttl, kek) == 0 &&
-        cbfs_aead_open(kek, aad, aad_len, c->wrapped, sizeof(c->wrapped), c->master) == 0) {
-        entry_make(kek, passphrase, c->entry);
-        OPENSSL_cleanse(kek, sizeof(kek));
+    if (entry_lookup(c, passphrase, ttl, c->entry) == 0 &&
+        cbfs_aead_open(c->entry, aad, aad_len, c->wrapped, sizeof(c->wrapped), c->master) == 0) {
         set_unlocked(c);
         return 0;
     }

@@ -92,15 +92,9 @@ static char *holder_format(const CbfsHolder *h)
 /* Read a holder object: 0, -ENOENT, or -EINVAL (err) when it is damaged. */
 static int holder_read(CbfsRepo *r, const char *key, CbfsHolder *h, CbfsError *err)
 {
-    uint8_t *text;
-    size_t len;
     CbfsKv *kv;
     uint64_t pid, start, since;
-    int rc = cbfs_store_get(r->store, key, &text, &len, err);
-    if (rc < 0)
-        return rc;
-    rc = cbfs_kv_parse((const char *) text, len, &kv, err);
-    free(text);
+    int rc = cbfs_store_get_kv(r->store, key, &kv, err);
     if (rc < 0)
         return rc;
     memset(h, 0, sizeof(*h));
@@ -243,7 +237,7 @@ int cbfs_running_check(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)
     return cbfs_store_stat(r->store, mine->key, &size, err);
 }
 
-int cbfs_running_unregister(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)
+int cbfs_registration_remove(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)
 {
     int rc = cbfs_store_remove(r->store, mine->key, err);
     return rc == -ENOENT ? 0 : rc;

@@ -284,14 +284,8 @@ out:
 
 int cbfs_repo_cluster(CbfsRepo *r, uint64_t *ret_sysid, CbfsError *err)
 {
-    uint8_t *text;
-    size_t len;
     CbfsKv *kv;
-    int rc = cbfs_store_get(r->store, "cluster", &text, &len, err);
-    if (rc < 0)
-        return rc;
-    rc = cbfs_kv_parse((const char *) text, len, &kv, err);
-    free(text);
+    int rc = cbfs_store_get_kv(r->store, "cluster", &kv, err);
     if (rc < 0)
         return rc;
     if (cbfs_kv_get_u64(kv, "system_identifier", ret_sysid) < 0)

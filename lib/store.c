@@ -106,3 +106,16 @@ void cbfs_store_free_names(char **names, size_t n)
         free(names[i]);
     free(names);
 }
+
+int cbfs_store_get_kv(CbfsStore *st, const char *key, CbfsKv **ret, CbfsError *err)
+{
+    uint8_t *text;
+    size_t len;
+    int rc = cbfs_store_get(st, key, &text, &len, err);
+
+    if (rc < 0)
+        return rc;
+    rc = cbfs_kv_parse((const char *) text, len, ret, err);
+    free(text);
+    return rc;
+}

@@ -148,28 +148,34 @@ static int remove_object(CbfsRepo *r, const char *key, CbfsError *err)
     return 0;
 }
 
-/* True if label has a live mount registration (lock.h).  A mount of
- * another host counts until it unregisters: its process cannot be looked
- * at, and a mount may rightly last for weeks.  Registrations of dead mounts
- * of this host are removed (not in a dry run). */
-static bool mounted(CbfsRepo *repo, const CbfsHolder *mounts, size_t n, const char *label, bool dry)
+/* Keep the live mount registrations (lock.h) in mounts[0..*n) and remove
+ * the others (not in a dry run).  A mount of another host counts until it
+ * unregisters: its process cannot be looked at, and a mount may rightly
+ * last for weeks; a dead mount of this host is gone. */
+static void live_mounts(CbfsRepo *repo, CbfsHolder *mounts, size_t *n, bool dry)
 {
-    bool live = false;
     time_t now = time(NULL);
+    size_t live = 0;
 
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < *n; i++) {
         CbfsError e;
-        if (strcmp(mounts[i].label, label) != 0)
-            continue;
         if (cbfs_holder_alive(&mounts[i], 0, now)) {
-            live = true;
+            mounts[live++] = mounts[i];
             continue;
         }
         cbfs_error_init(&e);
-        if (!dry && cbfs_running_unregister(repo, &mounts[i], &e) < 0)
+        if (!dry && cbfs_registration_remove(repo, &mounts[i], &e) < 0)
             cbfs_warning("%s", e.msg);
     }
-    return live;
+    *n = live;
+}
+
+static bool mounted(const CbfsHolder *mounts, size_t n, const char *label)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(mounts[i].label, label) == 0)
+            return true;
+    return false;
 }
 
 int cmd_expire(int argc, char **argv)
@@ -261,6 +267,7 @@ int cmd_expire(int argc, char **argv)
         cbfs_pin_list(repo, &pins, &npins, &err) < 0 ||
         cbfs_mount_list(repo, &mounts, &nmounts, &err) < 0)
         goto fail;
+    live_mounts(repo, mounts, &nmounts, dry);
     if (nrecs == 0) {
         printf("repository %s has no backups: nothing to expire\n", repo->display);
         rc = 0;
@@ -271,7 +278,7 @@ int cmd_expire(int argc, char **argv)
         const char *stop = cbfs_kv_get(recs[i], "stop_time");
         items[i].label = cbfs_kv_get(recs[i], "label");
         items[i].pinned = cbfs_pin_in(pins, npins, items[i].label);
-        items[i].mounted = mounted(repo, mounts, nmounts, items[i].label, dry);
+        items[i].mounted = mounted(mounts, nmounts, items[i].label);
         if (!stop || cbfs_parse_time(stop, &items[i].time, NULL) < 0) {
             cbfs_error_set(&err, EINVAL, CBFS_EXIT_CORRUPT,
                            "backup record of \"%s\" has no valid stop_time", items[i].label);

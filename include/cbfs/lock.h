@@ -58,14 +58,14 @@ int cbfs_lock_read(CbfsRepo *r, CbfsHolder *ret, CbfsError *err);
 int cbfs_running_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err);
 /* 0 if the registration still exists, -ENOENT if gc removed it. */
 int cbfs_running_check(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err);
-int cbfs_running_unregister(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err);
+/* Remove a registration, a backup's or a mount's (already gone: 0). */
+int cbfs_registration_remove(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err);
 /* Every registration (unreadable ones are warned about and skipped).
  * *ret: caller frees. */
 int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err);
 
 /* Register a mount of backup label (mounts/<label>.<r>): expire keeps the
- * backup while the registration lives.  Removed with
- * cbfs_running_unregister. */
+ * backup while the registration lives. */
 int cbfs_mount_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err);
 int cbfs_mount_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err);
 

@@ -94,6 +94,9 @@ int cbfs_store_bad_key(CbfsStore *st, const char *key, CbfsError *err);
 int cbfs_store_list_names(CbfsStore *st, const char *prefix, const char *suffix, char ***ret,
                           size_t *ret_n, CbfsError *err);
 void cbfs_store_free_names(char **names, size_t n);
+/* Get key and parse it as kv text (kv.h): 0 and *ret (caller frees), or the
+ * get's error (-ENOENT when absent) or the parse's. */
+int cbfs_store_get_kv(CbfsStore *st, const char *key, CbfsKv **ret, CbfsError *err);
 
 /* Convenience wrappers over the ops table. */
 static inline int cbfs_store_get_range(CbfsStore *st, const char *key, uint64_t off, size_t len,

@@ -18,6 +18,7 @@
 #include "cbfs/error.h"
 #include "cbfs/kv.h"
 #include "tap.h"
+#include "testkeys.h"
 
 #define BLOCK 8192
 
@@ -251,26 +252,10 @@ static void test_corrupt(void)
 
 /* ---- encryption ---- */
 
-static const CbfsKdfParams fast_kdf = {1024, 8, 1};
-
-/* A new repository's keys (unlocked). */
-static CbfsCrypt *new_crypt(void)
-{
-    CbfsKv *kv = cbfs_kv_new();
-    CbfsCrypt *crypt = NULL;
-    CbfsError err;
-    cbfs_error_init(&err);
-    if (cbfs_crypt_create(kv, "00112233445566778899aabbccddeeff", "/test", "pw", &fast_kdf, &crypt,
-                          &err) < 0)
-        printf("# cbfs_crypt_create: %s\n", err.msg);
-    cbfs_kv_free(kv);
-    return crypt;
-}
-
 static void test_encrypted(void)
 {
     static const char marker[] = "MARKER-plaintext-never-stored";
-    CbfsCrypt *crypt = new_crypt(), *other = new_crypt();
+    CbfsCrypt *crypt = test_crypt(), *other = test_crypt();
     CbfsCodec *c = cbfs_codec_new(3), *plain = cbfs_codec_new(3), *foreign = cbfs_codec_new(3);
     uint8_t *text = malloc(BLOCK), *rnd = malloc(BLOCK), *out = malloc(BLOCK);
     uint8_t *stored = malloc(cbfs_codec_bound(BLOCK)), *copy = malloc(cbfs_codec_bound(BLOCK));

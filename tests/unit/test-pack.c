@@ -20,6 +20,7 @@
 #include "cbfs/pack.h"
 #include "cbfs/store.h"
 #include "tap.h"
+#include "testkeys.h"
 
 #define NBLOCKS 300 /* more than the writer's first allocation of entries */
 #define BLOCK   8192
@@ -506,20 +507,6 @@ static void test_huge_count(void)
 
 /* ---- encrypted packs ---- */
 
-static CbfsCrypt *new_crypt(void)
-{
-    static const CbfsKdfParams fast = {1024, 8, 1};
-    CbfsKv *kv = cbfs_kv_new();
-    CbfsCrypt *crypt = NULL;
-    CbfsError err;
-    cbfs_error_init(&err);
-    if (cbfs_crypt_create(kv, "00112233445566778899aabbccddeeff", "/test", "pw", &fast, &crypt,
-                          &err) < 0)
-        printf("# cbfs_crypt_create: %s\n", err.msg);
-    cbfs_kv_free(kv);
-    return crypt;
-}
-
 /* read_index with crypt must fail with -EBADMSG naming the pack. */
 static void check_bad_sealed_index(CbfsStore *st, CbfsCrypt *crypt, const char *name,
                                    const char *what)
@@ -544,7 +531,7 @@ static void test_encrypted_pack(void)
 {
     static const char marker[] = "MARKER-in-a-pack";
     CbfsStore *st = cbfs_store_mem_new();
-    CbfsCrypt *crypt = new_crypt(), *other = new_crypt();
+    CbfsCrypt *crypt = test_crypt(), *other = test_crypt();
     CbfsCodec *c = cbfs_codec_new(3);
     CbfsPackWriter *w = cbfs_pack_writer_new(), *w2;
     CbfsPackEntry *entries = NULL;

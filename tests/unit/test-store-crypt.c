@@ -22,10 +22,10 @@
 #include "cbfs/store.h"
 #include "cbfs/util.h"
 #include "tap.h"
+#include "testkeys.h"
 
 #define OVERHEAD (8 + CBFS_CRYPT_OVERHEAD) /* magic, nonce, tag */
 
-static const CbfsKdfParams fast = {1024, 8, 1};
 static const char repo_id[] = "00112233445566778899aabbccddeeff";
 
 typedef struct Ask {
@@ -45,12 +45,7 @@ static int ask(void *ctx, char **ret, CbfsError *err)
 /* A new repository's config (caller frees) and its unlocked keys. */
 static CbfsKv *new_keys(const char *id, const char *passphrase, CbfsCrypt **ret)
 {
-    CbfsKv *kv = cbfs_kv_new();
-    CbfsError err;
-    cbfs_error_init(&err);
-    if (cbfs_crypt_create(kv, id, "/test/repo", passphrase, &fast, ret, &err) < 0)
-        printf("# cbfs_crypt_create: %s\n", err.msg);
-    return kv;
+    return test_keys(id, "/test/repo", passphrase, ret);
 }
 
 /* inner's object key, as it is stored (caller frees). */

@@ -28,6 +28,7 @@
 #include "cbfs/store.h"
 #include "cbfs/util.h"
 #include "tap.h"
+#include "testkeys.h"
 
 static char tmpdir[] = "/tmp/cbfs-test-store.XXXXXX";
 
@@ -507,21 +508,6 @@ static void test_posix_open(const char *root)
     free(file);
 }
 
-/* A new repository's keys (unlocked), for the encrypting store. */
-static CbfsCrypt *new_crypt(void)
-{
-    static const CbfsKdfParams fast = {1024, 8, 1};
-    CbfsKv *kv = cbfs_kv_new();
-    CbfsCrypt *crypt = NULL;
-    CbfsError err;
-    cbfs_error_init(&err);
-    if (cbfs_crypt_create(kv, "00112233445566778899aabbccddeeff", "/test", "pw", &fast, &crypt,
-                          &err) < 0)
-        printf("# cbfs_crypt_create: %s\n", err.msg);
-    cbfs_kv_free(kv);
-    return crypt;
-}
-
 int main(void)
 {
     CbfsStore *st;
@@ -530,7 +516,7 @@ int main(void)
     char *root;
 
     test_key_valid();
-    crypt = new_crypt();
+    crypt = test_crypt();
 
     st = cbfs_store_mem_new();
     test_contract(st, "memory");
