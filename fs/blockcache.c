@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "blockcache.h"
+#include "cbfs/block.h"
 #include "cbfs/codec.h"
 #include "cbfs/pack.h"
 #include "cbfs/util.h"
@@ -153,8 +154,7 @@ static int load(BlockCache *c, Entry *e, const CbfsBlockRef *ref, CbfsCodec *cod
     pthread_mutex_lock(&c->lock);
     data = buf_get(c, ref->raw_len ? ref->raw_len : 1);
     pthread_mutex_unlock(&c->lock);
-    rc = cbfs_pack_read_block(c->store, codec, ref->pack, ref->offset, ref->stored_len,
-                              ref->raw_len, ref->id, data, err);
+    rc = cbfs_block_read(c->store, codec, ref, data, err);
     pthread_mutex_lock(&c->lock);
     if (rc < 0) {
         buf_put(c, data, ref->raw_len);
@@ -264,14 +264,16 @@ void blockcache_prefetch(BlockCache *c, const CbfsBlockRef *ref)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Fetch n blocks stored one after another in one pack with one ranged
- * read into their LOADING entries (called unlocked).  A block that fails is
- * forgotten: a reader's own fetch reports it. */
+/* Fetch n blocks stored one after another in one pack, with one ranged
+ * read where they are still together (block.h), into their LOADING entries
+ * (called unlocked).  A block that fails is forgotten: a reader's own
+ * fetch reports it. */
 static void load_run(BlockCache *c, Entry **es, const CbfsBlockRef *refs, size_t n,
                      CbfsCodec *codec)
 {
     size_t len = 0;
     uint8_t *run;
+    CbfsBlockLoc at[PREFETCH_RUN];
     CbfsError err;
     int rc;
 
@@ -279,7 +281,7 @@ static void load_run(BlockCache *c, Entry **es, const CbfsBlockRef *refs, size_t
         len += refs[i].stored_len;
     run = cbfs_xmalloc(len ? len : 1);
     cbfs_error_init(&err);
-    rc = cbfs_pack_read_run(c->store, refs[0].pack, refs[0].offset, len, run, &err);
+    rc = cbfs_block_read_stored(c->store, refs, n, run, at, &err);
     for (size_t i = 0, pos = 0; i < n; pos += refs[i].stored_len, i++) {
         uint8_t *data;
         int brc = rc;
@@ -288,7 +290,7 @@ static void load_run(BlockCache *c, Entry **es, const CbfsBlockRef *refs, size_t
         pthread_mutex_unlock(&c->lock);
         if (brc == 0)
             brc =
-                cbfs_pack_decode_block(codec, refs[i].pack, refs[i].offset, run + pos,
+                cbfs_pack_decode_block(codec, at[i].pack, at[i].offset, run + pos,
                                        refs[i].stored_len, refs[i].raw_len, refs[i].id, data, &err);
         pthread_mutex_lock(&c->lock);
         if (brc < 0) {

@@ -140,59 +140,141 @@ const CbfsExtent *cbfs_moved_find(const CbfsMovedMap *m, uint64_t off, uint64_t 
     return NULL;
 }
 
-/* Maps read by this process: repacked packs are few, and a reader that met
- * one will meet it again for the next block. */
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static CbfsMovedMap *cache;
-static size_t ncache;
+/* Maps read by this process: a reader that met a moved pack will meet it
+ * again for the next block.  An open hash table on the name's first 16 hex
+ * digits (random) of entries that are never freed, so a map found can be
+ * searched after the lock is let go.  A map that is not there, or is
+ * damaged, is remembered too: a pack that is gone without a map stays so
+ * (a map is stored before its pack is removed), and a missing pack's
+ * thousand blocks should not cost a thousand requests.  Other failures (an
+ * unreachable store) are not remembered. */
+typedef struct Cached {
+    CbfsMovedMap map; /* map.pack is the key */
+    int rc;           /* 0, -ENOENT (no map) or -EBADMSG (damaged) */
+    CbfsError err;    /* with -EBADMSG */
+} Cached;
 
-/* The cached map of name, or NULL.  Called with cache_lock held. */
-static const CbfsMovedMap *cached(const char *name)
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static Cached **cache; /* nslots entries, NULL where empty */
+static size_t ncache, nslots;
+
+static size_t name_slot(const char *name, size_t cap)
 {
-    for (size_t i = 0; i < ncache; i++)
-        if (strcmp(cache[i].pack, name) == 0)
-            return &cache[i];
+    uint64_t h = 0;
+    for (int i = 0; i < 16 && name[i]; i++)
+        h = h << 4 | (uint64_t) (name[i] <= '9' ? name[i] - '0' : (name[i] | 0x20) - 'a' + 10);
+    return (size_t) h & (cap - 1);
+}
+
+/* The cache entry of name, or NULL.  Called with cache_lock held. */
+static const Cached *cached(const char *name)
+{
+    if (!nslots)
+        return NULL;
+    for (size_t s = name_slot(name, nslots); cache[s]; s = (s + 1) & (nslots - 1))
+        if (strcmp(cache[s]->map.pack, name) == 0)
+            return cache[s];
     return NULL;
+}
+
+/* Add c (not cached yet).  Called with cache_lock held. */
+static void cache_add(Cached *c)
+{
+    size_t s;
+    if (2 * (ncache + 1) > nslots) {
+        size_t cap = nslots ? 2 * nslots : 64;
+        Cached **t = cbfs_xcalloc(cap, sizeof(*t));
+        for (size_t i = 0; i < nslots; i++) {
+            if (!cache[i])
+                continue;
+            for (s = name_slot(cache[i]->map.pack, cap); t[s]; s = (s + 1) & (cap - 1))
+                ;
+            t[s] = cache[i];
+        }
+        free(cache);
+        cache = t;
+        nslots = cap;
+    }
+    for (s = name_slot(c->map.pack, nslots); cache[s]; s = (s + 1) & (nslots - 1))
+        ;
+    cache[s] = c;
+    ncache++;
+}
+
+/* name's cache entry in *ret, reading the map first if need be; < 0 (err
+ * set) when it could not be read for a reason that may pass. */
+static int lookup(CbfsStore *st, const char *name, const Cached **ret, CbfsError *err)
+{
+    const Cached *c;
+    Cached *fresh;
+    int rc;
+
+    pthread_mutex_lock(&cache_lock);
+    c = cached(name);
+    pthread_mutex_unlock(&cache_lock);
+    if (c) {
+        *ret = c;
+        return 0;
+    }
+    fresh = cbfs_xcalloc(1, sizeof(*fresh));
+    cbfs_error_init(&fresh->err);
+    rc = cbfs_moved_read(st, name, &fresh->map, &fresh->err);
+    if (rc < 0 && rc != -ENOENT && rc != -EBADMSG) {
+        *err = fresh->err;
+        free(fresh);
+        return rc;
+    }
+    fresh->rc = rc;
+    snprintf(fresh->map.pack, sizeof(fresh->map.pack), "%s", name);
+    pthread_mutex_lock(&cache_lock);
+    c = cached(name);
+    if (!c) {
+        cache_add(fresh);
+        c = fresh;
+    } else { /* another thread was quicker */
+        cbfs_moved_release(&fresh->map);
+        free(fresh);
+    }
+    pthread_mutex_unlock(&cache_lock);
+    *ret = c;
+    return 0;
+}
+
+bool cbfs_moved_known(const char *name)
+{
+    const Cached *c;
+    pthread_mutex_lock(&cache_lock);
+    c = cached(name);
+    pthread_mutex_unlock(&cache_lock);
+    return c && c->rc == 0;
 }
 
 int cbfs_moved_resolve(CbfsStore *st, const char *name, uint64_t off, uint64_t len, char *ret_pack,
                        uint64_t *ret_off, CbfsError *err)
 {
-    const CbfsMovedMap *m;
-    const CbfsExtent *e = NULL;
-    int rc;
+    const Cached *c;
+    const CbfsExtent *e;
+    int rc = lookup(st, name, &c, err);
 
-    pthread_mutex_lock(&cache_lock);
-    m = cached(name);
-    pthread_mutex_unlock(&cache_lock);
-    if (!m) {
-        CbfsMovedMap fresh;
-        rc = cbfs_moved_read(st, name, &fresh, err);
-        if (rc < 0)
-            return rc;
-        pthread_mutex_lock(&cache_lock);
-        if (!cached(name)) {
-            cache = cbfs_xrealloc(cache, (ncache + 1) * sizeof(*cache));
-            cache[ncache++] = fresh;
-        } else
-            cbfs_moved_release(&fresh); /* another thread was quicker */
-        pthread_mutex_unlock(&cache_lock);
+    if (rc < 0)
+        return rc;
+    if (c->rc == -ENOENT)
+        return -ENOENT;
+    if (c->rc < 0) {
+        *err = c->err;
+        return c->rc;
     }
-    /* the array may move when it grows: look the extent up under the lock */
-    pthread_mutex_lock(&cache_lock);
-    m = cached(name);
-    if (m && (e = cbfs_moved_find(m, off, len)) != NULL) {
-        snprintf(ret_pack, CBFS_PACK_NAME_LEN + 1, "%s", e->new_pack);
-        *ret_off = e->new_off + (off - e->old_off);
-    }
-    pthread_mutex_unlock(&cache_lock);
+    /* cached maps never change nor go away: searched unlocked */
+    e = cbfs_moved_find(&c->map, off, len);
     if (!e) {
         char *key = cbfs_moved_key(name);
         rc = cbfs_error_set(err, ERANGE, CBFS_EXIT_CORRUPT,
-                            "relocation map \"%s\" does not cover offset %llu", key,
-                            (unsigned long long) off);
+                            "relocation map \"%s\" does not hold offset %llu (%llu bytes)", key,
+                            (unsigned long long) off, (unsigned long long) len);
         free(key);
         return rc;
     }
+    snprintf(ret_pack, CBFS_PACK_NAME_LEN + 1, "%s", e->new_pack);
+    *ret_off = e->new_off + (off - e->old_off);
     return 0;
 }

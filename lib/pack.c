@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cbfs/moved.h"
 #include "cbfs/pack.h"
 #include "cbfs/util.h"
 
@@ -271,34 +270,22 @@ out:
     return rc;
 }
 
-int cbfs_pack_read_run(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
-                       CbfsError *err)
+int cbfs_pack_read_range(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
+                         CbfsError *err)
 {
-    char at[CBFS_PACK_NAME_LEN + 1], at_key[CBFS_PACK_KEY_MAX];
-    uint64_t at_off = offset;
+    char key[CBFS_PACK_KEY_MAX];
     size_t n;
     int rc;
 
-    snprintf(at, sizeof(at), "%s", name);
-    /* a pack gc has rewritten is found through its relocation map(s);
-     * the usual read is one request and no allocation */
-    for (int hops = 0;; hops++) {
-        cbfs_pack_key_into(at, at_key);
-        rc = cbfs_store_get_range(st, at_key, at_off, len, out, &n, err);
-        if (rc != -ENOENT || hops == 16 ||
-            (rc = cbfs_moved_resolve(st, at, at_off, len, at, &at_off, err)) < 0)
-            break;
-    }
-    if (rc == -ENOENT || (rc == 0 && n != len)) {
-        char *key = cbfs_pack_key(name);
-        if (rc == -ENOENT)
-            rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT, "pack \"%s\" is missing", key);
-        else
-            rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
-                                "pack \"%s\" is truncated at offset %llu", key,
-                                (unsigned long long) offset);
-        free(key);
-    }
+    /* the usual read is one request and no allocation */
+    cbfs_pack_key_into(name, key);
+    rc = cbfs_store_get_range(st, key, offset, len, out, &n, err);
+    if (rc == -ENOENT)
+        return cbfs_error_set(err, ENOENT, CBFS_EXIT_CORRUPT, "pack \"%s\" is missing", key);
+    if (rc == 0 && n != len)
+        return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                              "pack \"%s\" is truncated at offset %llu", key,
+                              (unsigned long long) offset);
     return rc;
 }
 
@@ -312,17 +299,5 @@ int cbfs_pack_decode_block(CbfsCodec *codec, const char *name, uint64_t offset,
         cbfs_error_prefix(err, "pack \"%s\" offset %llu", key, (unsigned long long) offset);
         free(key);
     }
-    return rc;
-}
-
-int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
-                         uint32_t stored_len, uint32_t raw_len, const uint8_t id[CBFS_BLOCK_ID_LEN],
-                         void *out, CbfsError *err)
-{
-    uint8_t *stored = cbfs_xmalloc(stored_len ? stored_len : 1);
-    int rc = cbfs_pack_read_run(st, name, offset, stored_len, stored, err);
-    if (rc == 0)
-        rc = cbfs_pack_decode_block(codec, name, offset, stored, stored_len, raw_len, id, out, err);
-    free(stored);
     return rc;
 }

@@ -10,13 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbfs/block.h"
 #include "cbfs/codec.h"
 #include "cbfs/log.h"
 #include "cbfs/pack.h"
 #include "cbfs/util.h"
 #include "gc.h"
 
-#define RUN_MAX (8u << 20) /* one ranged read covers at most this much */
+#define RUN_MAX CBFS_BLOCK_RUN_MAX /* one copied run, one extent, at most */
 
 typedef struct {
     Gc *g;
@@ -73,9 +74,19 @@ static int copy_run(Repack *rp, GcPack *p, const CbfsPackEntry *e, size_t n, Cbf
 {
     uint64_t len = e[n - 1].offset + e[n - 1].stored_len - e[0].offset;
     uint8_t *buf = cbfs_xmalloc(len ? len : 1);
+    CbfsBlockRef *refs = cbfs_xcalloc(n, sizeof(*refs));
     uint64_t new_off = 0;
-    int rc = cbfs_pack_read_run(rp->g->repo->store, p->name, e[0].offset, len, buf, err);
+    int rc;
 
+    /* read as every reader reads (block.h): the pack is there (gc holds
+     * the lock), so this is one request */
+    for (size_t i = 0; i < n; i++) {
+        memcpy(refs[i].pack, p->name, sizeof(refs[i].pack));
+        refs[i].offset = e[i].offset;
+        refs[i].stored_len = e[i].stored_len;
+    }
+    rc = cbfs_block_read_stored(rp->g->repo->store, refs, n, buf, NULL, err);
+    free(refs);
     for (size_t i = 0; i < n && rc == 0; i++) {
         const uint8_t *stored = buf + (e[i].offset - e[0].offset);
         uint64_t off;

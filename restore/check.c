@@ -18,9 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cbfs/block.h"
 #include "cbfs/log.h"
 #include "cbfs/manifest.h"
-#include "cbfs/moved.h"
 #include "cbfs/pack.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
@@ -81,30 +81,33 @@ static bool scan_pack(Scan *s, const char *name)
     return true;
 }
 
-/* Where a ref's block is read from: its pack, or where gc moved it
- * (moved.h) when the pack is gone.  *tmp holds the moved ref. */
-static const CbfsBlockRef *locate(Scan *s, const CbfsBlockRef *ref, CbfsBlockRef *tmp)
+static bool listed(void *ctx, const char *name)
 {
-    const Pack *p = check_packs_find(&s->c->packs, ref->pack);
-    CbfsError err;
+    const Pack *p = check_packs_find(ctx, name);
+    return p && p->stored;
+}
 
-    if (p && p->stored)
-        return ref;
+/* Where a ref's block is now, found as restore and the mount find it
+ * (block.h), a listed pack standing for one a read finds: 0 and *tmp, the
+ * ref moved there (the ref itself when its pack is listed); -ENOENT and
+ * *tmp naming the pack that is missing; otherwise err says why the ref
+ * leads nowhere (a map that cannot be read, or does not hold the block). */
+static int locate(Scan *s, const CbfsBlockRef *ref, CbfsBlockRef *tmp, CbfsError *err)
+{
+    CbfsBlockLoc at;
+    int rc;
+
     *tmp = *ref;
-    cbfs_error_init(&err);
-    for (int hops = 0; hops < 16; hops++) {
-        char to[CBFS_PACK_NAME_LEN + 1];
-        uint64_t off;
-        if (cbfs_moved_resolve(s->c->repo->store, tmp->pack, tmp->offset, tmp->stored_len, to, &off,
-                               &err) < 0)
-            break; /* no map (or a bad one): the pack is missing */
-        memcpy(tmp->pack, to, sizeof(to));
-        tmp->offset = off;
-        p = check_packs_find(&s->c->packs, tmp->pack);
-        if (p && p->stored)
-            return tmp;
+    memcpy(at.pack, ref->pack, sizeof(at.pack));
+    at.offset = ref->offset;
+    at.len = ref->stored_len;
+    cbfs_error_init(err);
+    rc = cbfs_block_locate(s->c->repo->store, &at, listed, &s->c->packs, err);
+    if (rc == 0 || rc == -ENOENT) {
+        memcpy(tmp->pack, at.pack, sizeof(at.pack));
+        tmp->offset = at.offset;
     }
-    return ref;
+    return rc;
 }
 
 /* First walk: the distinct packs b references (refs come in pack order),
@@ -113,10 +116,15 @@ static int collect_cb(const CbfsBlockRef *ref0, const char *path, void *ctx)
 {
     Scan *s = ctx;
     CbfsBlockRef tmp;
-    const CbfsBlockRef *ref = locate(s, ref0, &tmp);
+    const CbfsBlockRef *ref = &tmp;
     Backup *b = s->b;
+    CbfsError err;
+    int rc;
     (void) path;
     b->blocks++;
+    rc = locate(s, ref0, &tmp, &err);
+    if (rc < 0 && rc != -ENOENT)
+        return check_interrupted ? 1 : 0; /* it leads nowhere: verify_cb says why */
     /* refs come in pack order, but refs followed through relocation maps
      * interleave: a pack is listed once per backup all the same */
     if (scan_pack(s, ref->pack) && s->pack->listed_for != b) {
@@ -166,11 +174,24 @@ static int verify_cb(const CbfsBlockRef *ref0, const char *path, void *ctx)
 {
     Scan *s = ctx;
     CbfsBlockRef tmp;
-    const CbfsBlockRef *ref = locate(s, ref0, &tmp);
+    const CbfsBlockRef *ref = &tmp;
     Check *c = s->c;
+    CbfsError err;
     Pack *p;
     ssize_t e;
+    int rc = locate(s, ref0, &tmp, &err);
 
+    if (rc < 0 && rc != -ENOENT) {
+        char *key = cbfs_pack_key(ref0->pack);
+        uint64_t off = ref0->blockno * s->b->block_size;
+        Problem *pr = check_problem_add(&s->b->problems, K_UNRESOLVED_REF, key, path, (int64_t) off,
+                                        "file \"%s\" at offset %llu: %s", path,
+                                        (unsigned long long) off, err.msg);
+        if (pr)
+            pr->pack_offset = (int64_t) ref0->offset;
+        free(key);
+        return check_interrupted ? 1 : 0;
+    }
     scan_pack(s, ref->pack);
     p = s->pack;
     if (!p->stored || p->error) {
@@ -203,10 +224,13 @@ static int bad_block_cb(const CbfsBlockRef *ref0, const char *path, void *ctx)
 {
     Scan *s = ctx;
     CbfsBlockRef tmp;
-    const CbfsBlockRef *ref = locate(s, ref0, &tmp);
+    const CbfsBlockRef *ref = &tmp;
+    CbfsError err;
     Pack *p;
     ssize_t e;
 
+    if (locate(s, ref0, &tmp, &err) < 0)
+        return check_interrupted ? 1 : 0;
     scan_pack(s, ref->pack);
     p = s->pack;
     if (!p->nbad || (e = check_pack_entry(p, ref->offset)) < 0 || !(p->marks[e] & MARK_BAD) ||

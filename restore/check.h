@@ -134,6 +134,7 @@ enum kind {
     K_WAL_GAP,
     K_MISSING_HISTORY,
     K_BAD_HISTORY,
+    K_UNRESOLVED_REF,
     K_COUNT
 };
 
@@ -149,7 +150,7 @@ typedef struct Problem {
     char *object;             /* a repository key, or NULL */
     char *file;               /* a path in the backup, or NULL */
     int64_t offset;           /* byte offset in file, -1 if none */
-    int64_t pack_offset;      /* bad-index-entry, bad-block; else -1 */
+    int64_t pack_offset;      /* bad-index-entry, bad-block, unresolved-ref; else -1 */
     Ref refs[REF_DETAIL_MAX]; /* missing-pack, bad-pack: the first refs */
     size_t nrefs;
     uint64_t nblocks; /* missing-pack, bad-pack: refs of the backup in the pack */

@@ -14,13 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbfs/block.h"
 #include "cbfs/codec.h"
 #include "cbfs/pack.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "check.h"
 
-#define RUN_MAX (8u << 20) /* stored bytes read from a pack in one request */
+#define RUN_MAX CBFS_BLOCK_RUN_MAX /* stored bytes read from a pack in one request */
 
 /* ---------------------------------------------------------------- the table */
 
@@ -292,6 +293,7 @@ static void read_task(Worker *w, size_t i)
     const Run *r = &c->runs[i];
     Pack *p = r->pack;
     const CbfsPackEntry *e0 = &p->entries[r->first];
+    CbfsBlockRef *refs;
     CbfsError err;
     int rc;
 
@@ -301,8 +303,16 @@ static void read_task(Worker *w, size_t i)
         w->run = cbfs_xrealloc(w->run, r->len);
         w->run_cap = r->len;
     }
+    /* the blocks refs lead to, read as restore reads them (block.h) */
+    refs = cbfs_xcalloc(r->count, sizeof(*refs));
+    for (size_t k = 0; k < r->count; k++) {
+        memcpy(refs[k].pack, p->name, sizeof(refs[k].pack));
+        refs[k].offset = p->entries[r->first + k].offset;
+        refs[k].stored_len = p->entries[r->first + k].stored_len;
+    }
     cbfs_error_init(&err);
-    rc = cbfs_pack_read_run(c->repo->store, p->name, e0->offset, r->len, w->run, &err);
+    rc = cbfs_block_read_stored(c->repo->store, refs, r->count, w->run, NULL, &err);
+    free(refs);
     for (size_t k = r->first; k < r->first + r->count; k++) {
         const CbfsPackEntry *e = &p->entries[k];
         p->marks[k] |= MARK_READ;

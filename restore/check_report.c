@@ -17,8 +17,9 @@
 
 /* By enum kind. */
 static const char *const kind_names[K_COUNT] = {
-    "bad-record",      "bad-manifest", "bad-path", "missing-pack",    "bad-pack",
-    "bad-index-entry", "bad-block",    "wal-gap",  "missing-history", "bad-history",
+    "bad-record",      "bad-manifest",    "bad-path",       "missing-pack",
+    "bad-pack",        "bad-index-entry", "bad-block",      "wal-gap",
+    "missing-history", "bad-history",     "unresolved-ref",
 };
 
 Problem *check_problem_add(Problems *ps, enum kind k, const char *object, const char *file,
@@ -28,7 +29,7 @@ Problem *check_problem_add(Problems *ps, enum kind k, const char *object, const 
     va_list ap;
     char msg[2 * CBFS_ERROR_MSG_MAX];
 
-    if ((k == K_BAD_PATH || k == K_BAD_INDEX_ENTRY || k == K_BAD_BLOCK) &&
+    if ((k == K_BAD_PATH || k == K_BAD_INDEX_ENTRY || k == K_BAD_BLOCK || k == K_UNRESOLVED_REF) &&
         ps->per_kind[k] >= DETAIL_MAX) {
         ps->unlisted++;
         return NULL;

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cbfs/block.h"
 #include "cbfs/codec.h"
 #include "cbfs/crypt.h"
 #include "cbfs/log.h"
@@ -32,8 +33,6 @@
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "commands.h"
-
-#define RUN_MAX (8u << 20) /* stored bytes read from a pack in one request */
 
 typedef struct RFile {
     int64_t id;
@@ -76,8 +75,17 @@ static void restore_fail(Restore *r, const CbfsError *err)
     pthread_mutex_unlock(&r->lock);
 }
 
-static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *buf, uint8_t **run,
-                        size_t *run_cap, const RFile *f, CbfsError *err)
+/* A worker's buffers, reused from file to file. */
+typedef struct Scratch {
+    uint8_t *buf; /* one decoded block */
+    uint8_t *run; /* stored blocks read together */
+    size_t run_cap;
+    CbfsBlockLoc *at; /* where each of them was read */
+    size_t at_cap;
+} Scratch;
+
+static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, Scratch *s, const RFile *f,
+                        CbfsError *err)
 {
     char *path = cbfs_xasprintf("%s/%s", r->dir, f->path);
     CbfsBlockRef *refs = NULL;
@@ -98,30 +106,37 @@ static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, uint8_t *
     }
     rc = cbfs_manifest_file_blocks(m, f->id, &refs, &n, err);
     for (size_t i = 0; i < n && rc == 0;) {
-        /* blocks stored one after another in a pack are read in one go */
-        size_t j = i + 1, len = refs[i].stored_len, k;
+        /* blocks stored one after another are read together: each is found
+         * on its own (block.h), and read in one request with those still
+         * next to it where it is now */
+        size_t j = i + 1, len = refs[i].stored_len, k, pos;
         while (j < n && strcmp(refs[j].pack, refs[i].pack) == 0 &&
                refs[j].offset == refs[j - 1].offset + refs[j - 1].stored_len &&
-               len + refs[j].stored_len <= RUN_MAX)
+               len + refs[j].stored_len <= CBFS_BLOCK_RUN_MAX)
             len += refs[j++].stored_len;
-        if (len > *run_cap) {
-            *run = cbfs_xrealloc(*run, len);
-            *run_cap = len;
+        if (len > s->run_cap) {
+            s->run = cbfs_xrealloc(s->run, len);
+            s->run_cap = len;
         }
-        rc = cbfs_pack_read_run(r->repo->store, refs[i].pack, refs[i].offset, len, *run, err);
-        for (k = i; k < j && rc == 0; k++) {
+        if (j - i > s->at_cap) {
+            s->at = cbfs_xrealloc(s->at, (j - i) * sizeof(CbfsBlockLoc));
+            s->at_cap = j - i;
+        }
+        rc = cbfs_block_read_stored(r->repo->store, refs + i, j - i, s->run, s->at, err);
+        for (k = i, pos = 0; k < j && rc == 0; pos += refs[k].stored_len, k++) {
             uint64_t off = refs[k].blockno * r->block_size;
+            const CbfsBlockLoc *at = &s->at[k - i];
             if (refs[k].raw_len > r->block_size || off + refs[k].raw_len > f->size) {
                 rc = cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
                                     "manifest block %llu of \"%s\" lies outside the file",
                                     (unsigned long long) refs[k].blockno, f->path);
                 break;
             }
-            rc = cbfs_pack_decode_block(codec, refs[k].pack, refs[k].offset,
-                                        *run + (refs[k].offset - refs[i].offset),
-                                        refs[k].stored_len, refs[k].raw_len, refs[k].id, buf, err);
+            rc = cbfs_pack_decode_block(codec, at->pack, at->offset, s->run + pos,
+                                        refs[k].stored_len, refs[k].raw_len, refs[k].id, s->buf,
+                                        err);
             if (rc == 0) {
-                rc = cbfs_pwrite_full(fd, buf, refs[k].raw_len, (off_t) off);
+                rc = cbfs_pwrite_full(fd, s->buf, refs[k].raw_len, (off_t) off);
                 if (rc < 0)
                     cbfs_error_set(err, -rc, CBFS_EXIT_TARGET, "could not write file \"%s\": %s",
                                    path, strerror(-rc));
@@ -162,8 +177,7 @@ static void *rworker_main(void *arg)
     Restore *r = w->r;
     CbfsManifest *m = NULL;
     CbfsCodec *codec = cbfs_repo_codec_new(r->repo, 1); /* unlocked by cmd_restore */
-    uint8_t *buf = cbfs_xmalloc(r->block_size), *run = NULL;
-    size_t run_cap = 0;
+    Scratch s = {cbfs_xmalloc(r->block_size), NULL, 0, NULL, 0};
     CbfsError err;
 
     cbfs_error_init(&err);
@@ -174,7 +188,7 @@ static void *rworker_main(void *arg)
             size_t i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
             if (i >= r->nfiles || __atomic_load_n(&r->failed, __ATOMIC_RELAXED))
                 break;
-            if (restore_file(r, m, codec, buf, &run, &run_cap, &r->files[i], &err) < 0) {
+            if (restore_file(r, m, codec, &s, &r->files[i], &err) < 0) {
                 restore_fail(r, &err);
                 break;
             }
@@ -182,8 +196,9 @@ static void *rworker_main(void *arg)
     }
     cbfs_manifest_free(m);
     cbfs_codec_free(codec);
-    free(buf);
-    free(run);
+    free(s.buf);
+    free(s.run);
+    free(s.at);
     return NULL;
 }
 

@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cbfs/block.h"
 #include "cbfs/codec.h"
 #include "cbfs/error.h"
 #include "cbfs/pack.h"
@@ -50,16 +51,6 @@ typedef struct CbfsFileEntry {
     const char *target; /* symlinks, else NULL */
     int64_t parent;     /* id of the containing folder, 0 for the top */
 } CbfsFileEntry;
-
-typedef struct CbfsBlockRef {
-    int64_t file;
-    uint64_t blockno;
-    uint8_t id[CBFS_BLOCK_ID_LEN];
-    char pack[CBFS_PACK_NAME_LEN + 1];
-    uint64_t offset;
-    uint32_t stored_len;
-    uint32_t raw_len;
-} CbfsBlockRef;
 
 typedef struct CbfsManifest CbfsManifest;
 

@@ -17,6 +17,7 @@
 #ifndef CBFS_MOVED_H
 #define CBFS_MOVED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,11 +46,15 @@ void cbfs_moved_release(CbfsMovedMap *m);
 /* The extent holding [off, off+len), or NULL. */
 const CbfsExtent *cbfs_moved_find(const CbfsMovedMap *m, uint64_t off, uint64_t len);
 
-/* Where [off, off+len) of pack name is now, following maps (cached per
- * process) through up to 16 repacks: *ret_pack (33 bytes) and *ret_off.
- * -ENOENT (no error set) if name has no map; a range the map does not
- * cover is CBFS_EXIT_CORRUPT. */
+/* One step of resolution (block.h resolves blocks with it): where
+ * [off, off+len) of pack name was moved, by name's map (read once, then
+ * cached for the life of the process): *ret_pack (33 bytes; may be name
+ * itself) and *ret_off.  -ENOENT (no error set) if name has no map; a
+ * damaged map, or one that does not hold the whole range in one extent,
+ * is CBFS_EXIT_CORRUPT naming the map.  Thread-safe. */
 int cbfs_moved_resolve(CbfsStore *st, const char *name, uint64_t off, uint64_t len, char *ret_pack,
                        uint64_t *ret_off, CbfsError *err);
+/* Has this process read name's map already (so the pack has moved)? */
+bool cbfs_moved_known(const char *name);
 
 #endif

@@ -21,7 +21,8 @@
  *
  * The trailer index lets the repository be re-indexed from packs alone; a
  * reader of one block needs only (pack, offset, stored_len, raw_len, id),
- * which the manifest's block map holds, and fetches it with one ranged GET.
+ * which the manifest's block map holds, and fetches it with one ranged GET
+ * (through block.h, which follows gc's relocation maps).
  */
 #ifndef CBFS_PACK_H
 #define CBFS_PACK_H
@@ -82,22 +83,16 @@ int cbfs_pack_read_index(CbfsStore *st, CbfsCrypt *crypt, const char *name,
 int cbfs_pack_read_index_sized(CbfsStore *st, CbfsCrypt *crypt, const char *name, uint64_t size,
                                CbfsPackEntry **ret_entries, size_t *ret_n, CbfsError *err);
 
-/* len stored bytes of pack name at offset, in one ranged read (several
- * adjacent blocks at once).  A missing pack or a short read is an error
- * naming the pack (and the offset). */
-int cbfs_pack_read_run(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
-                       CbfsError *err);
-/* Decode one block read with cbfs_pack_read_run (codec.h) and verify it
+/* len stored bytes of pack name at offset, in one ranged read, as they
+ * are: no relocation map is followed (block.h does that).  -ENOENT when
+ * the pack is gone (err: "pack … is missing"); a short read is an error
+ * naming the pack and the offset. */
+int cbfs_pack_read_range(CbfsStore *st, const char *name, uint64_t offset, size_t len, void *out,
+                         CbfsError *err);
+/* Decode one block read with cbfs_pack_read_range (codec.h) and verify it
  * against id; a mismatch names the pack and the offset. */
 int cbfs_pack_decode_block(CbfsCodec *codec, const char *name, uint64_t offset,
                            const uint8_t *stored, uint32_t stored_len, uint32_t raw_len,
                            const uint8_t id[CBFS_BLOCK_ID_LEN], void *out, CbfsError *err);
-
-/* Fetch one block with a ranged read, decode it into out (raw_len bytes)
- * and verify it against id.  A missing pack is an error naming the
- * pack; a short read or a mismatch names the pack and the offset. */
-int cbfs_pack_read_block(CbfsStore *st, CbfsCodec *codec, const char *name, uint64_t offset,
-                         uint32_t stored_len, uint32_t raw_len, const uint8_t id[CBFS_BLOCK_ID_LEN],
-                         void *out, CbfsError *err);
 
 #endif

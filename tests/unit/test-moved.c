@@ -1,8 +1,8 @@
 /*
  * test-moved.c - unit tests for gc's objects: relocation maps (lib/moved.c:
  * store, read back, find extents, resolve, and refuse damaged maps, naming
- * them), reads of a moved pack through cbfs_pack_read_run (one map and a
- * chain of two), and gc's plans (lib/doomed.c: the union of packs backups
+ * them), reads of a moved pack through block.h (one map and a chain of
+ * two), and gc's plans (lib/doomed.c: the union of packs backups
  * must avoid, a damaged plan refused).
  */
 #include <errno.h>
@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbfs/block.h"
 #include "cbfs/doomed.h"
 #include "cbfs/moved.h"
 #include "cbfs/pack.h"
@@ -62,7 +63,8 @@ static void test_maps(CbfsStore *st)
     is_int(cbfs_moved_resolve(st, A, 200, 10, to, &off, &err), -ERANGE,
            "a range the map does not cover");
     is_str(err.msg,
-           "relocation map \"moved/aa/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" does not cover offset 200",
+           "relocation map \"moved/aa/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" does not hold offset 200 "
+           "(10 bytes)",
            "... names the map");
     cbfs_error_init(&err);
     is_int(cbfs_moved_resolve(st, C, 0, 1, to, &off, &err), -ENOENT, "no map: -ENOENT");
@@ -96,7 +98,16 @@ static void test_maps(CbfsStore *st)
     free(key);
 }
 
-/* A pack E whose blocks moved to F, then from F to G: read_run follows.  (Names
+/* len stored bytes at offset of pack name, read as one block (block.h). */
+static int read_stored(CbfsStore *st, const char *name, uint64_t offset, uint32_t len, void *out,
+                       CbfsError *err)
+{
+    CbfsBlockRef ref = {.offset = offset, .stored_len = len};
+    snprintf(ref.pack, sizeof(ref.pack), "%s", name);
+    return cbfs_block_read_stored(st, &ref, 1, out, NULL, err);
+}
+
+/* A pack E whose blocks moved to F, then from F to G: a read follows.  (Names
  * of their own: maps are cached per process by pack name.) */
 static void test_read_through(void)
 {
@@ -122,11 +133,11 @@ static void test_read_through(void)
     cbfs_moved_store(st, &c, &err);
     cbfs_moved_store(st, &a, &err);
     memset(buf, 0, sizeof(buf));
-    is_int(cbfs_pack_read_run(st, E, 1002, 5, buf, &err), 0, "a run of a pack moved twice");
+    is_int(read_stored(st, E, 1002, 5, buf, &err), 0, "a block of a pack moved twice");
     is_str(buf, "23456", "... reads the bytes where they are now");
-    is_int(cbfs_pack_read_run(st, E, 5, 5, buf, &err), -ERANGE, "a run the map does not cover");
+    is_int(read_stored(st, E, 5, 5, buf, &err), -ERANGE, "a block the map does not hold");
     cbfs_error_init(&err);
-    is_int(cbfs_pack_read_run(st, "dddddddddddddddddddddddddddddddd", 0, 5, buf, &err), -ENOENT,
+    is_int(read_stored(st, "dddddddddddddddddddddddddddddddd", 0, 5, buf, &err), -ENOENT,
            "a missing pack without a map");
     is_str(err.msg, "pack \"packs/dd/dddddddddddddddddddddddddddddddd.pack\" is missing",
            "... is missing, by name");

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cbfs/block.h"
 #include "cbfs/codec.h"
 #include "cbfs/crypt.h"
 #include "cbfs/kv.h"
@@ -34,6 +35,17 @@ typedef struct Block {
 } Block;
 
 static Block blocks[NBLOCKS];
+
+/* One block of pack name, read as every reader reads it (block.h). */
+static int read_block(CbfsStore *st, CbfsCodec *c, const char *name, uint64_t offset,
+                      uint32_t stored_len, uint32_t raw_len, const uint8_t id[CBFS_BLOCK_ID_LEN],
+                      void *out, CbfsError *err)
+{
+    CbfsBlockRef ref = {.offset = offset, .stored_len = stored_len, .raw_len = raw_len};
+    snprintf(ref.pack, sizeof(ref.pack), "%s", name);
+    memcpy(ref.id, id, CBFS_BLOCK_ID_LEN);
+    return cbfs_block_read(st, c, &ref, out, err);
+}
 
 static void put_le32(uint8_t *p, uint32_t v)
 {
@@ -270,8 +282,7 @@ static void test_pack(void)
     for (int i = 0; i < NBLOCKS; i++) {
         Block *b = &blocks[i];
         memset(out, 0, BLOCK);
-        if (cbfs_pack_read_block(st, c, name, b->offset, b->stored_len, b->raw_len, b->id, out,
-                                 &err) != 0 ||
+        if (read_block(st, c, name, b->offset, b->stored_len, b->raw_len, b->id, out, &err) != 0 ||
             memcmp(out, b->raw, b->raw_len) != 0)
             bad++;
     }
@@ -282,8 +293,7 @@ static void test_pack(void)
         Block *b = &blocks[5], *o = &blocks[4];
         char *want = cbfs_xasprintf("pack \"%s\" offset %llu", key, (unsigned long long) b->offset);
         cbfs_error_init(&err);
-        is_int(cbfs_pack_read_block(st, c, name, b->offset, b->stored_len, b->raw_len, o->id, out,
-                                    &err),
+        is_int(read_block(st, c, name, b->offset, b->stored_len, b->raw_len, o->id, out, &err),
                -EBADMSG, "wrong id: -EBADMSG");
         is_int(err.code, CBFS_EXIT_CORRUPT, "wrong id: CBFS_EXIT_CORRUPT");
         ok(strstr(err.msg, want) == err.msg, "wrong id: message \"%s\" starts with \"%s\"", err.msg,
@@ -306,16 +316,15 @@ static void test_pack(void)
                "a damaged block leaves the index readable");
         free(entries);
         cbfs_error_init(&err);
-        is_int(cbfs_pack_read_block(st, c, cname, b->offset, b->stored_len, b->raw_len, b->id, out,
-                                    &err),
+        is_int(read_block(st, c, cname, b->offset, b->stored_len, b->raw_len, b->id, out, &err),
                -EBADMSG, "damaged block: -EBADMSG");
         is_int(err.code, CBFS_EXIT_CORRUPT, "damaged block: CBFS_EXIT_CORRUPT");
         want = cbfs_xasprintf("pack \"%s\" offset %llu", ckey, (unsigned long long) b->offset);
         ok(strstr(err.msg, want) != NULL, "damaged block: message \"%s\" names pack and offset",
            err.msg);
         free(want);
-        is_int(cbfs_pack_read_block(st, c, cname, blocks[11].offset, blocks[11].stored_len,
-                                    blocks[11].raw_len, blocks[11].id, out, &err),
+        is_int(read_block(st, c, cname, blocks[11].offset, blocks[11].stored_len,
+                          blocks[11].raw_len, blocks[11].id, out, &err),
                0, "the next block of that pack is fine");
         free(ckey);
     }
@@ -359,8 +368,7 @@ static void test_pack(void)
         const char *cname = put_copy(st, data, b->offset + b->stored_len / 2);
         char *ckey = cbfs_pack_key(cname), *want;
         cbfs_error_init(&err);
-        is_int(cbfs_pack_read_block(st, c, cname, b->offset, b->stored_len, b->raw_len, b->id, out,
-                                    &err),
+        is_int(read_block(st, c, cname, b->offset, b->stored_len, b->raw_len, b->id, out, &err),
                -EBADMSG, "truncated pack: block read is -EBADMSG");
         is_int(err.code, CBFS_EXIT_CORRUPT, "truncated pack: CBFS_EXIT_CORRUPT");
         want = cbfs_xasprintf("pack \"%s\" is truncated at offset %llu", ckey,
@@ -380,8 +388,8 @@ static void test_pack(void)
                "index of a missing pack: -ENOENT");
         is_int(err.code, 0, "index of a missing pack: no error set");
         cbfs_error_init(&err);
-        ok(cbfs_pack_read_block(st, c, gone, 0, blocks[0].stored_len, blocks[0].raw_len,
-                                blocks[0].id, out, &err) < 0,
+        ok(read_block(st, c, gone, 0, blocks[0].stored_len, blocks[0].raw_len, blocks[0].id, out,
+                      &err) < 0,
            "block of a missing pack: an error");
         is_int(err.code, CBFS_EXIT_CORRUPT, "block of a missing pack: CBFS_EXIT_CORRUPT");
         ok(strstr(err.msg, gkey) != NULL, "block of a missing pack: message \"%s\" names it",
@@ -589,8 +597,8 @@ static void test_encrypted_pack(void)
     free(entries);
     bad = 0;
     for (int i = 0; i < 40; i++)
-        if (cbfs_pack_read_block(st, c, name, eb[i].offset, eb[i].stored_len, eb[i].raw_len,
-                                 eb[i].id, out, &err) != 0 ||
+        if (read_block(st, c, name, eb[i].offset, eb[i].stored_len, eb[i].raw_len, eb[i].id, out,
+                       &err) != 0 ||
             memcmp(out, eb[i].raw, eb[i].raw_len) != 0)
             bad++;
     is_int(bad, 0, "every block reads back");
@@ -645,8 +653,7 @@ static void test_encrypted_pack(void)
         cname = put_copy(st, copy, len);
         ckey = cbfs_pack_key(cname);
         cbfs_error_init(&err);
-        is_int(cbfs_pack_read_block(st, c, cname, b->offset, b->stored_len, b->raw_len, b->id, out,
-                                    &err),
+        is_int(read_block(st, c, cname, b->offset, b->stored_len, b->raw_len, b->id, out, &err),
                -EBADMSG, "a flipped byte in an encrypted block: -EBADMSG");
         want =
             cbfs_xasprintf("pack \"%s\" offset %llu: block ", ckey, (unsigned long long) b->offset);
@@ -669,10 +676,10 @@ static void test_encrypted_pack(void)
             const char *cname = put_copy(st, copy, len);
             ok(x->stored_len == y->stored_len, "two blocks of one stored length (%u)",
                x->stored_len);
-            ok(cbfs_pack_read_block(st, c, cname, x->offset, x->stored_len, x->raw_len, x->id, out,
-                                    &err) == -EBADMSG &&
-                   cbfs_pack_read_block(st, c, cname, y->offset, y->stored_len, y->raw_len, y->id,
-                                        out, &err) == -EBADMSG,
+            ok(read_block(st, c, cname, x->offset, x->stored_len, x->raw_len, x->id, out, &err) ==
+                       -EBADMSG &&
+                   read_block(st, c, cname, y->offset, y->stored_len, y->raw_len, y->id, out,
+                              &err) == -EBADMSG,
                "blocks swapped within a pack both fail");
         }
     }
@@ -694,8 +701,8 @@ static void test_encrypted_pack(void)
     free(entries);
     bad = 0;
     for (int i = 20; i < 40; i++)
-        if (cbfs_pack_read_block(st, c, name2, eb[i].offset, eb[i].stored_len, eb[i].raw_len,
-                                 eb[i].id, out, &err) != 0 ||
+        if (read_block(st, c, name2, eb[i].offset, eb[i].stored_len, eb[i].raw_len, eb[i].id, out,
+                       &err) != 0 ||
             memcmp(out, eb[i].raw, eb[i].raw_len) != 0)
             bad++;
     is_int(bad, 0, "every copied block reads back at its new offset");
