@@ -21,6 +21,7 @@
 #include "cbfs/block.h"
 #include "cbfs/log.h"
 #include "cbfs/manifest.h"
+#include "cbfs/moved.h"
 #include "cbfs/pack.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
@@ -91,7 +92,7 @@ static bool listed(void *ctx, const char *name)
  * (block.h), a listed pack standing for one a read finds: 0 and *tmp, the
  * ref moved there (the ref itself when its pack is listed); -ENOENT and
  * *tmp naming the pack that is missing; otherwise err says why the ref
- * leads nowhere (a map that cannot be read, or does not hold the block). */
+ * leads nowhere, and *tmp names the pack whose map failed. */
 static int locate(Scan *s, const CbfsBlockRef *ref, CbfsBlockRef *tmp, CbfsError *err)
 {
     CbfsBlockLoc at;
@@ -103,10 +104,8 @@ static int locate(Scan *s, const CbfsBlockRef *ref, CbfsBlockRef *tmp, CbfsError
     at.len = ref->stored_len;
     cbfs_error_init(err);
     rc = cbfs_block_locate(s->c->repo->store, &at, listed, &s->c->packs, err);
-    if (rc == 0 || rc == -ENOENT) {
-        memcpy(tmp->pack, at.pack, sizeof(at.pack));
-        tmp->offset = at.offset;
-    }
+    memcpy(tmp->pack, at.pack, sizeof(at.pack));
+    tmp->offset = at.offset;
     return rc;
 }
 
@@ -160,6 +159,36 @@ static void group_ref(Scan *s, Pack *p, const CbfsBlockRef *ref, const char *pat
     g->nblocks++;
 }
 
+/* A ref that leads nowhere: the map of pack name (the manifest's pack, or
+ * one its blocks were moved to) could not be read or does not hold it.
+ * One problem per map, listing the first refs. */
+static void unresolved_ref(Backup *b, const char *name, int rc, const CbfsError *err,
+                           const CbfsBlockRef *ref, const char *path)
+{
+    char *key = cbfs_moved_key(name);
+    Problem *g = NULL;
+
+    for (size_t i = 0; i < b->problems.n && !g; i++)
+        if (b->problems.v[i].kind == K_UNRESOLVED_REF && strcmp(b->problems.v[i].object, key) == 0)
+            g = &b->problems.v[i];
+    if (!g && rc == -ERANGE) {
+        char *pkey = cbfs_pack_key(name);
+        g = check_problem_add(&b->problems, K_UNRESOLVED_REF, key, NULL, -1,
+                              "relocation map \"%s\" does not hold every block the backup "
+                              "names in pack \"%s\"",
+                              key, pkey);
+        free(pkey);
+    } else if (!g) {
+        g = check_problem_add(&b->problems, K_UNRESOLVED_REF, key, NULL, -1, "%s", err->msg);
+    }
+    if (g->nrefs < REF_DETAIL_MAX) {
+        g->refs[g->nrefs].file = cbfs_xstrdup(path);
+        g->refs[g->nrefs++].offset = ref->blockno * b->block_size;
+    }
+    g->nblocks++;
+    free(key);
+}
+
 static uint64_t next_random(Check *c)
 {
     /* xorshift64*: plenty for sampling */
@@ -182,14 +211,7 @@ static int verify_cb(const CbfsBlockRef *ref0, const char *path, void *ctx)
     int rc = locate(s, ref0, &tmp, &err);
 
     if (rc < 0 && rc != -ENOENT) {
-        char *key = cbfs_pack_key(ref0->pack);
-        uint64_t off = ref0->blockno * s->b->block_size;
-        Problem *pr = check_problem_add(&s->b->problems, K_UNRESOLVED_REF, key, path, (int64_t) off,
-                                        "file \"%s\" at offset %llu: %s", path,
-                                        (unsigned long long) off, err.msg);
-        if (pr)
-            pr->pack_offset = (int64_t) ref0->offset;
-        free(key);
+        unresolved_ref(s->b, tmp.pack, rc, &err, ref0, path);
         return check_interrupted ? 1 : 0;
     }
     scan_pack(s, ref->pack);
@@ -254,9 +276,11 @@ static void finish_groups(Backup *b)
 {
     for (size_t i = 0; i < b->problems.n; i++) {
         Problem *p = &b->problems.v[i];
-        if (p->kind == K_MISSING_PACK || p->kind == K_BAD_PACK) {
-            char *m = cbfs_xasprintf("%s; it holds %llu block%s of the backup", p->message,
-                                     (unsigned long long) p->nblocks, p->nblocks == 1 ? "" : "s");
+        if (p->kind == K_MISSING_PACK || p->kind == K_BAD_PACK || p->kind == K_UNRESOLVED_REF) {
+            char *m = cbfs_xasprintf(
+                p->kind == K_UNRESOLVED_REF ? "%s; %llu block%s of the backup cannot be found"
+                                            : "%s; it holds %llu block%s of the backup",
+                p->message, (unsigned long long) p->nblocks, p->nblocks == 1 ? "" : "s");
             free(p->message);
             p->message = m;
         }

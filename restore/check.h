@@ -7,10 +7,15 @@
  *   - every backup record can be read; its manifest exists, matches the
  *     record's SHA-256 and passes SQLite's quick_check; every path in it is
  *     one a restore would accept (cbfs_manifest_path_valid);
- *   - every block the manifest references lies in a stored pack whose
- *     trailer index is sound (read once per pack, whatever the number of
- *     backups sharing it; the listed object size must be the one the
- *     trailer implies) and lists the same id, offset and lengths;
+ *   - every block the manifest references, followed to where it is now
+ *     exactly as restore and the mount follow it (cbfs_block_locate: a
+ *     pack gc rewrote is followed through its relocation map, block by
+ *     block; a listed pack stands for one a read finds), lies in a stored
+ *     pack whose trailer index is sound (read once per pack, whatever the
+ *     number of backups sharing it; the listed object size must be the one
+ *     the trailer implies) and lists the same id, offset and lengths; a
+ *     ref whose map cannot be read or does not hold it leads nowhere
+ *     (unresolved-ref);
  *   - the trailer index of every stored pack no backup uses;
  *   - WAL: every segment from the backup's start to its stop on its
  *     timeline ("needed by backup": without it the backup cannot be
@@ -48,6 +53,9 @@
  *         "PG_VERSION" at offset 0
  *         … (the first 10 refs, in pack order)
  *         and 27 more
+ *     relocation map "moved/a0/a0…" does not hold every block the backup names in
+ *       pack "packs/a0/a0….pack"; 12 blocks of the backup cannot be found  (one line;
+ *       then its first refs, as above)
  *     file "base/5/16385" at offset 65536: pack "packs/…" offset 8192: block … is corrupt: …
  *     WAL missing from 000000010000000000000005 to 000000010000000000000007 (timeline 1),
  *       needed by backup "b2"                                           (one line)
@@ -75,9 +83,11 @@
  *   PROBLEM: {"kind": K, "message": "one line", "object": "repository key"|null,
  *             "file": "path in the backup"|null, "offset": N|null, ...}
  *   K is one of bad-record, bad-manifest, bad-path, missing-pack, bad-pack,
- *   bad-index-entry, bad-block, wal-gap, missing-history, bad-history.
- *   Extra keys: missing-pack and bad-pack: "blocks" (refs of the backup in
- *   that pack), "refs": [{"file", "offset"}] (the first 10); bad-index-entry
+ *   bad-index-entry, bad-block, wal-gap, missing-history, bad-history,
+ *   unresolved-ref (one per relocation map, its "object").
+ *   Extra keys: missing-pack, bad-pack and unresolved-ref: "blocks" (refs of
+ *   the backup in that pack, or through that map), "refs": [{"file",
+ *   "offset"}] (the first 10); bad-index-entry
  *   and bad-block: "pack_offset"; wal-gap: "timeline", "from", "to",
  *   "inside_backup" (true: between the backup's start and stop).
  *
@@ -151,9 +161,9 @@ typedef struct Problem {
     char *file;               /* a path in the backup, or NULL */
     int64_t offset;           /* byte offset in file, -1 if none */
     int64_t pack_offset;      /* bad-index-entry, bad-block, unresolved-ref; else -1 */
-    Ref refs[REF_DETAIL_MAX]; /* missing-pack, bad-pack: the first refs */
+    Ref refs[REF_DETAIL_MAX]; /* missing-pack, bad-pack, unresolved-ref: the first refs */
     size_t nrefs;
-    uint64_t nblocks; /* missing-pack, bad-pack: refs of the backup in the pack */
+    uint64_t nblocks; /* missing-pack, bad-pack, unresolved-ref: refs of the backup */
     uint32_t tli;     /* wal-gap */
     char from[SEG_NAME_LEN], to[SEG_NAME_LEN];
     bool inside;

@@ -29,7 +29,7 @@ Problem *check_problem_add(Problems *ps, enum kind k, const char *object, const 
     va_list ap;
     char msg[2 * CBFS_ERROR_MSG_MAX];
 
-    if ((k == K_BAD_PATH || k == K_BAD_INDEX_ENTRY || k == K_BAD_BLOCK || k == K_UNRESOLVED_REF) &&
+    if ((k == K_BAD_PATH || k == K_BAD_INDEX_ENTRY || k == K_BAD_BLOCK) &&
         ps->per_kind[k] >= DETAIL_MAX) {
         ps->unlisted++;
         return NULL;
@@ -216,7 +216,7 @@ static void json_problem(CbfsJson *j, const Problem *p)
         cbfs_json_int(j, p->offset);
     else
         cbfs_json_string(j, NULL);
-    if (p->kind == K_MISSING_PACK || p->kind == K_BAD_PACK) {
+    if (p->kind == K_MISSING_PACK || p->kind == K_BAD_PACK || p->kind == K_UNRESOLVED_REF) {
         cbfs_json_key(j, "blocks");
         cbfs_json_uint(j, p->nblocks);
         cbfs_json_key(j, "refs");
