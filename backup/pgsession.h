@@ -31,8 +31,8 @@ void pg_session_free(PgSession *s);
 
 /* One text value from a query of one row and column; param may be NULL.
  * *ret: caller frees.  Errors: "could not <what>: <server message>". */
-int pg_session_value(PgSession *s, const char *sql, const char *param, const char *what,
-                     char **ret, CbfsError *err);
+int pg_session_value(PgSession *s, const char *sql, const char *param, const char *what, char **ret,
+                     CbfsError *err);
 
 /* Temporary physical replication slot holding WAL from now on, so the
  * backup can copy its WAL from pg_wal even when the server does not archive. */

@@ -22,8 +22,8 @@ typedef struct FsConfig {
     const char *manifest_path; /* verified local copy of the manifest */
     const char *label;
     const struct CbfsTarget *target; /* recovery target written into a new overlay */
-    Overlay *overlay; /* borrowed */
-    uid_t uid;        /* owner shown for every file */
+    Overlay *overlay;                /* borrowed */
+    uid_t uid;                       /* owner shown for every file */
     gid_t gid;
     size_t cache_size; /* bytes of decompressed blocks kept in memory */
     int prefetchers;   /* read-ahead threads */

@@ -331,9 +331,7 @@ static int each_row(CbfsManifest *m, sqlite3_stmt *st, cbfs_manifest_file_cb cb,
 int cbfs_manifest_foreach_file(CbfsManifest *m, cbfs_manifest_file_cb cb, void *ctx, CbfsError *err)
 {
     sqlite3_stmt *st;
-    int rc = prepare(m,
-                     "SELECT " FILE_COLUMNS " FROM files ORDER BY path",
-                     &st, err);
+    int rc = prepare(m, "SELECT " FILE_COLUMNS " FROM files ORDER BY path", &st, err);
     if (rc < 0)
         return rc;
     return each_row(m, st, cb, ctx, err);
@@ -343,8 +341,8 @@ int cbfs_manifest_foreach_child(CbfsManifest *m, int64_t parent, cbfs_manifest_f
                                 void *ctx, CbfsError *err)
 {
     sqlite3_stmt *st;
-    int rc = prepare(m, "SELECT " FILE_COLUMNS " FROM files WHERE parent = ? ORDER BY name", &st,
-                     err);
+    int rc =
+        prepare(m, "SELECT " FILE_COLUMNS " FROM files WHERE parent = ? ORDER BY name", &st, err);
     if (rc < 0)
         return rc;
     sqlite3_bind_int64(st, 1, parent);
@@ -380,8 +378,8 @@ int cbfs_manifest_lookup(CbfsManifest *m, int64_t parent, const char *name, Cbfs
                          CbfsError *err)
 {
     sqlite3_stmt *st;
-    int rc = prepare(m, "SELECT " FILE_COLUMNS " FROM files WHERE parent = ? AND name = ?", &st,
-                     err);
+    int rc =
+        prepare(m, "SELECT " FILE_COLUMNS " FROM files WHERE parent = ? AND name = ?", &st, err);
     if (rc < 0)
         return rc;
     sqlite3_bind_int64(st, 1, parent);
