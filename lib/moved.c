@@ -198,7 +198,7 @@ static void cache_add(Cached *c)
     for (s = name_slot(c->map.pack, nslots); cache[s]; s = (s + 1) & (nslots - 1))
         ;
     cache[s] = c;
-    ncache++;
+    __atomic_store_n(&ncache, ncache + 1, __ATOMIC_RELEASE);
 }
 
 /* name's cache entry in *ret, reading the map first if need be; < 0 (err
@@ -243,6 +243,9 @@ static int lookup(CbfsStore *st, const char *name, const Cached **ret, CbfsError
 bool cbfs_moved_known(const char *name)
 {
     const Cached *c;
+    /* the usual case, a repository gc never rewrote: no lock on the read path */
+    if (__atomic_load_n(&ncache, __ATOMIC_ACQUIRE) == 0)
+        return false;
     pthread_mutex_lock(&cache_lock);
     c = cached(name);
     pthread_mutex_unlock(&cache_lock);
