@@ -128,17 +128,45 @@ static int new_block(World *w)
     return w->nblks++;
 }
 
-/* Store the writer's pack (if it holds anything) and free it. */
-static void finish_pack(World *w, CbfsPackWriter *pw)
+/* A pack being written: its stored blocks back to back, which is all a
+ * reader of blocks needs (a real writer's index and trailer are pack.c's). */
+typedef struct PackBuf {
+    char name[CBFS_PACK_NAME_LEN + 1];
+    CbfsBuf data;
+    size_t count;
+} PackBuf;
+
+static PackBuf *pack_new(void)
+{
+    PackBuf *p = cbfs_xcalloc(1, sizeof(*p));
+    uint64_t r[2] = {next(), next()};
+    cbfs_hex_encode((const uint8_t *) r, sizeof(r), p->name);
+    cbfs_buf_init(&p->data);
+    return p;
+}
+
+static uint64_t pack_append(PackBuf *p, const void *stored, uint32_t len)
+{
+    uint64_t off = p->data.len;
+    cbfs_buf_append(&p->data, stored, len);
+    p->count++;
+    return off;
+}
+
+/* Store the pack (if it holds anything) and free it. */
+static void finish_pack(World *w, PackBuf *p)
 {
     CbfsError err;
+    char key[CBFS_PACK_KEY_MAX];
     cbfs_error_init(&err);
-    if (cbfs_pack_writer_count(pw)) {
-        if (cbfs_pack_writer_finish(pw, w->st, NULL, &err) < 0)
+    if (p->count) {
+        cbfs_pack_key_into(p->name, key);
+        if (cbfs_store_put(w->st, key, p->data.data, p->data.len, &err) < 0)
             abort();
-        add_pack(w, cbfs_pack_writer_name(pw));
+        add_pack(w, p->name);
     }
-    cbfs_pack_writer_free(pw);
+    cbfs_buf_release(&p->data);
+    free(p);
 }
 
 /* A new backup: the previous one with about a tenth of its blocks changed
@@ -148,7 +176,7 @@ static void take_backup(World *w)
 {
     Backup *b = &w->backups[w->nbackups];
     const Backup *prev = w->nbackups ? &w->backups[w->nbackups - 1] : NULL;
-    CbfsPackWriter *pw = cbfs_pack_writer_new();
+    PackBuf *pw = pack_new();
     unsigned limit = 4 + below(60); /* blocks per pack */
 
     for (int f = 0; f < FILES; f++)
@@ -159,9 +187,9 @@ static void take_backup(World *w)
                 b->blk[f][k] = prev->blk[f][k];
                 continue;
             }
-            if (cbfs_pack_writer_count(pw) >= limit) {
+            if (pw->count >= limit) {
                 finish_pack(w, pw);
-                pw = cbfs_pack_writer_new();
+                pw = pack_new();
             }
             b->blk[f][k] = new_block(w);
             const Blk *x = &w->blks[b->blk[f][k]];
@@ -169,8 +197,8 @@ static void take_backup(World *w)
             r->file = f;
             r->blockno = (uint64_t) k;
             memcpy(r->id, x->id, CBFS_BLOCK_ID_LEN);
-            memcpy(r->pack, cbfs_pack_writer_name(pw), CBFS_PACK_NAME_LEN + 1);
-            r->offset = cbfs_pack_writer_append(pw, x->id, x->stored, x->stored_len, x->raw_len);
+            memcpy(r->pack, pw->name, CBFS_PACK_NAME_LEN + 1);
+            r->offset = pack_append(pw, x->stored, x->stored_len);
             r->stored_len = x->stored_len;
             r->raw_len = x->raw_len;
         }
@@ -231,11 +259,10 @@ static void remove_pack(World *w, int p)
 static void rewrite(World *w, int p, Live *live, size_t n)
 {
     CbfsMovedMap *m = cbfs_xcalloc(1, sizeof(*m));
-    CbfsPackWriter *pw = cbfs_pack_writer_new();
-    CbfsPackWriter *done[64];
+    PackBuf *pw = pack_new();
+    PackBuf *done[64];
     size_t ndone = 0;
     char pkey[CBFS_PACK_KEY_MAX];
-    static const uint8_t no_id[CBFS_BLOCK_ID_LEN]; /* readers go by offset */
     CbfsError err;
 
     cbfs_error_init(&err);
@@ -249,22 +276,21 @@ static void rewrite(World *w, int p, Live *live, size_t n)
         CbfsExtent *last = m->n ? &m->ext[m->n - 1] : NULL;
         if (i > 0 && below(8) == 0 && ndone < 63) {
             done[ndone++] = pw;
-            pw = cbfs_pack_writer_new();
+            pw = pack_new();
         }
         if (cbfs_store_get_range(w->st, pkey, live[i].off, live[i].len, buf, &got, &err) < 0 ||
             got != live[i].len)
             abort();
-        new_off = cbfs_pack_writer_append(pw, no_id, buf, live[i].len, 0);
+        new_off = pack_append(pw, buf, live[i].len);
         if (last && below(4) != 0 && last->old_off + last->len == live[i].off &&
-            strcmp(last->new_pack, cbfs_pack_writer_name(pw)) == 0 &&
-            last->new_off + last->len == new_off) {
+            strcmp(last->new_pack, pw->name) == 0 && last->new_off + last->len == new_off) {
             last->len += live[i].len; /* the same extent goes on */
             continue;
         }
         m->ext[m->n].old_off = live[i].off;
         m->ext[m->n].len = live[i].len;
         m->ext[m->n].new_off = new_off;
-        memcpy(m->ext[m->n].new_pack, cbfs_pack_writer_name(pw), CBFS_PACK_NAME_LEN + 1);
+        memcpy(m->ext[m->n].new_pack, pw->name, CBFS_PACK_NAME_LEN + 1);
         m->n++;
     }
     done[ndone++] = pw;
