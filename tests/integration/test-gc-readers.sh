@@ -162,6 +162,19 @@ starts() {
 	rm -rf "$(datadir "$name")" "$(datadir "$name").ts"
 }
 
+# collect_all LABEL MAX_WASTE: in both repositories, expire keeping the
+# newest two backups drops LABEL, and gc --max-waste MAX_WASTE rewrites packs
+collect_all() {
+	local r
+	for r in "${REPOS[@]}"; do
+		cbfs expire "$r" --keep-last 2
+		like "$OUT" "expired 1 of 3 backups" "${NAME[$r]}: expire drops $1"
+		cbfs gc "$r" --max-waste "$2"
+		like "$OUT" "gc complete: removed [0-9]+ packs?, rewrote [1-9][0-9]* packs?" \
+			"${NAME[$r]}: gc --max-waste $2 rewrites packs"
+	done
+}
+
 # ---------------------------------------------------------------- three backups
 backup_all b1
 # clustered: a quarter of customers in ranges of 15000 rows, the rest in runs
@@ -177,13 +190,7 @@ for r in "${REPOS[@]}"; do
 done
 
 # ---------------------------------------------------------------- first rewrite
-for r in "${REPOS[@]}"; do
-	cbfs expire "$r" --keep-last 2
-	like "$OUT" "expired 1 of 3 backups" "${NAME[$r]}: expire drops b1"
-	cbfs gc "$r" --max-waste 10
-	like "$OUT" "gc complete: removed [0-9]+ packs?, rewrote [1-9][0-9]* packs?" \
-		"${NAME[$r]}: gc rewrites packs"
-done
+collect_all b1 10
 if [[ $KIND == local ]]; then
 	# a run of used blocks cut into adjacent extents
 	cut=$(maps "$PLAIN" | sort -k1,1 -k2,2n |
@@ -209,12 +216,8 @@ change "update orders set note = note || 'z' where id % 2000 = 1000;
 backup_all b4
 for r in "${REPOS[@]}"; do
 	reference "$r" b4
-	cbfs expire "$r" --keep-last 2
-	like "$OUT" "expired 1 of 3 backups" "${NAME[$r]}: expire drops b2"
-	cbfs gc "$r" --max-waste 0
-	like "$OUT" "gc complete: removed [0-9]+ packs?, rewrote [1-9][0-9]* packs?" \
-		"${NAME[$r]}: gc rewrites packs again"
 done
+collect_all b2 0
 if [[ $KIND == local ]]; then
 	# a map into a pack that was rewritten in turn
 	chained=$(maps "$PLAIN" | while read -r _ _ _ to _; do
