@@ -645,6 +645,9 @@ static void usage(void)
            "  -d, --dbname CONNINFO  how to connect (default: dbname=postgres, libpq defaults)\n"
            "  -l, --label TEXT       backup label (default: the start time, 20261121T103000Z)\n"
            "  -j, --jobs N           parallel reader/compressor threads (default: 2)\n"
+           "      --node NAME        back up as this node of a repository holding several\n"
+           "                         (a Citus coordinator or worker); its first backup or\n"
+           "                         WAL file makes the node\n"
            "      --passphrase-file FILE\n"
            "                         passphrase of an encrypted repository (mode 0600; else\n"
            "                         CBFS_PASSPHRASE, CBFS_PASSPHRASE_FILE or a prompt)\n"
@@ -677,10 +680,11 @@ int cmd_backup(int argc, char **argv)
         {"label", required_argument, NULL, 'l'},
         {"jobs", required_argument, NULL, 'j'},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"node", required_argument, NULL, CMD_OPT_NODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *pgdata_arg = NULL, *conninfo = NULL, *label_arg = NULL;
+    const char *pgdata_arg = NULL, *conninfo = NULL, *label_arg = NULL, *node = NULL;
     long jobs = 2;
     char pgdata[PATH_MAX], label[CBFS_LABEL_MAX + 1], pg_major[16] = "";
     char *label_file = NULL, *spc_map = NULL, *manifest_path = NULL, *cache = NULL;
@@ -718,6 +722,9 @@ int cmd_backup(int argc, char **argv)
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
             break;
+        case CMD_OPT_NODE:
+            node = optarg;
+            break;
         case 'h':
             usage();
             return 0;
@@ -737,6 +744,8 @@ int cmd_backup(int argc, char **argv)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &b.repo, &err);
     cbfs_location_release(&loc);
+    if (rc == 0 && (rc = cbfs_repo_set_node(b.repo, node, &err)) < 0)
+        cbfs_repo_free(b.repo);
     if (rc < 0)
         return cmd_fail(&err);
     b.block_size = b.repo->block_size;
@@ -797,22 +806,24 @@ int cmd_backup(int argc, char **argv)
     if (cbfs_repo_unlock(b.repo, &err) < 0 || cbfs_repo_claim(b.repo, sysid, &owner, &err) < 0)
         goto fail;
     if (owner != sysid) {
+        char what[CBFS_ERROR_MSG_MAX / 2];
         cbfs_error_set(&err, EINVAL, CBFS_EXIT_DATABASE,
-                       "repository \"%s\" belongs to database system %llu, not %llu",
-                       b.repo->display, (unsigned long long) owner, (unsigned long long) sysid);
+                       "%s belongs to database system %llu, not %llu",
+                       cbfs_repo_what(b.repo, what, sizeof(what)), (unsigned long long) owner,
+                       (unsigned long long) sysid);
         goto fail;
     }
     /* the label */
     start_time = time(NULL);
     if (label_arg) {
         CbfsKv *rec;
+        char what[CBFS_ERROR_MSG_MAX / 2];
         snprintf(label, sizeof(label), "%s", label_arg);
         rc = cbfs_repo_read_backup(b.repo, label, &rec, &err);
         if (rc == 0) {
             cbfs_kv_free(rec);
-            cbfs_error_set(&err, EEXIST, CBFS_EXIT_ERROR,
-                           "backup \"%s\" already exists in repository \"%s\"", label,
-                           b.repo->display);
+            cbfs_error_set(&err, EEXIST, CBFS_EXIT_ERROR, "backup \"%s\" already exists in %s",
+                           label, cbfs_repo_what(b.repo, what, sizeof(what)));
             goto fail;
         }
         if (rc != -ENOENT)
@@ -952,6 +963,8 @@ int cmd_backup(int argc, char **argv)
             goto fail;
         }
         cbfs_kv_set(rec, "label", label);
+        if (b.repo->node)
+            cbfs_kv_set(rec, "node", b.repo->node);
         cbfs_kv_set(rec, "start_time", start_s);
         cbfs_kv_set(rec, "stop_time", stop_s);
         cbfs_lsn_format(b.start_lsn, buf, sizeof(buf));

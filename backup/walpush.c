@@ -83,11 +83,13 @@ static void queue_close(Queue *q)
     free(q->wal_dir);
 }
 
-/* What a marker says of the file at path: repository and file identity. */
+/* What a marker says of the file at path: repository, node and file
+ * identity. */
 static char *marker_text(const CbfsRepo *repo, const struct stat *st)
 {
-    return cbfs_xasprintf("repository %s\ndevice %llu\ninode %llu\nsize %lld\nmtime %lld.%09ld\n",
-                          repo->id, (unsigned long long) st->st_dev,
+    return cbfs_xasprintf("repository %s\nnode %s\ndevice %llu\ninode %llu\nsize %lld\nmtime "
+                          "%lld.%09ld\n",
+                          repo->id, cbfs_repo_node_name(repo), (unsigned long long) st->st_dev,
                           (unsigned long long) st->st_ino, (long long) st->st_size,
                           (long long) st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
 }
@@ -283,7 +285,7 @@ static void pusher_prune(const Queue *q)
 
 /* The detached pusher: stores ready segments (other than `skip`, which the
  * archiver's own call is storing) until a scan finds nothing left to do. */
-static void pusher_run(const Queue *q, const char *repo_spec, const char *skip)
+static void pusher_run(const Queue *q, const char *repo_spec, const char *node, const char *skip)
 {
     CbfsLocation loc;
     CbfsRepo *repo = NULL;
@@ -298,7 +300,8 @@ static void pusher_run(const Queue *q, const char *repo_spec, const char *skip)
     /* a repository of our own: nothing is shared with the parent's */
     if (cbfs_location_parse(repo_spec, false, &loc, &err) < 0)
         return;
-    if (cbfs_repo_open(&loc, &repo, &err) < 0) {
+    if (cbfs_repo_open(&loc, &repo, &err) < 0 || cbfs_repo_set_node(repo, node, &err) < 0) {
+        cbfs_repo_free(repo);
         cbfs_location_release(&loc);
         return;
     }
@@ -329,7 +332,7 @@ static void pusher_run(const Queue *q, const char *repo_spec, const char *skip)
 }
 
 /* Start the pusher, detached, if segments after name are ready. */
-static void pusher_start(const Queue *q, const char *repo_spec, const char *name)
+static void pusher_start(const Queue *q, const char *repo_spec, const char *node, const char *name)
 {
     char **names;
     size_t unmarked = unmarked_ready(q, name, 1, &names);
@@ -339,7 +342,7 @@ static void pusher_start(const Queue *q, const char *repo_spec, const char *name
         return;
     if (!cmd_detach())
         return; /* the archiver's call goes on while the pusher works */
-    pusher_run(q, repo_spec, name);
+    pusher_run(q, repo_spec, node, name);
     _exit(0);
 }
 
@@ -349,6 +352,7 @@ int cmd_wal_push(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"node", required_argument, NULL, CMD_OPT_NODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -357,7 +361,7 @@ int cmd_wal_push(int argc, char **argv)
     CbfsError err;
     Queue q;
     bool queued;
-    const char *path, *name, *spec;
+    const char *path, *name, *spec, *node = NULL;
     int c, rc, lfd = -1;
 
     cbfs_error_init(&err);
@@ -366,14 +370,21 @@ int cmd_wal_push(int argc, char **argv)
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
             break;
+        case CMD_OPT_NODE:
+            node = optarg;
+            break;
         case 'h':
-            printf("Usage: cbfs wal-push [--passphrase-file FILE] REPO PATH\n"
+            printf("Usage: cbfs wal-push [--passphrase-file FILE] [--node NAME] REPO PATH\n"
                    "\n"
                    "Store the WAL file at PATH in the repository; for archive_command:\n"
                    "  archive_command = 'cbfs wal-push REPO %%p'\n"
                    "Exits 0 only once the file is durably stored (or an identical copy was).\n"
                    "Segments that archive_status marks ready are stored ahead by a background\n"
                    "pusher, which leaves its markers in cbfs-push/ beside PATH.\n"
+                   "\n"
+                   "With --node NAME the file is stored as that node's, in a repository that\n"
+                   "holds several (a Citus coordinator or worker): the node's first file or\n"
+                   "backup makes it, and a server of another system identifier is refused.\n"
                    "\n"
                    "An encrypted repository's passphrase comes from --passphrase-file FILE\n"
                    "(mode 0600), CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE.\n");
@@ -391,6 +402,8 @@ int cmd_wal_push(int argc, char **argv)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
     cbfs_location_release(&loc);
+    if (rc == 0 && (rc = cbfs_repo_set_node(repo, node, &err)) < 0)
+        cbfs_repo_free(repo);
     if (rc < 0)
         return cmd_fail(&err);
 
@@ -398,7 +411,7 @@ int cmd_wal_push(int argc, char **argv)
     queued = cbfs_wal_classify(name, NULL) == CBFS_WAL_SEGMENT && queue_open(path, &q);
     if (queued) {
         struct stat st;
-        pusher_start(&q, spec, name);
+        pusher_start(&q, spec, node, name);
         lfd = lock_segment(&q, name, true); /* the pusher may be storing it now */
         if (stat(path, &st) == 0 && marker_matches(&q, repo, name, &st) &&
             cbfs_wal_exists(repo, name, &err) == 0) {

@@ -15,6 +15,9 @@
 /* getopt value of --passphrase-file, which every command that opens a
  * repository takes: it calls cbfs_passphrase_set_file(optarg). */
 #define CMD_OPT_PASSPHRASE_FILE 0x1000 /* above every command's own values */
+/* getopt value of --node NAME (repo.h: nodes), on every command that
+ * serves one node of a repository. */
+#define CMD_OPT_NODE 0x1001
 
 int cmd_init(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

@@ -48,6 +48,7 @@ typedef struct MountOptions {
     bool debug;
     bool foreground;
     bool pause; /* target_action=pause */
+    char *node; /* node=NAME or --node NAME: a node of a repository of several */
 } MountOptions;
 
 static void mount_usage(void)
@@ -67,6 +68,8 @@ static void mount_usage(void)
            "  cache_size=SIZE       memory for decompressed blocks (default 128M)\n"
            "  allow_other           let other users in (implied when uid= is not you)\n"
            "  target_action=pause   pause at the point instead of promoting\n"
+           "  node=NAME             a node of a repository that holds several (also\n"
+           "                        --node NAME)\n"
            "  passphrase_file=FILE  passphrase of an encrypted repository (mode 0600; also\n"
            "                        written into restore_command, so PostgreSQL's user\n"
            "                        must be able to read it)\n"
@@ -143,6 +146,11 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
         if (strcmp(o, "cache_size") == 0 && v) {
             if (cbfs_parse_size(v, &mo->cache_size) < 0 || mo->cache_size < (1u << 20))
                 rc = cmd_usage_error(cmd, "invalid cache_size \"%s\" (at least 1M)", v);
+            continue;
+        }
+        if (strcmp(o, "node") == 0 && v && *v) {
+            free(mo->node);
+            mo->node = cbfs_xstrdup(v);
             continue;
         }
         if (strcmp(o, "passphrase_file") == 0 && v && *v) {
@@ -370,6 +378,12 @@ int cmd_mount(int argc, char **argv)
         } else if (strncmp(argv[i], "-o", 2) == 0) {
             if ((rc = parse_o(&mo, argv[i] + 2, cmd)) != 0)
                 return rc;
+        } else if (strcmp(argv[i], "--node") == 0 || strncmp(argv[i], "--node=", 7) == 0) {
+            const char *v = argv[i][6] == '=' ? argv[i] + 7 : i + 1 < argc ? argv[++i] : NULL;
+            if (!v || !*v)
+                return cmd_usage_error(cmd, "--node needs a node name");
+            free(mo.node);
+            mo.node = cbfs_xstrdup(v);
         } else if (strcmp(argv[i], "-f") == 0) {
             mo.foreground = true;
         } else if (strcmp(argv[i], "-n") == 0 || strcmp(argv[i], "-s") == 0 ||
@@ -425,6 +439,8 @@ int cmd_mount(int argc, char **argv)
     if (cbfs_location_parse(mo.source, true, &loc, &err) < 0)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
+    if (rc == 0)
+        rc = cbfs_repo_select_node(repo, mo.node, &err);
     /* an encrypted repository's key now, in the foreground: the daemon
      * cannot ask for a passphrase */
     if (rc == 0)
@@ -438,9 +454,9 @@ int cmd_mount(int argc, char **argv)
     if (rc == 0) {
         label = cbfs_xstrdup(target.label);
         target.pause = mo.pause;
-        /* an overlay belongs to one backup and one target */
-        identity =
-            target.value ? cbfs_xasprintf("%s@%s", label, target.value) : cbfs_xstrdup(label);
+        /* an overlay belongs to one backup (of one node) and one target */
+        identity = cbfs_xasprintf("%s%s%s%s%s", repo->node ? repo->node : "", repo->node ? "/" : "",
+                                  label, target.value ? "@" : "", target.value ? target.value : "");
     }
     cbfs_location_release(&loc);
     if (rc < 0)
@@ -548,6 +564,7 @@ out:
     free(label);
     free(mo.overlay);
     free(mo.cache_dir);
+    free(mo.node);
     free(identity);
     cbfs_target_release(&target);
     cbfs_kv_free(rec);

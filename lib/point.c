@@ -442,6 +442,11 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
         shell_quote(&cmd, pass_file);
         cbfs_buf_append(&cmd, " ", 1);
     }
+    if (r->node) {
+        cbfs_buf_append(&cmd, "--node ", 7);
+        shell_quote(&cmd, r->node);
+        cbfs_buf_append(&cmd, " ", 1);
+    }
     shell_quote(&cmd, repo);
     cbfs_buf_append(&cmd, " %f %p", 6);
     qcmd = cbfs_pg_quote(cmd.data);

@@ -176,6 +176,7 @@ int cbfs_repo_open(const CbfsLocation *loc, CbfsRepo **ret, CbfsError *err)
     copy_location(&r->loc, loc);
     r->display = r->loc.spec;
     r->store = st;
+    r->shared = st;
     strcpy(r->id, cbfs_kv_get(kv, "repository_id"));
     r->block_size = (uint32_t) bs;
     r->compress_level = (int) level;
@@ -190,6 +191,7 @@ int cbfs_repo_open(const CbfsLocation *loc, CbfsRepo **ret, CbfsError *err)
             return rc;
         }
         r->store = cbfs_store_crypt_new(st, r->crypt);
+        r->shared = r->store;
     }
     cbfs_kv_free(kv);
     *ret = r;
@@ -200,10 +202,167 @@ void cbfs_repo_free(CbfsRepo *r)
 {
     if (!r)
         return;
-    cbfs_store_free(r->store);
-    cbfs_crypt_free(r->crypt); /* after the store that borrows it */
+    if (r->store != r->shared)
+        cbfs_store_free(r->store); /* a node's view */
+    if (!r->view) {
+        cbfs_store_free(r->shared);
+        cbfs_crypt_free(r->crypt); /* after the store that borrows it */
+    }
+    free(r->node);
     cbfs_location_release(&r->loc);
     free(r);
+}
+
+/* ---------------------------------------------------------------- nodes */
+
+bool cbfs_node_name_valid(const char *name)
+{
+    return cbfs_label_valid(name) && strlen(name) <= CBFS_NODE_MAX && name[0] != '-';
+}
+
+/* Point r at node (valid or NULL), dropping the view it had. */
+static void serve(CbfsRepo *r, const char *node)
+{
+    if (r->store != r->shared)
+        cbfs_store_free(r->store);
+    free(r->node);
+    r->node = NULL;
+    r->store = r->shared;
+    if (node && strcmp(node, CBFS_NODE_DEFAULT) != 0) {
+        r->node = cbfs_xstrdup(node);
+        r->store = cbfs_store_node_new(r->shared, node);
+    }
+}
+
+int cbfs_repo_set_node(CbfsRepo *r, const char *node, CbfsError *err)
+{
+    if (node && !cbfs_node_name_valid(node))
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE,
+                              "invalid node name \"%s\" (1 to %d letters, digits, '.', '_' or "
+                              "'-', not starting with '.' or '-')",
+                              node, CBFS_NODE_MAX);
+    serve(r, node);
+    return 0;
+}
+
+CbfsRepo *cbfs_repo_node_view(CbfsRepo *r, const char *node)
+{
+    CbfsRepo *v = cbfs_xcalloc(1, sizeof(*v));
+    copy_location(&v->loc, &r->loc);
+    v->display = v->loc.spec;
+    v->shared = r->shared;
+    v->store = r->shared;
+    v->view = true;
+    memcpy(v->id, r->id, sizeof(v->id));
+    v->block_size = r->block_size;
+    v->compress_level = r->compress_level;
+    v->crypt = r->crypt;
+    serve(v, node);
+    return v;
+}
+
+const char *cbfs_repo_node_name(const CbfsRepo *r)
+{
+    return r->node ? r->node : CBFS_NODE_DEFAULT;
+}
+
+const char *cbfs_repo_what(const CbfsRepo *r, char *buf, size_t size)
+{
+    if (r->node)
+        snprintf(buf, size, "node \"%s\" of repository \"%s\"", r->node, r->display);
+    else
+        snprintf(buf, size, "repository \"%s\"", r->display);
+    return buf;
+}
+
+int cbfs_repo_list_nodes(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
+{
+    char **names = NULL;
+    size_t n = 0, k = 0;
+    uint64_t size;
+    int rc = cbfs_store_stat(r->shared, "cluster", &size, err);
+
+    if (rc < 0 && rc != -ENOENT)
+        return rc;
+    bool has_default = rc == 0;
+    rc = cbfs_store_list_names(r->shared, "nodes/", "", &names, &n, err);
+    if (rc < 0)
+        return rc;
+    /* the valid names, after "default" */
+    char **out = cbfs_xcalloc(n + 1, sizeof(char *));
+    if (has_default)
+        out[k++] = cbfs_xstrdup(CBFS_NODE_DEFAULT);
+    for (size_t i = 0; i < n; i++) {
+        if (cbfs_node_name_valid(names[i]) && strcmp(names[i], CBFS_NODE_DEFAULT) != 0)
+            out[k++] = names[i];
+        else
+            free(names[i]);
+    }
+    free(names);
+    *ret = out;
+    *ret_n = k;
+    return 0;
+}
+
+/* 'repository "R" holds nodes a, b and c: choose one with --node' when
+ * the repository holds named nodes (names: its nodes, none the default). */
+static int choose_node(CbfsRepo *r, char **names, size_t n, CbfsError *err)
+{
+    CbfsBuf b;
+    int rc;
+    cbfs_buf_init(&b);
+    for (size_t i = 0; i < n; i++)
+        cbfs_buf_printf(&b, "%s%s", i == 0 ? "" : i + 1 == n ? " and " : ", ", names[i]);
+    rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE,
+                        "repository \"%s\" holds %s %s: choose one with --node", r->display,
+                        n == 1 ? "node" : "nodes", b.data ? b.data : "");
+    cbfs_buf_release(&b);
+    return rc;
+}
+
+/* The default node is unclaimed: refuse it when the repository holds
+ * named nodes. */
+static int default_node_allowed(CbfsRepo *r, CbfsError *err)
+{
+    char **names;
+    size_t n;
+    int rc = cbfs_repo_list_nodes(r, &names, &n, err);
+    if (rc < 0)
+        return rc;
+    if (n > 0 && strcmp(names[0], CBFS_NODE_DEFAULT) != 0)
+        rc = choose_node(r, names, n, err);
+    cbfs_store_free_names(names, n);
+    return rc;
+}
+
+int cbfs_repo_select_node(CbfsRepo *r, const char *node, CbfsError *err)
+{
+    bool exists;
+    int rc = cbfs_repo_set_node(r, node, err);
+
+    if (rc == 0)
+        rc = cbfs_repo_node_exists(r, r->node, &exists, err);
+    if (rc < 0)
+        return rc;
+    if (exists)
+        return 0;
+    if (r->node)
+        return cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND,
+                              "node \"%s\" not found in repository \"%s\"", r->node, r->display);
+    return default_node_allowed(r, err);
+}
+
+int cbfs_repo_node_exists(CbfsRepo *r, const char *node, bool *ret, CbfsError *err)
+{
+    char *key = node && strcmp(node, CBFS_NODE_DEFAULT) != 0 ? cbfs_xasprintf("nodes/%s", node)
+                                                             : cbfs_xstrdup("cluster");
+    uint64_t size;
+    int rc = cbfs_store_stat(r->shared, key, &size, err);
+    free(key);
+    if (rc < 0 && rc != -ENOENT)
+        return rc;
+    *ret = rc == 0;
+    return 0;
 }
 
 int cbfs_repo_unlock(CbfsRepo *r, CbfsError *err)
@@ -298,10 +457,17 @@ int cbfs_repo_cluster(CbfsRepo *r, uint64_t *ret_sysid, CbfsError *err)
 int cbfs_repo_claim(CbfsRepo *r, uint64_t sysid, uint64_t *ret_owner, CbfsError *err)
 {
     int rc = cbfs_repo_cluster(r, ret_owner, err);
+    if (rc == -ENOENT && !r->node && (rc = default_node_allowed(r, err)) == 0)
+        rc = -ENOENT;
     if (rc == -ENOENT) {
         CbfsKv *kv = cbfs_kv_new();
-        char *text;
+        char *text, now[32];
         cbfs_kv_set_u64(kv, "system_identifier", sysid);
+        if (r->node) {
+            cbfs_format_time(time(NULL), now, sizeof(now));
+            cbfs_kv_set(kv, "node", r->node);
+            cbfs_kv_set(kv, "created", now);
+        }
         text = cbfs_kv_format(kv);
         rc = cbfs_store_put(r->store, "cluster", text, strlen(text), err);
         free(text);
@@ -524,7 +690,8 @@ int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
                               "manifest \"%s\" of backup \"%s\" is corrupt: checksum mismatch",
                               mkey, label);
     }
-    path = cbfs_xasprintf("%s/manifest.%s.%d.db", dir, label, (int) getpid());
+    path = cbfs_xasprintf("%s/manifest.%s%s%s.%d.db", dir, r->node ? r->node : "",
+                          r->node ? "." : "", label, (int) getpid());
     unlink(path);
     rc = cbfs_write_file_atomic(path, data, len, 0600, err);
     free(data);

@@ -379,59 +379,186 @@ static bool xact_time(const uint8_t *rec, uint32_t len, int64_t *ret_us)
     return false;
 }
 
-int cbfs_wal_last_xact_time(const uint8_t *seg, size_t len, int64_t *ret_us)
+int cbfs_wal_scan(const uint8_t *buf, size_t len, cbfs_wal_record_cb cb, void *ctx)
 {
     uint64_t sysid, start;
     uint32_t seg_size, tli, blcksz, rem_len;
     uint16_t magic, info;
     uint8_t *stream;
-    size_t total = 0, pos;
-    bool found = false;
+    uint64_t *page_lsn; /* the LSN of each page's first stream byte */
+    size_t *page_pos, npages = 0, total = 0, pos;
+    int rc = 0;
 
-    if (cbfs_wal_segment_header(seg, len, &sysid, &seg_size, &tli) < 0 || len != seg_size)
+    if (cbfs_wal_segment_header(buf, len, &sysid, &seg_size, &tli) < 0 || len == 0 ||
+        len % seg_size != 0)
         return -EINVAL;
     pthread_once(&crc32c_once, crc32c_init);
-    memcpy(&blcksz, seg + XLP_XLOG_BLCKSZ_OFF, sizeof(blcksz));
-    memcpy(&magic, seg + XLP_MAGIC_OFF, sizeof(magic));
-    memcpy(&start, seg + XLP_PAGEADDR_OFF, sizeof(start));
-    memcpy(&rem_len, seg + XLP_REM_LEN_OFF, sizeof(rem_len));
-    memcpy(&info, seg + XLP_INFO_OFF, sizeof(info));
+    memcpy(&blcksz, buf + XLP_XLOG_BLCKSZ_OFF, sizeof(blcksz));
+    memcpy(&magic, buf + XLP_MAGIC_OFF, sizeof(magic));
+    memcpy(&start, buf + XLP_PAGEADDR_OFF, sizeof(start));
+    memcpy(&rem_len, buf + XLP_REM_LEN_OFF, sizeof(rem_len));
+    memcpy(&info, buf + XLP_INFO_OFF, sizeof(info));
 
     /* the record stream without page headers, up to the first page that is
-     * not this segment's (a recycled file keeps pages of its earlier life);
-     * page headers are multiples of 8, so alignment carries over */
+     * not where it should be (the end of the WAL written: a recycled file
+     * keeps pages of its earlier life); page headers are multiples of 8, so
+     * alignment carries over, also from one segment into the next */
     stream = cbfs_xmalloc(len);
+    page_lsn = cbfs_xmalloc((len / blcksz + 1) * sizeof(uint64_t));
+    page_pos = cbfs_xmalloc((len / blcksz + 1) * sizeof(size_t));
     for (size_t off = 0; off + blcksz <= len; off += blcksz) {
         uint16_t m;
         uint64_t addr;
-        size_t hdr = off == 0 ? XLP_LONG_HEADER_LEN : XLP_SHORT_HEADER_LEN;
-        memcpy(&m, seg + off + XLP_MAGIC_OFF, sizeof(m));
-        memcpy(&addr, seg + off + XLP_PAGEADDR_OFF, sizeof(addr));
+        size_t hdr = off % seg_size == 0 ? XLP_LONG_HEADER_LEN : XLP_SHORT_HEADER_LEN;
+        memcpy(&m, buf + off + XLP_MAGIC_OFF, sizeof(m));
+        memcpy(&addr, buf + off + XLP_PAGEADDR_OFF, sizeof(addr));
         if (m != magic || addr != start + off)
             break;
-        memcpy(stream + total, seg + off + hdr, blcksz - hdr);
+        page_lsn[npages] = start + off + hdr;
+        page_pos[npages++] = total;
+        memcpy(stream + total, buf + off + hdr, blcksz - hdr);
         total += blcksz - hdr;
     }
-    /* the tail of a record begun in the previous segment */
+    /* the tail of a record begun before buf */
     pos = info & XLP_FIRST_IS_CONTRECORD ? align8(rem_len) : 0;
-    while (pos + XLOG_RECORD_LEN <= total) {
+    while (pos + XLOG_RECORD_LEN <= total && rc == 0) {
         const uint8_t *rec = stream + pos;
         uint32_t tot_len, crc, want;
-        int64_t t;
+        size_t page = pos / (blcksz - XLP_SHORT_HEADER_LEN); /* at or before the record's */
         memcpy(&tot_len, rec, sizeof(tot_len));
         if (tot_len < XLOG_RECORD_LEN || tot_len > total - pos)
-            break; /* the end of the WAL written, or a record going on in the next segment */
+            break; /* the end of the WAL written, or a record going on after buf */
         memcpy(&want, rec + XLOG_RECORD_CRC_OFF, sizeof(want));
         crc = crc32c_update(0xFFFFFFFFu, rec + XLOG_RECORD_LEN, tot_len - XLOG_RECORD_LEN);
         crc = crc32c_update(crc, rec, XLOG_RECORD_CRC_OFF) ^ 0xFFFFFFFFu;
         if (crc != want)
             break;
-        if (xact_time(rec, tot_len, &t) && (!found || t > *ret_us)) {
-            *ret_us = t;
-            found = true;
-        }
+        if (page >= npages)
+            page = npages - 1;
+        while (page + 1 < npages && page_pos[page + 1] <= pos)
+            page++;
+        while (page > 0 && page_pos[page] > pos)
+            page--;
+        rc = cb(page_lsn[page] + (pos - page_pos[page]), rec, tot_len, ctx);
         pos = align8(pos + tot_len);
     }
     free(stream);
-    return found ? 1 : 0;
+    free(page_lsn);
+    free(page_pos);
+    return rc < 0 ? rc : 0;
+}
+
+typedef struct XactTime {
+    int64_t us;
+    bool found;
+} XactTime;
+
+static int xact_time_cb(uint64_t lsn, const uint8_t *rec, uint32_t len, void *ctx)
+{
+    XactTime *x = ctx;
+    int64_t t;
+    (void) lsn;
+    if (xact_time(rec, len, &t) && (!x->found || t > x->us)) {
+        x->us = t;
+        x->found = true;
+    }
+    return 0;
+}
+
+int cbfs_wal_last_xact_time(const uint8_t *seg, size_t len, int64_t *ret_us)
+{
+    XactTime x = {0, false};
+    uint32_t seg_size;
+    if (cbfs_wal_segment_header(seg, len, NULL, &seg_size, NULL) < 0 || len != seg_size ||
+        cbfs_wal_scan(seg, len, xact_time_cb, &x) < 0)
+        return -EINVAL;
+    if (x.found)
+        *ret_us = x.us;
+    return x.found ? 1 : 0;
+}
+
+/* ---- restore points ------------------------------------------------------- */
+
+#define RM_XLOG_ID         0
+#define XLOG_RESTORE_POINT 0x70
+#define RESTORE_POINT_LEN  72 /* TimestampTz rp_time, char rp_name[64] */
+#define RESTORE_POINT_NAME 64
+
+typedef struct FindPoint {
+    const char *name;
+    uint64_t lsn;
+    int64_t us;
+    bool found;
+} FindPoint;
+
+/* The main data of a record without block references, or NULL. */
+static const uint8_t *main_data(const uint8_t *rec, uint32_t len, uint32_t *ret_len)
+{
+    uint32_t pos = XLOG_RECORD_LEN;
+    while (pos < len) {
+        uint8_t id = rec[pos++];
+        uint32_t n;
+        if (id == XLR_BLOCK_ID_ORIGIN) {
+            pos += 2;
+        } else if (id == XLR_BLOCK_ID_TOPLEVEL) {
+            pos += 4;
+        } else if (id == XLR_BLOCK_ID_DATA_SHORT) {
+            if (pos + 1 > len)
+                return NULL;
+            n = rec[pos++];
+            if (n > len - pos)
+                return NULL;
+            *ret_len = n;
+            return rec + pos;
+        } else if (id == XLR_BLOCK_ID_DATA_LONG) {
+            if (pos + 4 > len)
+                return NULL;
+            memcpy(&n, rec + pos, 4);
+            pos += 4;
+            if (n > len - pos)
+                return NULL;
+            *ret_len = n;
+            return rec + pos;
+        } else {
+            return NULL; /* block references: not a record this looks for */
+        }
+    }
+    return NULL;
+}
+
+static int point_cb(uint64_t lsn, const uint8_t *rec, uint32_t len, void *ctx)
+{
+    FindPoint *f = ctx;
+    const uint8_t *data;
+    uint32_t n;
+    char name[RESTORE_POINT_NAME + 1];
+
+    if (rec[17] != RM_XLOG_ID || (rec[16] & 0xF0) != XLOG_RESTORE_POINT ||
+        !(data = main_data(rec, len, &n)) || n < RESTORE_POINT_LEN)
+        return 0;
+    memcpy(name, data + 8, RESTORE_POINT_NAME);
+    name[RESTORE_POINT_NAME] = '\0';
+    if (strcmp(name, f->name) != 0)
+        return 0;
+    /* the first one, as recovery stops at the first */
+    f->lsn = lsn;
+    memcpy(&f->us, data, sizeof(f->us));
+    f->us += PG_EPOCH_OFFSET_US;
+    f->found = true;
+    return 1;
+}
+
+int cbfs_wal_find_restore_point(const uint8_t *buf, size_t len, const char *name, uint64_t *ret_lsn,
+                                int64_t *ret_us)
+{
+    FindPoint f = {name, 0, 0, false};
+    int rc = cbfs_wal_scan(buf, len, point_cb, &f);
+    if (rc < 0)
+        return rc;
+    if (!f.found)
+        return 0;
+    *ret_lsn = f.lsn;
+    if (ret_us)
+        *ret_us = f.us;
+    return 1;
 }

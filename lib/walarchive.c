@@ -80,12 +80,13 @@ static int check_cluster(CbfsRepo *r, const char *name, const uint8_t *data, siz
     rc = cbfs_repo_claim(r, sysid, &owner, err);
     if (rc < 0)
         return rc;
-    if (owner != sysid)
+    if (owner != sysid) {
+        char what[CBFS_ERROR_MSG_MAX / 2];
         return cbfs_error_set(err, EINVAL, CBFS_EXIT_DATABASE,
-                              "WAL file \"%s\" belongs to database system %llu, not %llu of "
-                              "repository \"%s\"",
+                              "WAL file \"%s\" belongs to database system %llu, not %llu of %s",
                               name, (unsigned long long) sysid, (unsigned long long) owner,
-                              r->display);
+                              cbfs_repo_what(r, what, sizeof(what)));
+    }
     return 0;
 }
 

@@ -354,6 +354,7 @@ static void usage(void)
            "                                  so it never archives into the repository\n"
            "      --target-action promote|pause\n"
            "                                  at the point: promote (default) or pause\n"
+           "      --node NAME                 a node of a repository that holds several\n"
            "      --passphrase-file FILE      passphrase of an encrypted repository (mode 0600;\n"
            "                                  also written into restore_command)\n"
            "  -h, --help                      show this help\n");
@@ -367,9 +368,11 @@ int cmd_restore(int argc, char **argv)
         {"archive-mode", required_argument, NULL, 'A'},
         {"target-action", required_argument, NULL, 'P'},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"node", required_argument, NULL, CMD_OPT_NODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    const char *node = NULL;
     long jobs = 2;
     char **maps = NULL;
     size_t nmaps = 0;
@@ -429,6 +432,9 @@ int cmd_restore(int argc, char **argv)
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
             break;
+        case CMD_OPT_NODE:
+            node = optarg;
+            break;
         case 'h':
             usage();
             return 0;
@@ -451,6 +457,8 @@ int cmd_restore(int argc, char **argv)
         return cmd_fail(&err);
     }
     rc = cbfs_repo_open(&loc, &r.repo, &err);
+    if (rc == 0)
+        rc = cbfs_repo_select_node(r.repo, node, &err);
     if (rc == 0)
         rc = cbfs_repo_unlock(r.repo, &err);
     if (rc == 0)

@@ -67,7 +67,7 @@ typedef struct Verify {
     size_t nsql;
     const char *sql_db;
     bool json, keep_running;
-    const char *metrics, *user, *db_user, *pg_bin, *work_base;
+    const char *metrics, *user, *db_user, *pg_bin, *work_base, *node;
     char **settings;
     size_t nsettings;
 
@@ -233,8 +233,9 @@ static int start_mount(Verify *v, CbfsError *err)
     if (logfd < 0)
         return cbfs_error_set(err, errno, CBFS_EXIT_UNCHECKED, "could not create file \"%s\": %s",
                               v->mount_log, strerror(errno));
-    opts = cbfs_xasprintf("uid=%u,gid=%u,cache_dir=%s/cache", (unsigned) v->pg.uid,
-                          (unsigned) v->pg.gid, v->work);
+    opts = cbfs_xasprintf("uid=%u,gid=%u,cache_dir=%s/cache%s%s", (unsigned) v->pg.uid,
+                          (unsigned) v->pg.gid, v->work, v->repo->node ? ",node=" : "",
+                          v->repo->node ? v->repo->node : "");
     /* the backup resolved here, so both sides mean the same one */
     source = v->target.kind == CBFS_TARGET_IMMEDIATE
                  ? cbfs_xasprintf("%s@%s", v->repo->loc.spec, v->target.label)
@@ -555,6 +556,7 @@ static void usage(void)
            "      --db-user=ROLE    superuser role to connect as (default: that user's name)\n"
            "      --pg-bin=DIR      PostgreSQL's bin directory (default: found by version)\n"
            "      --set=NAME=VALUE  a server setting for the run, e.g. shared_buffers=1GB\n"
+           "      --node=NAME       a node of a repository that holds several\n"
            "      --work-dir=DIR    where the private directory goes (default /var/tmp); it\n"
            "                        holds what PostgreSQL writes during the run\n"
            "      --passphrase-file=FILE\n"
@@ -593,6 +595,7 @@ static int parse_args(Verify *v, int argc, char **argv)
         {"set", required_argument, NULL, O_SET},
         {"work-dir", required_argument, NULL, O_WORK},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"node", required_argument, NULL, CMD_OPT_NODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -647,6 +650,9 @@ static int parse_args(Verify *v, int argc, char **argv)
             break;
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
+            break;
+        case CMD_OPT_NODE:
+            v->node = optarg;
             break;
         case 'h':
             usage();
@@ -708,6 +714,8 @@ static int resolve(Verify *v, CbfsError *err)
     v->point = loc.point ? cbfs_xstrdup(loc.point) : NULL;
     rc = cbfs_repo_open(&loc, &v->repo, err);
     cbfs_location_release(&loc);
+    if (rc == 0)
+        rc = cbfs_repo_select_node(v->repo, v->node, err);
     /* an encrypted repository's passphrase reaches the mount and the
      * server's restore_command (as its user) through the environment */
     if (rc == 0 && v->repo->crypt && (rc = cbfs_passphrase_export(v->repo->display, err)) < 0)

@@ -96,8 +96,8 @@ static void prune_spool(const char *spool, uint32_t tli, uint64_t segno, uint32_
 }
 
 /* After serving name, fetch the next segments in a detached child. */
-static void start_prefetch(const char *repo_spec, const char *name, const char *spool,
-                           uint32_t seg_size)
+static void start_prefetch(const char *repo_spec, const char *node, const char *name,
+                           const char *spool, uint32_t seg_size)
 {
     uint32_t tli;
     uint64_t segno;
@@ -122,7 +122,7 @@ static void start_prefetch(const char *repo_spec, const char *name, const char *
         /* a repository of our own: nothing is shared with the parent's */
         cbfs_error_init(&err);
         if (cbfs_location_parse(repo_spec, false, &loc, &err) < 0 ||
-            cbfs_repo_open(&loc, &repo, &err) < 0)
+            cbfs_repo_open(&loc, &repo, &err) < 0 || cbfs_repo_set_node(repo, node, &err) < 0)
             _exit(0);
         memset(&p, 0, sizeof(p));
         p.repo = repo;
@@ -213,6 +213,7 @@ int cmd_wal_fetch(int argc, char **argv)
     static const struct option opts[] = {
         {"end", no_argument, NULL, 'E'},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"node", required_argument, NULL, CMD_OPT_NODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -220,7 +221,7 @@ int cmd_wal_fetch(int argc, char **argv)
     CbfsRepo *repo;
     CbfsError err;
     char *spool, *dir;
-    const char *name, *dest, *spec;
+    const char *name, *dest, *spec, *node = NULL;
     bool end = false;
     int c, rc;
 
@@ -233,14 +234,18 @@ int cmd_wal_fetch(int argc, char **argv)
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
             break;
+        case CMD_OPT_NODE:
+            node = optarg;
+            break;
         case 'h':
-            printf("Usage: cbfs wal-fetch [--passphrase-file FILE] REPO NAME DEST\n"
+            printf("Usage: cbfs wal-fetch [--passphrase-file FILE] [--node NAME] REPO NAME DEST\n"
                    "       cbfs wal-fetch --end\n"
                    "\n"
                    "Restore WAL file NAME from the repository into DEST; for restore_command:\n"
                    "  restore_command = 'cbfs wal-fetch REPO %%f %%p'\n"
                    "Exits 1 without a message when the repository does not have NAME.\n"
                    "Prefetches the next segments into cbfs-prefetch/ beside DEST.\n"
+                   "--node NAME fetches that node's WAL (a repository holding several).\n"
                    "An encrypted repository's passphrase comes from --passphrase-file FILE\n"
                    "(mode 0600), CBFS_PASSPHRASE or CBFS_PASSPHRASE_FILE.\n"
                    "\n"
@@ -267,6 +272,8 @@ int cmd_wal_fetch(int argc, char **argv)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &repo, &err);
     cbfs_location_release(&loc);
+    if (rc == 0 && (rc = cbfs_repo_set_node(repo, node, &err)) < 0)
+        cbfs_repo_free(repo);
     if (rc < 0)
         return cmd_fail(&err);
 
@@ -286,7 +293,7 @@ int cmd_wal_fetch(int argc, char **argv)
         (mkdir(spool, 0700) == 0 || errno == EEXIST)) {
         uint32_t seg_size = segment_size(dest);
         if (seg_size)
-            start_prefetch(spec, name, spool, seg_size);
+            start_prefetch(spec, node, name, spool, seg_size);
     }
     free(spool);
     cbfs_repo_free(repo);

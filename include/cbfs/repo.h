@@ -40,7 +40,10 @@
 
 typedef struct CbfsRepo {
     CbfsLocation loc;
-    CbfsStore *store;
+    CbfsStore *store;    /* the node's view (its keys under node/<name>/), or shared */
+    CbfsStore *shared;   /* the whole repository: what every node shares */
+    char *node;          /* the node served; NULL: the default node */
+    bool view;           /* made by cbfs_repo_node_view: shared and crypt are borrowed */
     const char *display; /* borrowed from loc.spec: the name in messages */
     char id[33];         /* repository_id, 32 hex digits */
     uint32_t block_size; /* bytes, multiple of 8192 */
@@ -79,10 +82,46 @@ CbfsCodec *cbfs_repo_codec_new(CbfsRepo *r, int level);
 int cbfs_repo_change_passphrase(CbfsRepo *r, const char *new_passphrase, const CbfsKdfParams *kdf,
                                 CbfsError *err);
 
-/* The system identifier the repository belongs to: -ENOENT if none yet. */
+/* ---- nodes (docs/design.md §8) ----
+ * A repository holds any number of nodes, each a PostgreSQL server with its
+ * own system identifier, backups, WAL, restore points and pins; blocks are
+ * shared.  The default node is the one a repository made before nodes
+ * existed holds (its keys are where they always were); it is the one every
+ * command serves without --node, and is called "default". */
+#define CBFS_NODE_DEFAULT "default"
+#define CBFS_NODE_MAX     63
+
+/* A node name: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. */
+bool cbfs_node_name_valid(const char *name);
+/* Serve node from now on (NULL or "default": the default node).  An
+ * invalid name: 'invalid node name "%s"', CBFS_EXIT_USAGE. */
+int cbfs_repo_set_node(CbfsRepo *r, const char *node, CbfsError *err);
+/* A second handle on r for node (valid, or NULL: the default), sharing r's
+ * store and keys: r must outlive it.  Caller frees (cbfs_repo_free). */
+CbfsRepo *cbfs_repo_node_view(CbfsRepo *r, const char *node);
+/* The node's name for messages: "default" for the default node. */
+const char *cbfs_repo_node_name(const CbfsRepo *r);
+/* What r serves, for messages: 'repository "R"', or 'node "N" of
+ * repository "R"' for a named node.  Returns buf. */
+const char *cbfs_repo_what(const CbfsRepo *r, char *buf, size_t size);
+/* The nodes that have a claim: "default" first when the default node has
+ * one, then the others by name.  Caller frees (cbfs_store_free_names). */
+int cbfs_repo_list_nodes(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err);
+/* Does node have a claim (has it pushed WAL or been backed up)? */
+int cbfs_repo_node_exists(CbfsRepo *r, const char *node, bool *ret, CbfsError *err);
+/* Serve node (NULL: the default) for a command that reads it: a named node
+ * without a claim is 'node "%s" not found in repository "%s"'
+ * (CBFS_EXIT_NOT_FOUND); the default node without a claim in a repository
+ * that holds others is 'repository "%s" holds nodes a, b and c: choose one
+ * with --node' (CBFS_EXIT_USAGE); an invalid name as cbfs_repo_set_node. */
+int cbfs_repo_select_node(CbfsRepo *r, const char *node, CbfsError *err);
+
+/* The system identifier the node belongs to: -ENOENT if none yet. */
 int cbfs_repo_cluster(CbfsRepo *r, uint64_t *ret_sysid, CbfsError *err);
-/* Claim the repository for sysid if unclaimed; *ret_owner gets the system
- * identifier the repository belongs to afterwards (compare with sysid). */
+/* Claim the node for sysid if unclaimed; *ret_owner gets the system
+ * identifier the node belongs to afterwards (compare with sysid).  The
+ * default node of a repository that holds other nodes is not claimed: 'repository
+ * "%s" holds nodes a and b: choose one with --node' (CBFS_EXIT_USAGE). */
 int cbfs_repo_claim(CbfsRepo *r, uint64_t sysid, uint64_t *ret_owner, CbfsError *err);
 
 /* A label is 1..64 of [A-Za-z0-9._-], not starting with '.' and not "latest". */

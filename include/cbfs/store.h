@@ -81,6 +81,11 @@ int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err);
  * "packs/..." sealed on put and authenticated and opened on get, under
  * crypt (borrowed; outlives the store).  See store_crypt.c. */
 CbfsStore *cbfs_store_crypt_new(CbfsStore *inner, CbfsCrypt *crypt);
+/* One node's view of a repository of several nodes (store_node.c): the
+ * keys a node owns under node/<node>/, its claim "cluster" as
+ * nodes/<node>, shared keys as they are.  inner is borrowed; node must be a
+ * valid node name (repo.h). */
+CbfsStore *cbfs_store_node_new(CbfsStore *inner, const char *node);
 void cbfs_store_free(CbfsStore *st);
 
 /* True if key is well formed (see above). */

@@ -421,8 +421,8 @@ static void test_header(void)
 #define BLCKSZ    8192
 
 typedef struct Seg {
-    uint8_t data[MB];
-    size_t pos; /* next byte of the record stream, as a file offset */
+    uint8_t data[2 * MB]; /* one segment, or two back to back */
+    size_t pos;           /* next byte of the record stream, as a file offset */
 } Seg;
 
 /* CRC-32C, bit by bit (independent of the table the library uses). */
@@ -445,20 +445,20 @@ static void page_header(Seg *s, size_t off, uint16_t info, uint32_t rem_len, uin
     memcpy(s->data + off + 4, &tli, 4);
     memcpy(s->data + off + 8, &addr, 8);
     memcpy(s->data + off + 16, &rem_len, 4);
-    if (off == 0) {
+    if (off % MB == 0) {
         uint64_t sysid = UINT64_C(7000000000000000001);
         uint32_t seg_size = MB, blcksz = BLCKSZ;
-        memcpy(s->data + 24, &sysid, 8);
-        memcpy(s->data + 32, &seg_size, 4);
-        memcpy(s->data + 36, &blcksz, 4);
+        memcpy(s->data + off + 24, &sysid, 8);
+        memcpy(s->data + off + 32, &seg_size, 4);
+        memcpy(s->data + off + 36, &blcksz, 4);
     }
 }
 
 static void seg_init(Seg *s, uint32_t cont_len)
 {
     memset(s, 0, sizeof(*s));
-    for (size_t off = 0; off < MB; off += BLCKSZ)
-        page_header(s, off, (uint16_t) ((off == 0 ? 2 : 0) | (cont_len ? 1 : 0)), cont_len,
+    for (size_t off = 0; off < 2 * MB; off += BLCKSZ)
+        page_header(s, off, (uint16_t) ((off % MB == 0 ? 2 : 0) | (cont_len ? 1 : 0)), cont_len,
                     SEG_START + off);
     s->pos = 40;
     /* the tail of a record begun in the previous segment: skipped */
@@ -467,24 +467,32 @@ static void seg_init(Seg *s, uint32_t cont_len)
     s->pos = (s->pos + 7) & ~(size_t) 7;
 }
 
-/* Append bytes to the record stream, stepping over page headers. */
+/* Append bytes to the record stream, stepping over page headers (and
+ * marking a page the record goes on into as continuing it). */
 static void put(Seg *s, const void *p, size_t n)
 {
     const uint8_t *b = p;
     while (n--) {
-        if (s->pos % BLCKSZ == 0)
-            s->pos += 24;
+        if (s->pos % BLCKSZ == 0) {
+            uint32_t rem = (uint32_t) n + 1;
+            uint16_t info = (uint16_t) ((s->pos % MB == 0 ? 2 : 0) | 1);
+            memcpy(s->data + s->pos + 2, &info, 2);
+            memcpy(s->data + s->pos + 16, &rem, 4);
+            s->pos += s->pos % MB == 0 ? 40 : 24;
+        }
         s->data[s->pos++] = *b++;
     }
 }
 
-/* A record of resource manager rmid with info and main data of len bytes
- * (its first 8 bytes t, when rmid is the transaction manager's). */
-static void put_record(Seg *s, uint8_t rmid, uint8_t info, size_t len, int64_t t, bool bad_crc)
+/* A record of resource manager rmid with info and main data (len bytes);
+ * returns its LSN. */
+static uint64_t put_record_data(Seg *s, uint8_t rmid, uint8_t info, const uint8_t *data, size_t len,
+                                bool bad_crc)
 {
     uint8_t *rec = calloc(1, 24 + 5 + len);
     size_t hlen = len < 256 ? 2 : 5, tot = 24 + hlen + len;
     uint32_t tot32 = (uint32_t) tot, crc, len32 = (uint32_t) len;
+    uint64_t lsn;
     rec[16] = info;
     rec[17] = rmid;
     memcpy(rec, &tot32, 4);
@@ -495,10 +503,7 @@ static void put_record(Seg *s, uint8_t rmid, uint8_t info, size_t len, int64_t t
         rec[24] = 254;
         memcpy(rec + 25, &len32, 4);
     }
-    for (size_t i = 0; i < len; i++)
-        rec[24 + hlen + i] = (uint8_t) (i * 7);
-    if (len >= 8)
-        memcpy(rec + 24 + hlen, &t, 8);
+    memcpy(rec + 24 + hlen, data, len);
     crc = crc32c_bits(0xFFFFFFFFu, rec + 24, tot - 24);
     crc = crc32c_bits(crc, rec, 20) ^ 0xFFFFFFFFu;
     if (bad_crc)
@@ -506,10 +511,34 @@ static void put_record(Seg *s, uint8_t rmid, uint8_t info, size_t len, int64_t t
     memcpy(rec + 20, &crc, 4);
     /* records start on 8-byte boundaries of the stream */
     if (s->pos % BLCKSZ == 0)
-        s->pos += 24;
+        s->pos += s->pos % MB == 0 ? 40 : 24;
     s->pos = (s->pos + 7) & ~(size_t) 7;
+    lsn = SEG_START + s->pos;
     put(s, rec, tot);
     free(rec);
+    return lsn;
+}
+
+/* The same with made-up main data of len bytes (its first 8 bytes t, when
+ * rmid is the transaction manager's). */
+static void put_record(Seg *s, uint8_t rmid, uint8_t info, size_t len, int64_t t, bool bad_crc)
+{
+    uint8_t *data = calloc(1, len + 8);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (uint8_t) (i * 7);
+    if (len >= 8)
+        memcpy(data, &t, 8);
+    put_record_data(s, rmid, info, data, len, bad_crc);
+    free(data);
+}
+
+/* A restore point record (pg_create_restore_point's); returns its LSN. */
+static uint64_t put_point(Seg *s, const char *name, int64_t t)
+{
+    uint8_t data[72] = {0};
+    memcpy(data, &t, 8);
+    memcpy(data + 8, name, strlen(name) < 63 ? strlen(name) : 63);
+    return put_record_data(s, 0, 0x70, data, sizeof(data), false);
 }
 
 #define PG_US(unix_s) ((int64_t) ((unix_s) -946684800) * 1000000) /* PostgreSQL timestamp */
@@ -569,6 +598,63 @@ static void test_xact_time(void)
 
     is_int(cbfs_wal_last_xact_time(s.data, MB - BLCKSZ, &t), -EINVAL,
            "not a whole segment: -EINVAL");
+}
+
+static void test_restore_points(void)
+{
+    static Seg s;
+    uint64_t lsn = 0, want, want2;
+    int64_t t = 0;
+    const int64_t t1 = PG_US(1763700000) + 123;
+    size_t page_end;
+
+    seg_init(&s, 0);
+    put_record(&s, 10, 0x00, 300, 0, false);
+    want = put_point(&s, "before-upgrade", t1);
+    put_record(&s, 10, 0x00, 300, 0, false);
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "before-upgrade", &lsn, &t), 1,
+           "a restore point is found by name");
+    ok(lsn == want, "... at its LSN (%llX, want %llX)", (unsigned long long) lsn,
+       (unsigned long long) want);
+    ok(t == t1 + INT64_C(946684800000000), "... with its time");
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "before-upgrad", &lsn, NULL), 0,
+           "another name is not found");
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, NULL), 0, "nor a third");
+
+    /* on the second page, straddling into the third */
+    while (s.pos < 2 * BLCKSZ - 40)
+        put_record(&s, 10, 0x00, 200, 0, false);
+    page_end = 3 * BLCKSZ;
+    while (page_end - s.pos > 48)
+        put_record(&s, 10, 0x00, 1, 0, false);
+    want2 = put_point(&s, "nightly", t1);
+    ok(s.pos > page_end, "(the second point crosses a page boundary)");
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, NULL), 1,
+           "a point over a page boundary is found");
+    ok(lsn == want2, "... at its LSN (%llX, want %llX)", (unsigned long long) lsn,
+       (unsigned long long) want2);
+    /* the same name again later: recovery stops at the first */
+    put_point(&s, "nightly", t1 + 1);
+    cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, NULL);
+    ok(lsn == want2, "of two points of one name, the first");
+
+    /* a point that begins in one segment and ends in the next */
+    seg_init(&s, 0);
+    while (s.pos < MB - BLCKSZ)
+        put_record(&s, 10, 0x00, 4000, 0, false);
+    while (MB - s.pos > 48)
+        put_record(&s, 10, 0x00, 1, 0, false);
+    want = put_point(&s, "across", t1);
+    ok(s.pos > MB, "(the point crosses into the next segment)");
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "across", &lsn, NULL), 0,
+           "in the first segment alone it is not whole");
+    is_int(cbfs_wal_find_restore_point(s.data, 2 * MB, "across", &lsn, NULL), 1,
+           "in the two segments read together it is found");
+    ok(lsn == want, "... at its LSN in the first segment");
+    is_int(cbfs_wal_find_restore_point(s.data + MB, MB, "across", &lsn, NULL), 0,
+           "the second segment alone skips its tail");
+    is_int(cbfs_wal_find_restore_point(s.data, MB + BLCKSZ, "across", &lsn, NULL), -EINVAL,
+           "a part of a segment: -EINVAL");
 }
 
 /* ---- timeline history files ---- */
@@ -644,6 +730,7 @@ int main(void)
     test_segments();
     test_header();
     test_xact_time();
+    test_restore_points();
     test_history();
     return done_testing();
 }
