@@ -41,8 +41,15 @@ static int query(PgSession *s, const char *sql, const char *param, const char *w
 
 int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err)
 {
+    return pg_session_connect_at(conninfo, NULL, 0, ret, err);
+}
+
+int pg_session_connect_at(const char *conninfo, const char *host, int port, PgSession **ret,
+                          CbfsError *err)
+{
     PgSession *s = cbfs_xcalloc(1, sizeof(*s));
-    const char *keys[4], *vals[4];
+    const char *keys[6], *vals[6];
+    char port_s[16];
     PGresult *res;
     int n = 0, rc;
 
@@ -56,6 +63,14 @@ int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err)
     if (!conninfo && geteuid() == 0 && !getenv("PGUSER")) {
         keys[n] = "user";
         vals[n++] = "postgres";
+    }
+    if (host) {
+        /* after dbname: they override what conninfo says */
+        snprintf(port_s, sizeof(port_s), "%d", port);
+        keys[n] = "host";
+        vals[n++] = host;
+        keys[n] = "port";
+        vals[n++] = port_s;
     }
     keys[n] = "fallback_application_name";
     vals[n++] = "cbfs";
@@ -128,6 +143,51 @@ int pg_session_value(PgSession *s, const char *sql, const char *param, const cha
     *ret = cbfs_xstrdup(pq.getvalue(res, 0, 0));
     pq.clear(res);
     return 0;
+}
+
+int pg_session_rows(PgSession *s, const char *sql, const char *param, const char *what,
+                    PgRows *ret, CbfsError *err)
+{
+    PGresult *res =
+        pq.execParams(s->conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
+    int rc = 0;
+
+    memset(ret, 0, sizeof(*ret));
+    if (pq.resultStatus(res) == PGRES_TUPLES_OK) {
+        ret->nrows = (size_t) pq.ntuples(res);
+        ret->ncols = (size_t) pq.nfields(res);
+        ret->cells = cbfs_xcalloc(ret->nrows * ret->ncols + 1, sizeof(char *));
+        for (size_t r = 0; r < ret->nrows; r++)
+            for (size_t c = 0; c < ret->ncols; c++)
+                if (!pq.getisnull(res, (int) r, (int) c))
+                    ret->cells[r * ret->ncols + c] =
+                        cbfs_xstrdup(pq.getvalue(res, (int) r, (int) c));
+    } else if (pq.resultStatus(res) != PGRES_COMMAND_OK) {
+        rc = query_error(s, err, what);
+    }
+    pq.clear(res);
+    return rc;
+}
+
+const char *pg_rows_get(const PgRows *r, size_t row, size_t col)
+{
+    return row < r->nrows && col < r->ncols ? r->cells[row * r->ncols + col] : NULL;
+}
+
+void pg_rows_release(PgRows *r)
+{
+    for (size_t i = 0; i < r->nrows * r->ncols; i++)
+        free(r->cells[i]);
+    free(r->cells);
+    memset(r, 0, sizeof(*r));
+}
+
+int pg_session_exec(PgSession *s, const char *sql, const char *what, CbfsError *err)
+{
+    PgRows rows;
+    int rc = pg_session_rows(s, sql, NULL, what, &rows, err);
+    pg_rows_release(&rows);
+    return rc;
 }
 
 int pg_session_reserve_wal(PgSession *s, CbfsError *err)

@@ -27,7 +27,26 @@ typedef struct PgSession {
  * dbname=postgres, user=postgres when root and PGUSER is unset).  Errors:
  * "could not connect to the server: ..." (CBFS_EXIT_DATABASE). */
 int pg_session_connect(const char *conninfo, PgSession **ret, CbfsError *err);
+/* The same to host and port (a Citus node): they override conninfo's,
+ * the rest (user, database, password, sslmode) is conninfo's. */
+int pg_session_connect_at(const char *conninfo, const char *host, int port, PgSession **ret,
+                          CbfsError *err);
 void pg_session_free(PgSession *s);
+
+/* Rows of a query, as text (NULL for SQL null). */
+typedef struct PgRows {
+    size_t nrows, ncols;
+    char **cells; /* row by row */
+} PgRows;
+/* Run sql (param: $1, may be NULL); a statement that returns no rows gives
+ * none.  Errors: "could not <what>: <server message>". */
+int pg_session_rows(PgSession *s, const char *sql, const char *param, const char *what,
+                    PgRows *ret, CbfsError *err);
+/* The cell, or NULL (SQL null, or out of range).  Borrowed from r. */
+const char *pg_rows_get(const PgRows *r, size_t row, size_t col);
+void pg_rows_release(PgRows *r);
+/* Run a statement (or several, without parameters), ignoring rows. */
+int pg_session_exec(PgSession *s, const char *sql, const char *what, CbfsError *err);
 
 /* One text value from a query of one row and column; param may be NULL.
  * *ret: caller frees.  Errors: "could not <what>: <server message>". */

@@ -7,6 +7,10 @@
  * switched so the segment holding the point is archived, and the point is
  * recorded only once that segment is in the repository: a recorded point
  * is always reachable.
+ *
+ * On a Citus coordinator of a repository that holds named nodes, without
+ * --node, the point is a cluster point (cluster/citus_point.c): recorded
+ * for every node.  With --node it is recorded for that node only.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,11 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cbfs/clusterpoint.h"
 #include "cbfs/point.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "cbfs/wal.h"
 #include "cbfs/walarchive.h"
+#include "cluster.h"
 #include "commands.h"
 #include "pgsession.h"
 
@@ -30,10 +36,12 @@ int cmd_restore_point(int argc, char **argv)
         {"dbname", required_argument, NULL, 'd'},
         {"wait", required_argument, NULL, 'w'},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"node", required_argument, NULL, CMD_OPT_NODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *conninfo = NULL, *name;
+    const char *conninfo = NULL, *name, *node = NULL;
+    bool named_nodes = false;
     long wait_s = 60;
     CbfsLocation loc;
     CbfsRepo *repo = NULL;
@@ -59,14 +67,24 @@ int cmd_restore_point(int argc, char **argv)
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
             break;
+        case CMD_OPT_NODE:
+            node = optarg;
+            break;
         case 'h':
             printf("Usage: cbfs restore-point REPO NAME [--dbname CONNINFO] [--wait SECONDS]\n"
-                   "                          [--passphrase-file FILE]\n"
+                   "                          [--node NAME] [--passphrase-file FILE]\n"
                    "\n"
                    "Create the restore point NAME (citus_create_restore_point on a Citus\n"
                    "coordinator, else pg_create_restore_point), switch WAL, wait until the\n"
                    "WAL holding it is in the repository (--wait, default 60 s), and record\n"
-                   "it, so that REPO@NAME can be mounted or restored.\n");
+                   "it, so that REPO@NAME can be mounted or restored.\n"
+                   "\n"
+                   "On a Citus coordinator of a repository that holds its nodes (each backed\n"
+                   "up and archiving with --node), the point is a cluster point: cbfs reads\n"
+                   "pg_dist_node, connects to every node, switches WAL on each, waits for\n"
+                   "every node's WAL and records the point for all of them, so that\n"
+                   "REPO@NAME mounts, restores and verifies as a whole cluster (--cluster).\n"
+                   "--node NAME records a point of that node alone.\n");
             return 0;
         default:
             return cmd_usage_error("restore-point", NULL);
@@ -90,6 +108,36 @@ int cmd_restore_point(int argc, char **argv)
     /* a wrong passphrase is found before the server is touched */
     if ((rc = cbfs_repo_unlock(repo, &err)) < 0)
         goto fail;
+    if (node) {
+        if ((rc = cbfs_repo_set_node(repo, node, &err)) < 0)
+            goto fail;
+    } else {
+        char **names;
+        size_t nn;
+        if ((rc = cbfs_repo_list_nodes(repo, &names, &nn, &err)) < 0)
+            goto fail;
+        for (size_t i = 0; i < nn; i++)
+            named_nodes |= strcmp(names[i], CBFS_NODE_DEFAULT) != 0;
+        cbfs_store_free_names(names, nn);
+    }
+    if (named_nodes) {
+        /* a cluster point, or this server's point when it is no coordinator */
+        if (pg_session_connect(conninfo, &pg, &err) < 0 ||
+            pg_session_value(pg, "SELECT count(*)::text FROM pg_extension WHERE extname = 'citus'",
+                             NULL, "look for the citus extension", &citus, &err) < 0)
+            goto fail;
+        if (strcmp(citus, "0") != 0) {
+            if (cluster_point_create(repo, pg, conninfo, name, wait_s, &err) < 0)
+                goto fail;
+            rc = 0;
+            goto out;
+        }
+        cbfs_error_set(&err, EINVAL, CBFS_EXIT_USAGE,
+                       "repository \"%s\" holds several nodes and the server is no Citus "
+                       "coordinator: give the node with --node",
+                       repo->display);
+        goto fail;
+    }
 
     /* names are unique among points and backups: refuse before touching the server */
     if ((rc = cbfs_point_read(repo, name, &kv, &err)) == 0) {
@@ -120,9 +168,11 @@ int cmd_restore_point(int argc, char **argv)
     if (cbfs_repo_claim(repo, pg->system_identifier, &owner, &err) < 0)
         goto fail;
     if (owner != pg->system_identifier) {
+        char what[CBFS_ERROR_MSG_MAX / 2];
         cbfs_error_set(&err, EINVAL, CBFS_EXIT_DATABASE,
-                       "repository \"%s\" belongs to database system %llu, not %llu", repo->display,
-                       (unsigned long long) owner, (unsigned long long) pg->system_identifier);
+                       "%s belongs to database system %llu, not %llu",
+                       cbfs_repo_what(repo, what, sizeof(what)), (unsigned long long) owner,
+                       (unsigned long long) pg->system_identifier);
         goto fail;
     }
     if (pg_session_value(pg, "SELECT count(*)::text FROM pg_extension WHERE extname = 'citus'",

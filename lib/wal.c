@@ -439,7 +439,22 @@ int cbfs_wal_scan(const uint8_t *buf, size_t len, cbfs_wal_record_cb cb, void *c
             page++;
         while (page > 0 && page_pos[page] > pos)
             page--;
-        rc = cb(page_lsn[page] + (pos - page_pos[page]), rec, tot_len, ctx);
+        {
+            /* where the next record goes: as PostgreSQL's XLogInsert
+             * returns it, the end of a page rather than past the next one's
+             * header */
+            size_t end = align8(pos + tot_len), ep = page;
+            uint64_t end_lsn;
+            while (ep + 1 < npages && page_pos[ep + 1] < end)
+                ep++;
+            end_lsn = page_lsn[ep] + (end - page_pos[ep]);
+            if (ep + 1 == npages && end - page_pos[ep] > blcksz) /* past the last page */
+                end_lsn =
+                    page_lsn[ep] -
+                    (ep % (seg_size / blcksz) == 0 ? XLP_LONG_HEADER_LEN : XLP_SHORT_HEADER_LEN) +
+                    blcksz;
+            rc = cb(page_lsn[page] + (pos - page_pos[page]), end_lsn, rec, tot_len, ctx);
+        }
         pos = align8(pos + tot_len);
     }
     free(stream);
@@ -453,11 +468,12 @@ typedef struct XactTime {
     bool found;
 } XactTime;
 
-static int xact_time_cb(uint64_t lsn, const uint8_t *rec, uint32_t len, void *ctx)
+static int xact_time_cb(uint64_t lsn, uint64_t end, const uint8_t *rec, uint32_t len, void *ctx)
 {
     XactTime *x = ctx;
     int64_t t;
     (void) lsn;
+    (void) end;
     if (xact_time(rec, len, &t) && (!x->found || t > x->us)) {
         x->us = t;
         x->found = true;
@@ -486,7 +502,7 @@ int cbfs_wal_last_xact_time(const uint8_t *seg, size_t len, int64_t *ret_us)
 
 typedef struct FindPoint {
     const char *name;
-    uint64_t lsn;
+    uint64_t lsn, end;
     int64_t us;
     bool found;
 } FindPoint;
@@ -526,7 +542,7 @@ static const uint8_t *main_data(const uint8_t *rec, uint32_t len, uint32_t *ret_
     return NULL;
 }
 
-static int point_cb(uint64_t lsn, const uint8_t *rec, uint32_t len, void *ctx)
+static int point_cb(uint64_t lsn, uint64_t end, const uint8_t *rec, uint32_t len, void *ctx)
 {
     FindPoint *f = ctx;
     const uint8_t *data;
@@ -542,6 +558,7 @@ static int point_cb(uint64_t lsn, const uint8_t *rec, uint32_t len, void *ctx)
         return 0;
     /* the first one, as recovery stops at the first */
     f->lsn = lsn;
+    f->end = end;
     memcpy(&f->us, data, sizeof(f->us));
     f->us += PG_EPOCH_OFFSET_US;
     f->found = true;
@@ -549,15 +566,17 @@ static int point_cb(uint64_t lsn, const uint8_t *rec, uint32_t len, void *ctx)
 }
 
 int cbfs_wal_find_restore_point(const uint8_t *buf, size_t len, const char *name, uint64_t *ret_lsn,
-                                int64_t *ret_us)
+                                uint64_t *ret_end, int64_t *ret_us)
 {
-    FindPoint f = {name, 0, 0, false};
+    FindPoint f = {name, 0, 0, 0, false};
     int rc = cbfs_wal_scan(buf, len, point_cb, &f);
     if (rc < 0)
         return rc;
     if (!f.found)
         return 0;
     *ret_lsn = f.lsn;
+    if (ret_end)
+        *ret_end = f.end;
     if (ret_us)
         *ret_us = f.us;
     return 1;

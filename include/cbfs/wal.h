@@ -64,10 +64,13 @@ int cbfs_wal_segment_header(const uint8_t *buf, size_t len, uint64_t *ret_sysid,
  * segment. */
 int cbfs_wal_last_xact_time(const uint8_t *seg, size_t len, int64_t *ret_us);
 
-/* Called for each whole record, in order: its LSN (where it begins) and
- * its bytes (len: xl_tot_len; the XLogRecord header first, CRC checked).
- * Return 0 to go on, > 0 to stop, < 0 to fail the scan with that. */
-typedef int (*cbfs_wal_record_cb)(uint64_t lsn, const uint8_t *rec, uint32_t len, void *ctx);
+/* Called for each whole record, in order: its LSN (where it begins), its
+ * end (where the next one begins, as XLogInsert returns it: what
+ * pg_create_restore_point() says) and its bytes (len: xl_tot_len; the
+ * XLogRecord header first, CRC checked).  Return 0 to go on, > 0 to stop,
+ * < 0 to fail the scan with that. */
+typedef int (*cbfs_wal_record_cb)(uint64_t lsn, uint64_t end, const uint8_t *rec, uint32_t len,
+                                  void *ctx);
 /* Every whole record of buf: one segment, or several consecutive ones
  * back to back (len a multiple of the segment size), read up to the first
  * record that is not valid (the end of the WAL written).  A record begun
@@ -76,9 +79,10 @@ typedef int (*cbfs_wal_record_cb)(uint64_t lsn, const uint8_t *rec, uint32_t len
 int cbfs_wal_scan(const uint8_t *buf, size_t len, cbfs_wal_record_cb cb, void *ctx);
 /* The restore point named name (pg_create_restore_point, also as Citus's
  * citus_create_restore_point writes it on every node) in buf (as for
- * cbfs_wal_scan): 1 and its LSN and time (Unix microseconds; ret_us may be
- * NULL) for the first such record, 0 if there is none, -EINVAL. */
+ * cbfs_wal_scan): 1 and its LSN, end and time (Unix microseconds; ret_end
+ * and ret_us may be NULL) for the first such record, 0 if there is none,
+ * -EINVAL. */
 int cbfs_wal_find_restore_point(const uint8_t *buf, size_t len, const char *name, uint64_t *ret_lsn,
-                                int64_t *ret_us);
+                                uint64_t *ret_end, int64_t *ret_us);
 
 #endif

@@ -603,7 +603,7 @@ static void test_xact_time(void)
 static void test_restore_points(void)
 {
     static Seg s;
-    uint64_t lsn = 0, want, want2;
+    uint64_t lsn = 0, end = 0, want, want2, want_end;
     int64_t t = 0;
     const int64_t t1 = PG_US(1763700000) + 123;
     size_t page_end;
@@ -611,15 +611,18 @@ static void test_restore_points(void)
     seg_init(&s, 0);
     put_record(&s, 10, 0x00, 300, 0, false);
     want = put_point(&s, "before-upgrade", t1);
+    want_end = SEG_START + ((s.pos + 7) & ~(size_t) 7);
     put_record(&s, 10, 0x00, 300, 0, false);
-    is_int(cbfs_wal_find_restore_point(s.data, MB, "before-upgrade", &lsn, &t), 1,
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "before-upgrade", &lsn, &end, &t), 1,
            "a restore point is found by name");
     ok(lsn == want, "... at its LSN (%llX, want %llX)", (unsigned long long) lsn,
        (unsigned long long) want);
     ok(t == t1 + INT64_C(946684800000000), "... with its time");
-    is_int(cbfs_wal_find_restore_point(s.data, MB, "before-upgrad", &lsn, NULL), 0,
+    ok(end == want_end, "... and its end (%llX, want %llX)", (unsigned long long) end,
+       (unsigned long long) want_end);
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "before-upgrad", &lsn, &end, NULL), 0,
            "another name is not found");
-    is_int(cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, NULL), 0, "nor a third");
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, &end, NULL), 0, "nor a third");
 
     /* on the second page, straddling into the third */
     while (s.pos < 2 * BLCKSZ - 40)
@@ -629,13 +632,16 @@ static void test_restore_points(void)
         put_record(&s, 10, 0x00, 1, 0, false);
     want2 = put_point(&s, "nightly", t1);
     ok(s.pos > page_end, "(the second point crosses a page boundary)");
-    is_int(cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, NULL), 1,
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, &end, NULL), 1,
            "a point over a page boundary is found");
     ok(lsn == want2, "... at its LSN (%llX, want %llX)", (unsigned long long) lsn,
        (unsigned long long) want2);
+    want_end = SEG_START + ((s.pos + 7) & ~(size_t) 7);
+    ok(end == want_end, "... and ends on the next page (%llX, want %llX)", (unsigned long long) end,
+       (unsigned long long) want_end);
     /* the same name again later: recovery stops at the first */
     put_point(&s, "nightly", t1 + 1);
-    cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, NULL);
+    cbfs_wal_find_restore_point(s.data, MB, "nightly", &lsn, &end, NULL);
     ok(lsn == want2, "of two points of one name, the first");
 
     /* a point that begins in one segment and ends in the next */
@@ -646,14 +652,14 @@ static void test_restore_points(void)
         put_record(&s, 10, 0x00, 1, 0, false);
     want = put_point(&s, "across", t1);
     ok(s.pos > MB, "(the point crosses into the next segment)");
-    is_int(cbfs_wal_find_restore_point(s.data, MB, "across", &lsn, NULL), 0,
+    is_int(cbfs_wal_find_restore_point(s.data, MB, "across", &lsn, &end, NULL), 0,
            "in the first segment alone it is not whole");
-    is_int(cbfs_wal_find_restore_point(s.data, 2 * MB, "across", &lsn, NULL), 1,
+    is_int(cbfs_wal_find_restore_point(s.data, 2 * MB, "across", &lsn, &end, NULL), 1,
            "in the two segments read together it is found");
     ok(lsn == want, "... at its LSN in the first segment");
-    is_int(cbfs_wal_find_restore_point(s.data + MB, MB, "across", &lsn, NULL), 0,
+    is_int(cbfs_wal_find_restore_point(s.data + MB, MB, "across", &lsn, &end, NULL), 0,
            "the second segment alone skips its tail");
-    is_int(cbfs_wal_find_restore_point(s.data, MB + BLCKSZ, "across", &lsn, NULL), -EINVAL,
+    is_int(cbfs_wal_find_restore_point(s.data, MB + BLCKSZ, "across", &lsn, &end, NULL), -EINVAL,
            "a part of a segment: -EINVAL");
 }
 
