@@ -48,7 +48,8 @@ typedef struct MountOptions {
     bool debug;
     bool foreground;
     bool pause; /* target_action=pause */
-    char *node; /* node=NAME or --node NAME: a node of a repository of several */
+    char *node;     /* node=NAME or --node NAME: a node of a repository of several */
+    char *settings; /* settings=FILE: lines added to postgresql.auto.conf */
 } MountOptions;
 
 static void mount_usage(void)
@@ -70,6 +71,7 @@ static void mount_usage(void)
            "  target_action=pause   pause at the point instead of promoting\n"
            "  node=NAME             a node of a repository that holds several (also\n"
            "                        --node NAME)\n"
+           "  settings=FILE         server settings added to postgresql.auto.conf\n"
            "  passphrase_file=FILE  passphrase of an encrypted repository (mode 0600; also\n"
            "                        written into restore_command, so PostgreSQL's user\n"
            "                        must be able to read it)\n"
@@ -146,6 +148,11 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
         if (strcmp(o, "cache_size") == 0 && v) {
             if (cbfs_parse_size(v, &mo->cache_size) < 0 || mo->cache_size < (1u << 20))
                 rc = cmd_usage_error(cmd, "invalid cache_size \"%s\" (at least 1M)", v);
+            continue;
+        }
+        if (strcmp(o, "settings") == 0 && v && *v) {
+            free(mo->settings);
+            mo->settings = cbfs_xstrdup(v);
             continue;
         }
         if (strcmp(o, "node") == 0 && v && *v) {
@@ -451,6 +458,8 @@ int cmd_mount(int argc, char **argv)
         cbfs_crypt_cache_share(repo->crypt, mo.uid, mo.gid);
     if (rc == 0)
         rc = cbfs_point_resolve(repo, loc.point, &target, &err);
+    if (rc == 0 && mo.settings)
+        rc = cbfs_read_settings(mo.settings, &target.extra, &err);
     if (rc == 0) {
         label = cbfs_xstrdup(target.label);
         target.pause = mo.pause;
@@ -565,6 +574,7 @@ out:
     free(mo.overlay);
     free(mo.cache_dir);
     free(mo.node);
+    free(mo.settings);
     free(identity);
     cbfs_target_release(&target);
     cbfs_kv_free(rec);

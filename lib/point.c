@@ -196,8 +196,28 @@ int cbfs_point_list(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError *err)
     return 0;
 }
 
+int cbfs_read_settings(const char *path, char **ret, CbfsError *err)
+{
+    uint8_t *text;
+    size_t len;
+    int rc = cbfs_read_file(path, &text, &len, NULL);
+    if (rc < 0)
+        return cbfs_error_set(err, -rc, CBFS_EXIT_USAGE, "could not read settings file \"%s\": %s",
+                              path, strerror(-rc));
+    if (memchr(text, '\0', len)) {
+        free(text);
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE,
+                              "could not read settings file \"%s\": not a text file", path);
+    }
+    *ret = cbfs_xasprintf("# settings from %s\n%.*s%s", path, (int) len, (const char *) text,
+                          len && text[len - 1] != '\n' ? "\n" : "");
+    free(text);
+    return 0;
+}
+
 void cbfs_target_release(CbfsTarget *t)
 {
+    free(t->extra);
     free(t->label);
     free(t->value);
     memset(t, 0, sizeof(*t));
@@ -460,9 +480,10 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
                        "restore_command = %s\n"
                        "recovery_end_command = %s\n"
                        "%s = %s\n"
-                       "recovery_target_action = '%s'\n%s",
+                       "recovery_target_action = '%s'\n%s%s",
                        who, t->label, qcmd, qend, settings[t->kind], target,
-                       t->pause ? "pause" : "promote", archive_off ? "archive_mode = 'off'\n" : "");
+                       t->pause ? "pause" : "promote", archive_off ? "archive_mode = 'off'\n" : "",
+                       t->extra ? t->extra : "");
     cbfs_buf_release(&cmd);
     free(qcmd);
     free(qend);

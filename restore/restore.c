@@ -354,6 +354,9 @@ static void usage(void)
            "                                  so it never archives into the repository\n"
            "      --target-action promote|pause\n"
            "                                  at the point: promote (default) or pause\n"
+           "  -B, --tablespace-dir BASE       restore every tablespace not mapped with\n"
+           "                                  --tablespace-map into BASE/<its name>\n"
+           "      --settings FILE             server settings added to postgresql.auto.conf\n"
            "      --node NAME                 a node of a repository that holds several\n"
            "      --passphrase-file FILE      passphrase of an encrypted repository (mode 0600;\n"
            "                                  also written into restore_command)\n"
@@ -369,10 +372,12 @@ int cmd_restore(int argc, char **argv)
         {"target-action", required_argument, NULL, 'P'},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"node", required_argument, NULL, CMD_OPT_NODE},
+        {"settings", required_argument, NULL, 'S'},
+        {"tablespace-dir", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *node = NULL;
+    const char *node = NULL, *settings = NULL, *ts_base = NULL;
     long jobs = 2;
     char **maps = NULL;
     size_t nmaps = 0;
@@ -435,6 +440,17 @@ int cmd_restore(int argc, char **argv)
         case CMD_OPT_NODE:
             node = optarg;
             break;
+        case 'S':
+            settings = optarg;
+            break;
+        case 'B':
+            if (optarg[0] != '/')
+                return cmd_usage_error("restore",
+                                       "invalid value for --tablespace-dir: \"%s\" (an absolute "
+                                       "directory)",
+                                       optarg);
+            ts_base = optarg;
+            break;
         case 'h':
             usage();
             return 0;
@@ -463,6 +479,8 @@ int cmd_restore(int argc, char **argv)
         rc = cbfs_repo_unlock(r.repo, &err);
     if (rc == 0)
         rc = cbfs_point_resolve(r.repo, loc.point, &target, &err);
+    if (rc == 0 && settings)
+        rc = cbfs_read_settings(settings, &target.extra, &err);
     if (rc == 0) {
         label = cbfs_xstrdup(target.label);
         target.pause = pause;
@@ -536,6 +554,17 @@ int cmd_restore(int argc, char **argv)
                 t->name = cbfs_xstrdup(eq + 1);
         }
         line = nl ? nl + 1 : NULL;
+    }
+    for (size_t i = 0; ts_base && i < col.nts; i++) {
+        /* a name from the repository is a path component only when it is
+         * a plain one; else the oid (digits, checked above) */
+        const char *n = col.ts[i].name;
+        bool plain =
+            n && *n && strcmp(n, ".") != 0 && strcmp(n, "..") != 0 &&
+            strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
+                strlen(n);
+        free(col.ts[i].target);
+        col.ts[i].target = cbfs_xasprintf("%s/%s", ts_base, plain ? n : col.ts[i].oid);
     }
     for (size_t i = 0; i < nmaps; i++) {
         char *key = cbfs_xstrdup(maps[i]);

@@ -35,6 +35,7 @@ typedef struct CbfsTarget {
     char *label; /* the backup to start from */
     char *value; /* recovery_target_name, _time (as PostgreSQL reads it) or _lsn */
     bool pause;  /* recovery_target_action = 'pause' instead of 'promote' */
+    char *extra; /* more settings for the copy (configuration file lines), or NULL */
 } CbfsTarget;
 
 /* Resolve point (NULL means latest).  Errors, with CBFS_EXIT_NOT_FOUND:
@@ -49,10 +50,16 @@ void cbfs_target_release(CbfsTarget *t);
  * %f %p" (both quoted for the shell, the whole for the configuration file;
  * in an encrypted repository whose passphrase came from a file,
  * "--passphrase-file <file>" after wal-fetch: the file, never the secret),
- * the target, recovery_target_action, and archive_mode = 'off' when
- * archive_off.  who names the writer in a comment.  Caller frees. */
+ * the target, recovery_target_action, archive_mode = 'off' when
+ * archive_off, then t->extra.  who names the writer in a comment.  Caller
+ * frees. */
 char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const char *who,
                                 const char *self, bool archive_off);
+
+/* Server settings from a file for t->extra (mount -o settings=, restore
+ * --settings): its text with a comment naming it.  Errors: "could not read
+ * settings file \"%s\": ..." (CBFS_EXIT_USAGE).  *ret: caller frees. */
+int cbfs_read_settings(const char *path, char **ret, CbfsError *err);
 
 /* Store a restore point; -EEXIST (with err) if the name is taken. */
 int cbfs_point_create(CbfsRepo *r, const char *name, uint64_t lsn, time_t when, uint32_t tli,
