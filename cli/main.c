@@ -6,6 +6,7 @@
 
 #include "cbfs/error.h"
 #include "cbfs/log.h"
+#include "cluster.h"
 #include "commands.h"
 
 static const struct {
@@ -22,7 +23,7 @@ static const struct {
     {"restore-point", cmd_restore_point, "create a named point to recover to"},
     {"restore", cmd_restore, "restore a backup into a new data directory"},
     {"mount", cmd_mount, "mount a backup as a data directory (as mount.cbfs)"},
-    {"umount", cmd_umount, "unmount a mounted backup"},
+    {"umount", cmd_umount_any, "unmount a mounted backup (or cluster)"},
     {"verify", cmd_verify, "test a backup: start PostgreSQL on it and run amcheck"},
     {"check", cmd_check, "check the repository's objects, WAL and (optionally) data"},
     {"pin", cmd_pin, "keep a backup whatever the retention policy says"},
@@ -56,6 +57,10 @@ int main(int argc, char **argv)
         printf("cbfs %s\n", CBFS_VERSION);
         return 0;
     }
+    if (strcmp(argv[1], "mount") == 0)
+        for (int i = 2; i < argc; i++)
+            if (strcmp(argv[i], "--cluster") == 0)
+                return cmd_cluster_mount(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

@@ -6,8 +6,10 @@
 #ifndef CBFS_CLUSTER_H
 #define CBFS_CLUSTER_H
 
+#include "cbfs/clusterpoint.h"
 #include "cbfs/error.h"
 #include "cbfs/repo.h"
+#include "cluster_run.h"
 #include "pgsession.h"
 
 /* `cbfs restore-point` on a Citus coordinator (coord, connected with
@@ -17,5 +19,19 @@
  * it made.  Nothing is written unless all of it can be. */
 int cluster_point_create(CbfsRepo *repo, PgSession *coord, const char *conninfo, const char *name,
                          long wait_s, CbfsError *err);
+
+/* `cbfs mount REPO@POINT DIR --cluster ...` (cluster_mount.c). */
+int cmd_cluster_mount(int argc, char **argv);
+/* `cbfs umount DIR`: a cluster mounted on DIR, else cmd_umount. */
+int cmd_umount_any(int argc, char **argv);
+
+/* The cluster restore point named point, with every node of it checked:
+ * in the repository, with a backup before the point and the WAL from that
+ * backup to the point (errors name the node).  Fills cp, and c's point and
+ * nodes (name, group; the coordinator's index); *ret_pg_major gets the
+ * PostgreSQL major version of the backups.  Refuses a repository of fewer
+ * than two nodes and a point that is not a cluster point. */
+int cluster_resolve(CbfsRepo *repo, const char *point, CbfsClusterPoint *cp, Cluster *c,
+                    int *ret_pg_major, CbfsError *err);
 
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -113,9 +114,11 @@ static void exec_postmaster(PgServer *s, char **argv, int logfd)
         _exit(127);
     }
     /* set after the change of user, which clears it */
-    prctl(PR_SET_PDEATHSIG, SIGQUIT);
-    if (getppid() == 1)
-        _exit(127);
+    if (!s->detach) {
+        prctl(PR_SET_PDEATHSIG, SIGQUIT);
+        if (getppid() == 1)
+            _exit(127);
+    }
     execv(argv[0], argv);
     dprintf(STDERR_FILENO, "cbfs: could not run \"%s\": %s\n", argv[0], strerror(errno));
     _exit(127);
@@ -134,8 +137,10 @@ int pgserver_start(PgServer *s, CbfsError *err)
         (rc = write_owned(s, "empty.conf", "", err)) < 0)
         return rc;
     free(s->log);
-    s->log = cbfs_xasprintf("%s/postgres.log", s->workdir);
+    s->log = cbfs_xasprintf("%s/%s.log", s->workdir, s->name ? s->name : "postgres");
     logfd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (logfd >= 0 && geteuid() == 0)
+        (void) !fchown(logfd, s->uid, s->gid);
     if (logfd < 0)
         return cbfs_error_set(err, errno, CBFS_EXIT_UNCHECKED, "could not create file \"%s\": %s",
                               s->log, strerror(errno));
@@ -169,7 +174,7 @@ int pgserver_start(PgServer *s, CbfsError *err)
     ARG("-c");
     ARG("archive_mode=off");
     ARG("-c");
-    ARG("cluster_name=cbfs-verify");
+    OWN("cluster_name=cbfs-%s", s->name ? s->name : "verify");
     for (char **set = s->settings; set && *set && argc < 60; set++) {
         ARG("-c");
         ARG(*set);
@@ -178,14 +183,43 @@ int pgserver_start(PgServer *s, CbfsError *err)
 #undef ARG
 #undef OWN
 
-    s->pid = fork();
-    if (s->pid == 0)
-        exec_postmaster(s, argv, logfd);
-    rc = s->pid < 0 ? -errno : 0;
-    if (s->pid < 0)
-        s->pid = 0;
-    else
-        setpgid(s->pid, s->pid); /* also here: no race with a signal to the group */
+    if (s->detach) {
+        /* a child that starts the postmaster in a session of its own and
+         * tells its pid, then goes: the postmaster is nobody's child */
+        int fds[2];
+        pid_t mid;
+        if (pipe2(fds, O_CLOEXEC) < 0 || (mid = fork()) < 0) {
+            rc = -errno;
+        } else if (mid == 0) {
+            pid_t pm;
+            setsid();
+            pm = fork();
+            if (pm == 0)
+                exec_postmaster(s, argv, logfd);
+            (void) !write(fds[1], &pm, sizeof(pm));
+            _exit(0);
+        } else {
+            pid_t pm = -1;
+            close(fds[1]);
+            if (read(fds[0], &pm, sizeof(pm)) != sizeof(pm))
+                pm = -1;
+            close(fds[0]);
+            waitpid(mid, NULL, 0);
+            s->pid = pm;
+            rc = pm > 0 ? 0 : -ECHILD;
+        }
+        if (rc < 0)
+            s->pid = 0;
+    } else {
+        s->pid = fork();
+        if (s->pid == 0)
+            exec_postmaster(s, argv, logfd);
+        rc = s->pid < 0 ? -errno : 0;
+        if (s->pid < 0)
+            s->pid = 0;
+        else
+            setpgid(s->pid, s->pid); /* also here: no race with a signal to the group */
+    }
     close(logfd);
     for (int i = 0; i < nown; i++)
         free(own[i]);
@@ -195,11 +229,43 @@ int pgserver_start(PgServer *s, CbfsError *err)
     return 0;
 }
 
+bool pgserver_is_ours(const PgServer *s)
+{
+    char *link, path[PATH_MAX], comm[64] = "", real[PATH_MAX];
+    uint8_t *buf = NULL;
+    size_t len;
+    ssize_t n;
+    bool yes;
+
+    if (s->pid <= 0)
+        return false;
+    link = cbfs_xasprintf("/proc/%d/comm", (int) s->pid);
+    if (cbfs_read_file(link, &buf, &len, NULL) == 0)
+        snprintf(comm, sizeof(comm), "%.*s", (int) strcspn((char *) buf, "\n"), (char *) buf);
+    free(buf);
+    free(link);
+    link = cbfs_xasprintf("/proc/%d/cwd", (int) s->pid);
+    n = readlink(link, path, sizeof(path) - 1);
+    free(link);
+    if (n < 0)
+        return false;
+    path[n] = '\0';
+    yes =
+        strcmp(comm, "postgres") == 0 &&
+        (strcmp(path, s->datadir) == 0 || (realpath(s->datadir, real) && strcmp(path, real) == 0));
+    return yes;
+}
+
 static bool postmaster_gone(PgServer *s)
 {
     int status;
-    if (s->pid > 0 && waitpid(s->pid, &status, WNOHANG) == s->pid)
+    if (s->pid > 0 && s->detach) {
+        /* not our child: gone once the process is, or is another one */
+        if (kill(s->pid, 0) < 0 && errno == ESRCH)
+            s->pid = 0;
+    } else if (s->pid > 0 && waitpid(s->pid, &status, WNOHANG) == s->pid) {
         s->pid = 0;
+    }
     return s->pid == 0;
 }
 
@@ -268,9 +334,23 @@ void pgserver_stop(PgServer *s)
         cbfs_sleep_ms(50);
     if (s->pid > 0) {
         kill(-s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
+        if (s->detach)
+            for (int i = 0; i < 100 && !postmaster_gone(s); i++)
+                cbfs_sleep_ms(50);
+        else
+            waitpid(s->pid, NULL, 0);
         s->pid = 0;
     }
+}
+
+void pgserver_stop_fast(PgServer *s, int grace_s)
+{
+    if (s->pid <= 0)
+        return;
+    kill(s->pid, SIGINT);
+    for (int i = 0; i < grace_s * 20 && !postmaster_gone(s); i++)
+        cbfs_sleep_ms(50);
+    pgserver_stop(s);
 }
 
 void pgserver_log_verdict(const PgServer *s, char **ret_line, bool *ret_recovery_started)

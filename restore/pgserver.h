@@ -26,9 +26,11 @@ typedef struct PgServer {
     uid_t uid;
     gid_t gid;
     int port;
-    char **settings; /* extra "name=value" settings (-c), NULL-terminated or NULL */
-    pid_t pid;       /* the postmaster, 0 when not running */
-    char *log;       /* workdir/postgres.log */
+    char **settings;  /* extra "name=value" settings (-c), NULL-terminated or NULL */
+    const char *name; /* NULL, or several servers share workdir: log NAME.log, cluster_name */
+    bool detach;      /* outlives the caller: no parent-death signal, not our child */
+    pid_t pid;        /* the postmaster, 0 when not running */
+    char *log;        /* workdir/postgres.log (workdir/NAME.log) */
 } PgServer;
 
 /* The bin directory of PostgreSQL major version major: given (checked), else
@@ -40,7 +42,8 @@ int pgserver_find_bindir(int major, const char *given, char **ret, CbfsError *er
  * the port also names the socket and keys the shared memory). */
 int pgserver_free_port(void);
 
-/* Fork and exec the postmaster.  0 once it is started (not yet ready). */
+/* Fork and exec the postmaster (detached: in a session of its own, its
+ * parent gone).  0 once it is started (not yet ready). */
 int pgserver_start(PgServer *s, CbfsError *err);
 
 enum pgserver_state {
@@ -57,6 +60,12 @@ enum pgserver_state pgserver_wait_ready(PgServer *s, const char *dbuser,
 /* Immediate shutdown (SIGQUIT), SIGKILL after a grace period; waits for the
  * postmaster.  Safe to call when not running. */
 void pgserver_stop(PgServer *s);
+/* Fast shutdown (SIGINT: sessions end, a checkpoint is written), then as
+ * pgserver_stop if it has not stopped within grace_s seconds. */
+void pgserver_stop_fast(PgServer *s, int grace_s);
+/* Is s->pid still a postgres postmaster running in s->datadir (a pid read
+ * back from a file may have been reused since)? */
+bool pgserver_is_ours(const PgServer *s);
 
 /* The last FATAL or PANIC line of the log ("" if none) and whether the
  * startup process had begun reading the data directory ("database system
