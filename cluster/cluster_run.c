@@ -123,13 +123,9 @@ int cluster_load(const char *dir, Cluster *ret, CbfsError *err)
 
     memset(ret, 0, sizeof(*ret));
     if (rc < 0) {
-        if (rc != -ENOENT && rc != -ENOTDIR)
-            rc = cbfs_error_set(err, -rc, CBFS_EXIT_ERROR, "could not read \"%s\": %s", path,
-                                strerror(-rc));
-        else
-            rc = -ENOENT;
+        /* no cluster there: also a dead mount (ENOTCONN), a file, ... */
         free(path);
-        return rc;
+        return -ENOENT;
     }
     rc = cbfs_kv_parse((const char *) text, len, &kv, err);
     free(text);

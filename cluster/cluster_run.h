@@ -69,7 +69,7 @@ int cluster_prepare_run(Cluster *c, char **ret_settings, CbfsError *err);
 /* Write DIR/.cbfs/cluster (atomically). */
 int cluster_save(const Cluster *c, CbfsError *err);
 /* Read DIR/.cbfs/cluster into ret: -ENOENT (no error set) when DIR holds
- * no cluster cbfs brought back. */
+ * no cluster cbfs brought back (or cannot be read: a dead mount). */
 int cluster_load(const char *dir, Cluster *ret, CbfsError *err);
 void cluster_release(Cluster *c);
 

@@ -90,8 +90,8 @@ void cbfs_retention_apply(const CbfsRetention *p, time_t now, CbfsRetainItem *it
 
 void cbfs_retention_reasons(unsigned keep, char *buf, size_t len)
 {
-    static const char *const names[] = {"newest", "pinned", "last",    "within",
-                                        "daily",  "weekly", "monthly", "mounted"};
+    static const char *const names[] = {"newest", "pinned",  "last",    "within",       "daily",
+                                        "weekly", "monthly", "mounted", "cluster point"};
     size_t used = 0;
 
     buf[0] = '\0';

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbfs/clusterpoint.h"
 #include "cbfs/config.h"
 #include "cbfs/lock.h"
 #include "cbfs/log.h"
@@ -43,8 +44,15 @@ static const char usage_text[] =
     "  --keep-weekly N        ... of each of the last N ISO weeks with one\n"
     "  --keep-monthly N       ... of each of the last N months with one\n"
     "\n"
+    "In a repository of several nodes the policy applies to each node's backups;\n"
+    "a cluster restore point no older than the oldest backup kept on any node\n"
+    "is kept, and on every node with it the backup it starts from and the WAL\n"
+    "from there on.\n"
+    "\n"
     "Options:\n"
     "  -n, --dry-run          show what would be removed, remove nothing\n"
+    "      --node NAME        expire one node only (it keeps what every cluster\n"
+    "                         point needs)\n"
     "      --passphrase-file FILE  an encrypted repository's passphrase\n"
     "  -h, --help             show this help\n";
 
@@ -178,6 +186,173 @@ static bool mounted(const CbfsHolder *mounts, size_t n, const char *label)
     return false;
 }
 
+/* One node's part: its backups and what the policy says of them. */
+typedef struct NodeExpire {
+    CbfsRepo *v;
+    CbfsKv **recs;
+    size_t nrecs;
+    CbfsRetainItem *items;
+    char **pins;
+    size_t npins;
+    CbfsHolder *mounts;
+    size_t nmounts;
+} NodeExpire;
+
+static void release_node(NodeExpire *ne)
+{
+    for (size_t i = 0; i < ne->npins; i++)
+        free(ne->pins[i]);
+    free(ne->pins);
+    free(ne->mounts);
+    free(ne->items);
+    if (ne->recs)
+        cbfs_repo_free_backups(ne->recs, ne->nrecs);
+    cbfs_repo_free(ne->v);
+}
+
+/* Read the node's backups, pins and mounts, and apply the policy. */
+static int decide_node(NodeExpire *ne, const CbfsRetention *policy, bool dry, CbfsError *err)
+{
+    if (cbfs_repo_list_backups(ne->v, &ne->recs, &ne->nrecs, err) < 0 ||
+        cbfs_pin_list(ne->v, &ne->pins, &ne->npins, err) < 0 ||
+        cbfs_mount_list(ne->v, &ne->mounts, &ne->nmounts, err) < 0)
+        return -1;
+    live_mounts(ne->v, ne->mounts, &ne->nmounts, dry);
+    ne->items = cbfs_xcalloc(ne->nrecs ? ne->nrecs : 1, sizeof(CbfsRetainItem));
+    for (size_t i = 0; i < ne->nrecs; i++) {
+        const char *stop = cbfs_kv_get(ne->recs[i], "stop_time");
+        CbfsRetainItem *it = &ne->items[i];
+        it->label = cbfs_kv_get(ne->recs[i], "label");
+        it->pinned = cbfs_pin_in(ne->pins, ne->npins, it->label);
+        it->mounted = mounted(ne->mounts, ne->nmounts, it->label);
+        if (!stop || cbfs_parse_time(stop, &it->time, NULL) < 0)
+            return cbfs_error_set(err, EINVAL, CBFS_EXIT_CORRUPT,
+                                  "backup record of \"%s\" has no valid stop_time", it->label);
+    }
+    cbfs_retention_apply(policy, expire_now(), ne->items, ne->nrecs);
+    return 0;
+}
+
+/* The newest backup of the node that ends at or before lsn (records are
+ * oldest first): a cluster point of the node starts from it. */
+static void keep_for_point(NodeExpire *ne, uint64_t lsn)
+{
+    for (size_t i = ne->nrecs; i-- > 0;) {
+        uint64_t stop;
+        const char *s = cbfs_kv_get(ne->recs[i], "stop_lsn");
+        if (s && cbfs_lsn_parse(s, &stop) == 0 && stop <= lsn) {
+            ne->items[i].keep |= CBFS_KEEP_CLUSTER;
+            return;
+        }
+    }
+}
+
+typedef struct Totals {
+    size_t backups, expired, wal, points;
+    uint64_t wal_bytes;
+} Totals;
+
+/* Remove what the node does not keep: backups, then WAL and restore points
+ * before its oldest kept backup's start.  Lines prefixed by the node's name
+ * when there are several. */
+static int expire_node(NodeExpire *ne, bool dry, bool several, Totals *t, CbfsError *err)
+{
+    CbfsRepo *v = ne->v;
+    char pre[CBFS_NODE_MAX + 16] = "";
+    const CbfsKv *oldest = NULL;
+    uint64_t seg_size, cut_seg, cut_lsn;
+    uint32_t tli;
+    WalList wal = {0};
+    CbfsKv **points = NULL;
+    size_t npoints = 0;
+    int rc = 0;
+
+    if (several)
+        snprintf(pre, sizeof(pre), "%s: ", cbfs_repo_node_name(v));
+    t->backups += ne->nrecs;
+    for (size_t i = 0; i < ne->nrecs && rc == 0; i++) {
+        char why[160];
+        if (ne->items[i].keep) {
+            cbfs_retention_reasons(ne->items[i].keep, why, sizeof(why));
+            printf("%skeep    %s (%s)\n", pre, ne->items[i].label, why);
+            continue;
+        }
+        printf("%sexpire  %s\n", pre, ne->items[i].label);
+        t->expired++;
+        if (!dry) {
+            char *ikey = cbfs_xasprintf("backups/%s.info", ne->items[i].label);
+            const char *mkey = cbfs_kv_get(ne->recs[i], "manifest");
+            rc = remove_object(v, ikey, err);
+            free(ikey);
+            cbfs_test_pause("expire-record-removed");
+            if (rc == 0 && mkey && strncmp(mkey, "backups/", 8) == 0 && cbfs_store_key_valid(mkey))
+                rc = remove_object(v, mkey, err);
+        }
+    }
+    if (rc < 0 || ne->nrecs == 0)
+        return rc;
+
+    /* WAL and restore points before the oldest kept backup's start */
+    for (size_t i = 0; i < ne->nrecs && !oldest; i++)
+        if (ne->items[i].keep)
+            oldest = ne->recs[i];
+    if (!oldest || cbfs_kv_get_u64(oldest, "wal_segment_size", &seg_size) < 0 ||
+        !cbfs_kv_get(oldest, "wal_start") ||
+        cbfs_wal_parse_segname(cbfs_kv_get(oldest, "wal_start"), (uint32_t) seg_size, &tli,
+                               &cut_seg) < 0 ||
+        !cbfs_kv_get(oldest, "start_lsn") ||
+        cbfs_lsn_parse(cbfs_kv_get(oldest, "start_lsn"), &cut_lsn) < 0)
+        return cbfs_error_set(err, EINVAL, CBFS_EXIT_CORRUPT,
+                              "backup record of \"%s\" has no valid WAL start",
+                              oldest ? cbfs_kv_get(oldest, "label") : "?");
+    if ((rc = cbfs_store_list(v->store, "wal/", collect_wal, &wal, err)) < 0)
+        goto out;
+    for (size_t i = 0; i < wal.n; i++) {
+        if (!wal_before(wal.keys[i], cut_seg, (uint32_t) seg_size))
+            continue;
+        t->wal++;
+        t->wal_bytes += wal.sizes[i];
+        if (!dry && (rc = remove_object(v, wal.keys[i], err)) < 0)
+            goto out;
+    }
+    if ((rc = cbfs_point_list(v, &points, &npoints, err)) < 0)
+        goto out;
+    for (size_t i = 0; i < npoints; i++) {
+        uint64_t lsn;
+        const char *name = cbfs_kv_get(points[i], "name");
+        if (!name || !cbfs_kv_get(points[i], "lsn") ||
+            cbfs_lsn_parse(cbfs_kv_get(points[i], "lsn"), &lsn) < 0 || lsn >= cut_lsn)
+            continue;
+        printf("%sexpire  restore point %s\n", pre, name);
+        t->points++;
+        if (!dry) {
+            char *pkey = cbfs_xasprintf("points/%s", name);
+            rc = remove_object(v, pkey, err);
+            free(pkey);
+            if (rc < 0)
+                goto out;
+        }
+    }
+    if (!several) {
+        char size[32], segname[32];
+        cbfs_format_size(t->wal_bytes, size, sizeof(size));
+        cbfs_wal_segname(tli, cut_seg, (uint32_t) seg_size, segname, sizeof(segname));
+        printf("%s %zu of %zu %s, %zu WAL %s (%s) before %s and %zu restore %s%s\n",
+               dry ? "would expire" : "expired", t->expired, t->backups,
+               t->backups == 1 ? "backup" : "backups", t->wal, t->wal == 1 ? "file" : "files", size,
+               segname, t->points, t->points == 1 ? "point" : "points",
+               dry ? "" : "; run \"cbfs gc\" to free the space of unused packs");
+    }
+out:
+    for (size_t i = 0; i < wal.n; i++)
+        free(wal.keys[i]);
+    free(wal.keys);
+    free(wal.sizes);
+    if (points)
+        cbfs_repo_free_backups(points, npoints);
+    return rc;
+}
+
 int cmd_expire(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -187,22 +362,23 @@ int cmd_expire(int argc, char **argv)
         {"keep-weekly", required_argument, NULL, 'K'},
         {"keep-monthly", required_argument, NULL, 'M'},
         {"dry-run", no_argument, NULL, 'n'},
+        {"node", required_argument, NULL, CMD_OPT_NODE},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     CbfsRetention policy = {0};
-    bool dry = false, locked = false;
+    bool dry = false, locked = false, several;
+    const char *node = NULL;
     CbfsRepo *repo = NULL;
     CbfsHolder lock;
-    CbfsKv **recs = NULL, **points = NULL;
-    CbfsRetainItem *items = NULL;
-    char **pins = NULL;
-    CbfsHolder *mounts = NULL;
-    size_t nmounts = 0;
-    size_t nrecs = 0, npoints = 0, npins = 0, nexpired = 0, nwal = 0, npts = 0;
-    uint64_t wal_bytes = 0;
-    WalList wal = {0};
+    NodeExpire *nodes = NULL;
+    size_t nn = 0, ncp = 0, cp_expired = 0;
+    char **names = NULL;
+    CbfsClusterPoint *cps = NULL;
+    bool *cp_keep = NULL;
+    Totals t = {0};
+    time_t oldest_kept = 0;
     CbfsError err;
     int c, rc;
 
@@ -232,6 +408,9 @@ int cmd_expire(int argc, char **argv)
         case 'n':
             dry = true;
             break;
+        case CMD_OPT_NODE:
+            node = optarg;
+            break;
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
             break;
@@ -255,6 +434,19 @@ int cmd_expire(int argc, char **argv)
                                "keep_within, ... in the configuration file");
     if ((rc = cmd_open_repo(argv[optind], false, &repo, NULL)) != 0)
         return rc;
+    if (node) {
+        if (cbfs_repo_select_node(repo, node, &err) < 0)
+            goto fail;
+        names = cbfs_xcalloc(1, sizeof(char *));
+        names[nn++] = cbfs_xstrdup(cbfs_repo_node_name(repo));
+    } else if (cbfs_repo_list_nodes(repo, &names, &nn, &err) < 0) {
+        goto fail;
+    }
+    if (nn == 0) {
+        names = cbfs_xrealloc(names, sizeof(char *));
+        names[nn++] = cbfs_xstrdup(CBFS_NODE_DEFAULT);
+    }
+    several = nn > 1 || strcmp(names[0], CBFS_NODE_DEFAULT) != 0;
 
     /* the lock before the pins (pin.h) */
     if (!dry) {
@@ -263,110 +455,59 @@ int cmd_expire(int argc, char **argv)
         locked = true;
     }
     cbfs_test_pause("expire-locked");
-    if (cbfs_repo_list_backups(repo, &recs, &nrecs, &err) < 0 ||
-        cbfs_pin_list(repo, &pins, &npins, &err) < 0 ||
-        cbfs_mount_list(repo, &mounts, &nmounts, &err) < 0)
+    nodes = cbfs_xcalloc(nn, sizeof(NodeExpire));
+    for (size_t i = 0; i < nn; i++) {
+        nodes[i].v = cbfs_repo_node_view(repo, names[i]);
+        if (decide_node(&nodes[i], &policy, dry, &err) < 0)
+            goto fail;
+        for (size_t k = 0; k < nodes[i].nrecs; k++)
+            if (nodes[i].items[k].keep && (!oldest_kept || nodes[i].items[k].time < oldest_kept))
+                oldest_kept = nodes[i].items[k].time;
+    }
+    /* cluster points no older than the oldest backup the policy keeps on any
+     * node stay, and with them what each node needs to reach them */
+    if (cbfs_cluster_point_list(repo, &cps, &ncp, &err) < 0)
         goto fail;
-    live_mounts(repo, mounts, &nmounts, dry);
-    if (nrecs == 0) {
+    cp_keep = cbfs_xcalloc(ncp ? ncp : 1, sizeof(bool));
+    for (size_t i = 0; i < ncp; i++) {
+        time_t when = 0;
+        /* with --node, the other nodes' policy is not known: every cluster
+         * point is kept, and what this node needs for it */
+        cp_keep[i] = node || cbfs_parse_time(cps[i].time, &when, NULL) < 0 || when >= oldest_kept;
+        for (size_t k = 0; k < nn && cp_keep[i]; k++) {
+            const CbfsPointNode *pn = cbfs_cluster_point_node(&cps[i], names[k]);
+            if (pn)
+                keep_for_point(&nodes[k], pn->lsn);
+        }
+    }
+    if (!several && nodes[0].nrecs == 0) {
         printf("repository %s has no backups: nothing to expire\n", repo->display);
         rc = 0;
         goto out;
     }
-    items = cbfs_xcalloc(nrecs, sizeof(*items));
-    for (size_t i = 0; i < nrecs; i++) {
-        const char *stop = cbfs_kv_get(recs[i], "stop_time");
-        items[i].label = cbfs_kv_get(recs[i], "label");
-        items[i].pinned = cbfs_pin_in(pins, npins, items[i].label);
-        items[i].mounted = mounted(mounts, nmounts, items[i].label);
-        if (!stop || cbfs_parse_time(stop, &items[i].time, NULL) < 0) {
-            cbfs_error_set(&err, EINVAL, CBFS_EXIT_CORRUPT,
-                           "backup record of \"%s\" has no valid stop_time", items[i].label);
+    for (size_t i = 0; i < nn; i++)
+        if ((rc = expire_node(&nodes[i], dry, several, &t, &err)) < 0)
             goto fail;
-        }
-    }
-    cbfs_retention_apply(&policy, expire_now(), items, nrecs);
-
-    /* the backups */
-    for (size_t i = 0; i < nrecs; i++) {
-        char why[128];
-        if (items[i].keep) {
-            cbfs_retention_reasons(items[i].keep, why, sizeof(why));
-            printf("keep    %s (%s)\n", items[i].label, why);
+    for (size_t i = 0; i < ncp && !node; i++) {
+        if (cp_keep[i]) {
+            printf("keep    cluster restore point %s\n", cps[i].name);
             continue;
         }
-        printf("expire  %s\n", items[i].label);
-        nexpired++;
-        if (!dry) {
-            char *ikey = cbfs_xasprintf("backups/%s.info", items[i].label);
-            const char *mkey = cbfs_kv_get(recs[i], "manifest");
-            rc = remove_object(repo, ikey, &err);
-            free(ikey);
-            cbfs_test_pause("expire-record-removed");
-            if (rc == 0 && mkey && strncmp(mkey, "backups/", 8) == 0 && cbfs_store_key_valid(mkey))
-                rc = remove_object(repo, mkey, &err);
-            if (rc < 0)
-                goto fail;
-        }
+        printf("expire  cluster restore point %s\n", cps[i].name);
+        cp_expired++;
+        if (!dry && cbfs_cluster_point_remove(repo, cps[i].name, &err) < 0)
+            goto fail;
     }
-
-    /* WAL and restore points before the oldest kept backup's start */
-    {
-        const CbfsKv *oldest = NULL;
-        uint64_t seg_size, cut_seg, cut_lsn;
-        uint32_t tli;
-        for (size_t i = 0; i < nrecs && !oldest; i++)
-            if (items[i].keep)
-                oldest = recs[i];
-        if (!oldest || cbfs_kv_get_u64(oldest, "wal_segment_size", &seg_size) < 0 ||
-            !cbfs_kv_get(oldest, "wal_start") ||
-            cbfs_wal_parse_segname(cbfs_kv_get(oldest, "wal_start"), (uint32_t) seg_size, &tli,
-                                   &cut_seg) < 0 ||
-            !cbfs_kv_get(oldest, "start_lsn") ||
-            cbfs_lsn_parse(cbfs_kv_get(oldest, "start_lsn"), &cut_lsn) < 0) {
-            cbfs_error_set(&err, EINVAL, CBFS_EXIT_CORRUPT,
-                           "backup record of \"%s\" has no valid WAL start",
-                           oldest ? cbfs_kv_get(oldest, "label") : "?");
-            goto fail;
-        }
-        if (cbfs_store_list(repo->store, "wal/", collect_wal, &wal, &err) < 0)
-            goto fail;
-        for (size_t i = 0; i < wal.n; i++) {
-            if (!wal_before(wal.keys[i], cut_seg, (uint32_t) seg_size))
-                continue;
-            nwal++;
-            wal_bytes += wal.sizes[i];
-            if (!dry && remove_object(repo, wal.keys[i], &err) < 0)
-                goto fail;
-        }
-        if (cbfs_point_list(repo, &points, &npoints, &err) < 0)
-            goto fail;
-        for (size_t i = 0; i < npoints; i++) {
-            uint64_t lsn;
-            const char *name = cbfs_kv_get(points[i], "name");
-            if (!name || !cbfs_kv_get(points[i], "lsn") ||
-                cbfs_lsn_parse(cbfs_kv_get(points[i], "lsn"), &lsn) < 0 || lsn >= cut_lsn)
-                continue;
-            printf("expire  restore point %s\n", name);
-            npts++;
-            if (!dry) {
-                char *pkey = cbfs_xasprintf("points/%s", name);
-                rc = remove_object(repo, pkey, &err);
-                free(pkey);
-                if (rc < 0)
-                    goto fail;
-            }
-        }
-        {
-            char size[32], segname[32];
-            cbfs_format_size(wal_bytes, size, sizeof(size));
-            cbfs_wal_segname(tli, cut_seg, (uint32_t) seg_size, segname, sizeof(segname));
-            printf("%s %zu of %zu %s, %zu WAL %s (%s) before %s and %zu restore %s%s\n",
-                   dry ? "would expire" : "expired", nexpired, nrecs,
-                   nrecs == 1 ? "backup" : "backups", nwal, nwal == 1 ? "file" : "files", size,
-                   segname, npts, npts == 1 ? "point" : "points",
-                   dry ? "" : "; run \"cbfs gc\" to free the space of unused packs");
-        }
+    if (several) {
+        char size[32];
+        cbfs_format_size(t.wal_bytes, size, sizeof(size));
+        printf("%s %zu of %zu %s on %zu %s, %zu WAL %s (%s), %zu restore %s and %zu cluster "
+               "restore %s%s\n",
+               dry ? "would expire" : "expired", t.expired, t.backups,
+               t.backups == 1 ? "backup" : "backups", nn, nn == 1 ? "node" : "nodes", t.wal,
+               t.wal == 1 ? "file" : "files", size, t.points, t.points == 1 ? "point" : "points",
+               cp_expired, cp_expired == 1 ? "point" : "points",
+               dry ? "" : "; run \"cbfs gc\" to free the space of unused packs");
     }
     rc = 0;
     goto out;
@@ -375,19 +516,14 @@ fail:
 out:
     if (locked)
         cbfs_lock_release(repo, &lock);
-    for (size_t i = 0; i < wal.n; i++)
-        free(wal.keys[i]);
-    free(wal.keys);
-    free(wal.sizes);
-    for (size_t i = 0; i < npins; i++)
-        free(pins[i]);
-    free(pins);
-    free(mounts);
-    free(items);
-    if (recs)
-        cbfs_repo_free_backups(recs, nrecs);
-    if (points)
-        cbfs_repo_free_backups(points, npoints);
+    for (size_t i = 0; nodes && i < nn; i++)
+        release_node(&nodes[i]);
+    free(nodes);
+    for (size_t i = 0; i < ncp; i++)
+        cbfs_cluster_point_release(&cps[i]);
+    free(cps);
+    free(cp_keep);
+    cbfs_store_free_names(names, nn);
     cbfs_repo_free(repo);
     return rc;
 }

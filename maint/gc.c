@@ -100,12 +100,12 @@ static void print_plan(const Totals *t, bool dry)
 
 /* The running backups that may use what the plan removes: those alive.
  * Dead ones' registrations are removed. */
-static int running_backups(Gc *g, int64_t timeout, size_t *ret_alive, CbfsError *err)
+static int running_node(CbfsRepo *v, int64_t timeout, size_t *alive, CbfsError *err)
 {
     CbfsHolder *hs;
-    size_t n, alive = 0;
+    size_t n;
     time_t now = time(NULL);
-    int rc = cbfs_running_list(g->repo, &hs, &n, err);
+    int rc = cbfs_running_list(v, &hs, &n, err);
 
     if (rc < 0)
         return rc;
@@ -113,25 +113,39 @@ static int running_backups(Gc *g, int64_t timeout, size_t *ret_alive, CbfsError 
         char who[256];
         cbfs_holder_describe(&hs[i], who, sizeof(who));
         if (cbfs_holder_alive(&hs[i], timeout, now)) {
-            printf("running: %s\n", who);
-            alive++;
+            printf("running: %s%s%s\n", who, v->node ? " of node " : "", v->node ? v->node : "");
+            (*alive)++;
             continue;
         }
         cbfs_warning("removing the registration of %s: it is no longer running", who);
-        rc = cbfs_store_remove(g->repo->store, hs[i].key, err);
+        rc = cbfs_store_remove(v->store, hs[i].key, err);
         if (rc < 0 && rc != -ENOENT)
             break;
         rc = 0;
     }
     free(hs);
+    return rc;
+}
+
+/* The running backups of every node.  Nodes are listed again first: a
+ * backup claims its node before it registers, so one registered before
+ * this listing is seen, and one registered after it registered after the
+ * plan was stored and keeps away from its packs. */
+static int running_backups(Gc *g, int64_t timeout, size_t *ret_alive, CbfsError *err)
+{
+    size_t alive = 0;
+    int rc = gc_list_nodes(g, err);
+    for (size_t i = 0; i < g->nnodes && rc == 0; i++)
+        rc = running_node(g->nodes[i], timeout, &alive, err);
     if (rc == 0)
         *ret_alive = alive;
     return rc;
 }
 
+/* Remove key (as the whole repository knows it). */
 static int remove_key(Gc *g, const char *key, CbfsError *err)
 {
-    int rc = cbfs_store_remove(g->repo->store, key, err);
+    int rc = cbfs_store_remove(g->repo->shared, key, err);
     if (rc == -ENOENT)
         return 0;
     if (rc < 0)
@@ -283,8 +297,8 @@ int cmd_gc(int argc, char **argv)
     }
     cbfs_test_pause("gc-locked");
     /* packs first: a pack stored after the listing is not in the plan */
-    if (gc_list_packs(&g, &err) < 0 || gc_list_manifests(&g, &err) < 0 ||
-        gc_mark_backups(&g, &err) < 0)
+    if (gc_list_nodes(&g, &err) < 0 || gc_list_packs(&g, &err) < 0 ||
+        gc_list_manifests(&g, &err) < 0 || gc_mark_backups(&g, &err) < 0)
         goto fail;
     gc_decide(&g);
     plan(&g, &d, &planned);

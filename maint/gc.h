@@ -30,25 +30,33 @@ typedef struct GcPack {
 } GcPack;
 
 typedef struct Gc {
-    CbfsRepo *repo;
+    CbfsRepo *repo;   /* the whole repository (its default node) */
+    CbfsRepo **nodes; /* a view of every node, the default one first */
+    size_t nnodes;
     int max_waste; /* percent */
     GcPack *packs; /* sorted by name */
     size_t npacks;
-    char **db_keys; /* every backups/<label>.<r>.db listed, with its size */
+    char **db_keys; /* every node's backups/<label>.<r>.db listed (full keys), with its size */
     uint64_t *db_sizes;
     size_t ndb;
-    char **seen; /* manifest keys of the records read so far, sorted on use */
+    char **seen; /* manifest keys (full) of the records read so far */
     size_t nseen;
-    char **seen_labels;
+    char **seen_labels;    /* "<node>/<label>" of those records */
     uint64_t missing_refs; /* blocks in packs that are gone without a map */
     char *tmpdir;          /* where manifests are fetched */
 } Gc;
 
+/* A view of every node of the repository into g->nodes (called again, the
+ * nodes made since are added). */
+int gc_list_nodes(Gc *g, CbfsError *err);
+/* key of node v's as the whole repository knows it (caller frees). */
+char *gc_full_key(const CbfsRepo *v, const char *key);
 /* List packs/ and moved/ and load every map. */
 int gc_list_packs(Gc *g, CbfsError *err);
-/* Read every backup record not read yet and mark what its manifest uses. */
+/* Read every backup record of every node not read yet and mark what its
+ * manifest uses. */
 int gc_mark_backups(Gc *g, CbfsError *err);
-/* List backups/<label>.<r>.db. */
+/* List every node's backups/<label>.<r>.db. */
 int gc_list_manifests(Gc *g, CbfsError *err);
 /* True if key is the manifest of a record read. */
 bool gc_manifest_named(Gc *g, const char *key);

@@ -191,22 +191,55 @@ static bool label_seen(Gc *g, const char *label)
     return false;
 }
 
-int gc_mark_backups(Gc *g, CbfsError *err)
+int gc_list_nodes(Gc *g, CbfsError *err)
+{
+    char **names;
+    size_t n;
+    int rc = cbfs_repo_list_nodes(g->repo, &names, &n, err);
+    if (rc < 0)
+        return rc;
+    /* the default node always (it may have backups and no claim only if
+     * the claim was lost, but then they must count all the same) */
+    if (g->nnodes == 0) {
+        g->nodes = cbfs_xcalloc(1, sizeof(CbfsRepo *));
+        g->nodes[g->nnodes++] = cbfs_repo_node_view(g->repo, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool known = strcmp(names[i], CBFS_NODE_DEFAULT) == 0;
+        for (size_t k = 0; k < g->nnodes && !known; k++)
+            known = g->nodes[k]->node && strcmp(g->nodes[k]->node, names[i]) == 0;
+        if (known)
+            continue;
+        g->nodes = cbfs_xrealloc(g->nodes, (g->nnodes + 1) * sizeof(CbfsRepo *));
+        g->nodes[g->nnodes++] = cbfs_repo_node_view(g->repo, names[i]);
+    }
+    cbfs_store_free_names(names, n);
+    return 0;
+}
+
+char *gc_full_key(const CbfsRepo *v, const char *key)
+{
+    return v->node ? cbfs_xasprintf("node/%s/%s", v->node, key) : cbfs_xstrdup(key);
+}
+
+static int mark_node(Gc *g, CbfsRepo *v, CbfsError *err)
 {
     CbfsKv **recs;
     size_t n;
-    int rc = cbfs_repo_list_backups(g->repo, &recs, &n, err);
+    int rc = cbfs_repo_list_backups(v, &recs, &n, err);
 
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const char *label = cbfs_kv_get(recs[i], "label");
         const char *mkey = cbfs_kv_get(recs[i], "manifest");
-        char *path = NULL;
+        char *path = NULL, *qual = cbfs_xasprintf("%s/%s", cbfs_repo_node_name(v), label);
         CbfsManifest *m = NULL;
-        if (label_seen(g, label))
+        if (label_seen(g, qual)) {
+            free(qual);
             continue;
-        rc = cbfs_repo_fetch_manifest(g->repo, recs[i], g->tmpdir, &path, err);
+        }
+        rc = cbfs_repo_fetch_manifest(v, recs[i], g->tmpdir, &path, err);
         if (rc == 0)
             rc = cbfs_manifest_open(path, &m, err);
         if (rc == 0)
@@ -217,34 +250,56 @@ int gc_mark_backups(Gc *g, CbfsError *err)
             free(path);
         }
         if (rc < 0) {
-            cbfs_error_prefix(err, "could not read backup \"%s\"", label);
+            char what[CBFS_ERROR_MSG_MAX / 2];
+            cbfs_error_prefix(err, "could not read backup \"%s\" of %s", label,
+                              cbfs_repo_what(v, what, sizeof(what)));
+            free(qual);
             break;
         }
         g->seen = cbfs_xrealloc(g->seen, (g->nseen + 1) * sizeof(char *));
         g->seen_labels = cbfs_xrealloc(g->seen_labels, (g->nseen + 1) * sizeof(char *));
-        g->seen[g->nseen] = cbfs_xstrdup(mkey);
-        g->seen_labels[g->nseen++] = cbfs_xstrdup(label);
+        g->seen[g->nseen] = gc_full_key(v, mkey);
+        g->seen_labels[g->nseen++] = qual;
     }
     cbfs_repo_free_backups(recs, n);
     return rc;
 }
 
+int gc_mark_backups(Gc *g, CbfsError *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < g->nnodes && rc == 0; i++)
+        rc = mark_node(g, g->nodes[i], err);
+    return rc;
+}
+
+typedef struct DbList {
+    Gc *g;
+    const CbfsRepo *v;
+} DbList;
+
 static int collect_db(const char *key, uint64_t size, void *ctx)
 {
-    Gc *g = ctx;
+    DbList *l = ctx;
+    Gc *g = l->g;
     size_t len = strlen(key);
     if (len < 4 || strcmp(key + len - 3, ".db") != 0)
         return 0;
     g->db_keys = cbfs_xrealloc(g->db_keys, (g->ndb + 1) * sizeof(char *));
     g->db_sizes = cbfs_xrealloc(g->db_sizes, (g->ndb + 1) * sizeof(uint64_t));
-    g->db_keys[g->ndb] = cbfs_xstrdup(key);
+    g->db_keys[g->ndb] = gc_full_key(l->v, key);
     g->db_sizes[g->ndb++] = size;
     return 0;
 }
 
 int gc_list_manifests(Gc *g, CbfsError *err)
 {
-    return cbfs_store_list(g->repo->store, "backups/", collect_db, g, err);
+    int rc = 0;
+    for (size_t i = 0; i < g->nnodes && rc == 0; i++) {
+        DbList l = {g, g->nodes[i]};
+        rc = cbfs_store_list(g->nodes[i]->store, "backups/", collect_db, &l, err);
+    }
+    return rc;
 }
 
 void gc_decide(Gc *g)
@@ -288,6 +343,9 @@ void gc_release(Gc *g)
     }
     free(g->seen);
     free(g->seen_labels);
+    for (size_t i = 0; i < g->nnodes; i++)
+        cbfs_repo_free(g->nodes[i]);
+    free(g->nodes);
     if (g->tmpdir)
         cbfs_remove_tree(g->tmpdir);
     free(g->tmpdir);

@@ -7,6 +7,8 @@
  *   newest        the newest backup, always
  *   pinned        a pinned backup, always
  *   mounted       a backup that is mounted, always
+ *   cluster point (set by expire, not here) the backup a kept cluster
+ *                 restore point of the repository starts from
  *   last N        the N newest
  *   within D      every backup that ended at most D seconds before now
  *   daily N       the newest backup of each of the N newest UTC days that
@@ -37,6 +39,7 @@ enum cbfs_keep_reason {
     CBFS_KEEP_WEEKLY = 1 << 5,
     CBFS_KEEP_MONTHLY = 1 << 6,
     CBFS_KEEP_MOUNTED = 1 << 7,
+    CBFS_KEEP_CLUSTER = 1 << 8, /* a kept cluster restore point starts from it (expire) */
 };
 
 typedef struct CbfsRetainItem {
