@@ -19,10 +19,12 @@
 #include <unistd.h>
 
 #include "cbfs/block.h"
+#include "cbfs/clusterpoint.h"
 #include "cbfs/log.h"
 #include "cbfs/manifest.h"
 #include "cbfs/moved.h"
 #include "cbfs/pack.h"
+#include "cbfs/point.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "cbfs/wal.h"
@@ -424,42 +426,170 @@ static int make_tmpdir(Check *c, CbfsError *err)
     return 0;
 }
 
-static int check_run(Check *c, CbfsError *err)
+/* Check the node c->repo serves: its backups and its WAL. */
+static void check_node(Check *c)
 {
-    int rc;
-    if ((rc = make_tmpdir(c, err)) < 0 || (rc = check_packs_list(c, err)) < 0 ||
-        (rc = check_wal_list(c, err)) < 0 || (rc = read_backups(c, err)) < 0)
-        return rc;
     for (size_t i = 0; i < c->nbackups && !check_interrupted; i++) {
-        cbfs_progress("check: backup %s (%zu of %zu)", c->backups[i].label, i + 1, c->nbackups);
+        cbfs_progress("check: %s%sbackup %s (%zu of %zu)", c->several ? "node " : "",
+                      c->several ? cbfs_repo_node_name(c->repo) : "", c->backups[i].label, i + 1,
+                      c->nbackups);
         if (c->backups[i].rec)
             check_backup(c, &c->backups[i]);
     }
     cbfs_progress_end();
     if (!check_interrupted)
-        check_packs_unused(c);
-    if (!check_interrupted)
         check_wal_histories(c);
     for (size_t i = 0; i < c->nbackups && !check_interrupted; i++)
         check_wal_backup(c, &c->backups[i]);
+}
+
+/* The backup a node restores a cluster point from, as restore finds it:
+ * NULL (and why) when there is none or its WAL does not reach the point. */
+static const Backup *point_backup(Check *c, const NodeCheck *nc, const char *point, char *why,
+                                  size_t size)
+{
+    CbfsTarget t;
+    CbfsError e;
+    cbfs_error_init(&e);
+    if (cbfs_point_resolve(nc->view, point, &t, &e) < 0) {
+        snprintf(why, size, "%s", e.msg);
+        return NULL;
+    }
+    for (size_t i = 0; i < nc->nbackups; i++)
+        if (strcmp(nc->backups[i].label, t.label) == 0) {
+            cbfs_target_release(&t);
+            return &nc->backups[i];
+        }
+    snprintf(why, size, "backup \"%s\" is not in the repository", t.label);
+    cbfs_target_release(&t);
+    (void) c;
+    return NULL;
+}
+
+/* Every cluster point: restorable on every node? */
+static int check_cluster_points(Check *c, CbfsError *err)
+{
+    CbfsClusterPoint *cps;
+    size_t n;
+    int rc = cbfs_cluster_point_list(c->base, &cps, &n, err);
+
+    if (rc < 0)
+        return rc;
+    c->cps = cbfs_xcalloc(n ? n : 1, sizeof(ClusterCheck));
+    for (size_t i = 0; i < n; i++) {
+        ClusterCheck *cc = &c->cps[c->ncps++];
+        char *key = cbfs_xasprintf("cluster-points/%s", cps[i].name);
+        cc->name = cbfs_xstrdup(cps[i].name);
+        for (size_t k = 0; k < cps[i].n; k++) {
+            const NodeCheck *nc = NULL;
+            const Backup *b;
+            char why[CBFS_ERROR_MSG_MAX];
+            Problem *p = NULL;
+            for (size_t j = 0; j < c->nnodes && !nc; j++)
+                if (strcmp(c->nodes[j].name, cps[i].nodes[k].node) == 0)
+                    nc = &c->nodes[j];
+            if (!nc) {
+                p = check_problem_add(&cc->problems, K_CLUSTER_POINT, key, NULL, -1,
+                                      "node \"%s\" is not in the repository", cps[i].nodes[k].node);
+            } else if (!(b = point_backup(c, nc, cps[i].name, why, sizeof(why)))) {
+                p = check_problem_add(&cc->problems, K_CLUSTER_POINT, key, NULL, -1,
+                                      "node \"%s\": %s", nc->name, why);
+            } else if (check_problems_count(&b->problems) > 0) {
+                p = check_problem_add(&cc->problems, K_CLUSTER_POINT, key, NULL, -1,
+                                      "node \"%s\": backup \"%s\" it starts from has problems",
+                                      nc->name, b->label);
+            }
+            if (p)
+                p->node = cbfs_xstrdup(cps[i].nodes[k].node);
+        }
+        free(key);
+        cbfs_cluster_point_release(&cps[i]);
+    }
+    free(cps);
+    return 0;
+}
+
+static int check_run(Check *c, CbfsError *err)
+{
+    char **names = NULL;
+    size_t nn = 0;
+    int rc;
+
+    if ((rc = make_tmpdir(c, err)) < 0 || (rc = check_packs_list(c, err)) < 0)
+        return rc;
+    if (c->only) {
+        if ((rc = cbfs_repo_select_node(c->base, c->only, err)) < 0)
+            return rc;
+        names = cbfs_xcalloc(1, sizeof(char *));
+        names[nn++] = cbfs_xstrdup(cbfs_repo_node_name(c->base));
+    } else if ((rc = cbfs_repo_list_nodes(c->base, &names, &nn, err)) < 0) {
+        return rc;
+    }
+    if (nn == 0) {
+        names = cbfs_xrealloc(names, sizeof(char *));
+        names[nn++] = cbfs_xstrdup(CBFS_NODE_DEFAULT);
+    }
+    c->several = nn > 1 || strcmp(names[0], CBFS_NODE_DEFAULT) != 0;
+    c->nodes = cbfs_xcalloc(nn, sizeof(NodeCheck));
+    for (size_t i = 0; i < nn && rc == 0 && !check_interrupted; i++) {
+        NodeCheck *nc = &c->nodes[c->nnodes++];
+        nc->name = names[i];
+        names[i] = NULL;
+        nc->view = cbfs_repo_node_view(c->base, nc->name);
+        c->repo = nc->view;
+        if ((rc = check_wal_list(c, err)) == 0 && (rc = read_backups(c, err)) == 0)
+            check_node(c);
+        /* the node's results, and a clean slate for the next */
+        nc->backups = c->backups;
+        nc->nbackups = c->nbackups;
+        nc->wal = c->wal;
+        c->backups = NULL;
+        c->nbackups = 0;
+        memset(&c->wal, 0, sizeof(c->wal));
+    }
+    cbfs_store_free_names(names, nn);
+    c->repo = c->base;
+    if (rc < 0)
+        return rc;
+    if (!check_interrupted)
+        check_packs_unused(c);
+    if (!check_interrupted && !c->only && (rc = check_cluster_points(c, err)) < 0)
+        return rc;
     if (check_interrupted)
         return cbfs_error_set(err, EINTR, CBFS_EXIT_ERROR, "check interrupted");
     return 0;
 }
 
-static void check_release(Check *c)
+static void release_backups(Backup *backups, size_t n)
 {
-    for (size_t i = 0; i < c->nbackups; i++) {
-        Backup *b = &c->backups[i];
+    for (size_t i = 0; i < n; i++) {
+        Backup *b = &backups[i];
         free(b->label);
         cbfs_kv_free(b->rec);
         free(b->packs);
         check_problems_release(&b->problems);
     }
-    free(c->backups);
+    free(backups);
+}
+
+static void check_release(Check *c)
+{
+    release_backups(c->backups, c->nbackups);
+    check_wal_release(&c->wal);
+    for (size_t i = 0; i < c->nnodes; i++) {
+        release_backups(c->nodes[i].backups, c->nodes[i].nbackups);
+        check_wal_release(&c->nodes[i].wal);
+        cbfs_repo_free(c->nodes[i].view);
+        free(c->nodes[i].name);
+    }
+    free(c->nodes);
+    for (size_t i = 0; i < c->ncps; i++) {
+        free(c->cps[i].name);
+        check_problems_release(&c->cps[i].problems);
+    }
+    free(c->cps);
     check_packs_release(&c->packs);
     check_problems_release(&c->pack_problems);
-    check_wal_release(&c->wal);
     if (c->tmpdir)
         rmdir(c->tmpdir);
     free(c->tmpdir);
@@ -501,6 +631,7 @@ static void usage(void)
         "                               P: {\"kind\", \"message\", \"object\", \"file\", "
         "\"offset\"}\n"
         "      --metrics-file FILE    write Prometheus metrics (cbfs_check_*) to FILE\n"
+        "      --node NAME            check one node of a repository that holds several\n"
         "      --passphrase-file FILE passphrase of an encrypted repository (mode 0600)\n"
         "  -h, --help                 show this help\n"
         "\n"
@@ -530,6 +661,7 @@ typedef struct Options {
     bool json;
     const char *metrics;
     const char *repo;
+    const char *node;
 } Options;
 
 /* 0 to go on, -1 after --help, or an exit code. */
@@ -541,12 +673,13 @@ static int parse_options(int argc, char **argv, Options *o)
         {"json", no_argument, NULL, 'J'},
         {"metrics-file", required_argument, NULL, 'M'},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
+        {"node", required_argument, NULL, CMD_OPT_NODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;
 
-    *o = (Options){4, 0, false, NULL, NULL};
+    *o = (Options){4, 0, false, NULL, NULL, NULL};
     while ((ch = getopt_long(argc, argv, "j:h", opts, NULL)) != -1) {
         const char *arg = optarg;
         switch (ch) {
@@ -572,6 +705,9 @@ static int parse_options(int argc, char **argv, Options *o)
             break;
         case CMD_OPT_PASSPHRASE_FILE:
             cbfs_passphrase_set_file(optarg);
+            break;
+        case CMD_OPT_NODE:
+            o->node = optarg;
             break;
         case 'h':
             usage();
@@ -636,6 +772,8 @@ int cmd_check(int argc, char **argv)
     cbfs_random_bytes(&c.rng, sizeof(c.rng));
     c.rng |= 1; /* xorshift never leaves 0 */
     rc = cbfs_repo_open(&loc, &c.repo, &err);
+    c.base = c.repo;
+    c.only = o.node;
     cbfs_location_release(&loc);
     /* every object is read: an encrypted repository's key first */
     if (rc == 0)
@@ -644,7 +782,7 @@ int cmd_check(int argc, char **argv)
         rc = cmd_fail(&err);
         write_metrics(&o, o.repo, false, cbfs_now() - t0, 0, 0);
         check_release(&c);
-        cbfs_repo_free(c.repo);
+        cbfs_repo_free(c.base);
         return rc;
     }
     catch_signals();
@@ -660,13 +798,13 @@ int cmd_check(int argc, char **argv)
             check_report_print(&c, secs);
         fflush(stdout);
         if (n)
-            cbfs_error("repository \"%s\" has %llu %s", c.repo->display, (unsigned long long) n,
+            cbfs_error("repository \"%s\" has %llu %s", c.base->display, (unsigned long long) n,
                        check_plural(n, "problem", "problems"));
         rc = n ? CBFS_EXIT_CORRUPT : 0;
     }
-    if (write_metrics(&o, c.repo->display, rc == 0, secs, c.bytes_read, n) < 0 && rc == 0)
+    if (write_metrics(&o, c.base->display, rc == 0, secs, c.bytes_read, n) < 0 && rc == 0)
         rc = CBFS_EXIT_ERROR;
     check_release(&c);
-    cbfs_repo_free(c.repo);
+    cbfs_repo_free(c.base);
     return rc;
 }

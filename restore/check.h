@@ -84,7 +84,8 @@
  *             "file": "path in the backup"|null, "offset": N|null, ...}
  *   K is one of bad-record, bad-manifest, bad-path, missing-pack, bad-pack,
  *   bad-index-entry, bad-block, wal-gap, missing-history, bad-history,
- *   unresolved-ref (one per relocation map, its "object").
+ *   unresolved-ref (one per relocation map, its "object"), cluster-point (a
+ *   node that cannot reach a cluster restore point, with "node").
  *   Extra keys: missing-pack, bad-pack and unresolved-ref: "blocks" (refs of
  *   the backup in that pack, or through that map), "refs": [{"file",
  *   "offset"}] (the first 10); bad-index-entry
@@ -145,6 +146,7 @@ enum kind {
     K_MISSING_HISTORY,
     K_BAD_HISTORY,
     K_UNRESOLVED_REF,
+    K_CLUSTER_POINT,
     K_COUNT
 };
 
@@ -167,6 +169,7 @@ typedef struct Problem {
     uint32_t tli;     /* wal-gap */
     char from[SEG_NAME_LEN], to[SEG_NAME_LEN];
     bool inside;
+    char *node; /* cluster-point */
 } Problem;
 
 typedef struct Problems {
@@ -254,13 +257,39 @@ typedef struct Wal {
     size_t ngaps;
 } Wal;
 
+/* One node of the repository: its backups and WAL, checked in turn (the
+ * packs are the repository's, checked once). */
+typedef struct NodeCheck {
+    char *name;
+    CbfsRepo *view;
+    Backup *backups;
+    size_t nbackups;
+    Wal wal;
+} NodeCheck;
+
+/* A cluster restore point: restorable when every node has a backup before
+ * it that is whole (no problem found) and the WAL from there to it. */
+typedef struct ClusterCheck {
+    char *name;
+    Problems problems; /* kind cluster-point: one per node that cannot reach it */
+} ClusterCheck;
+
 typedef struct Check Check;
 typedef struct Worker Worker; /* a thread of a parallel phase: check_packs.c */
 typedef struct Run Run;       /* blocks read in one request: check_packs.c */
 typedef void (*task_fn)(Worker *w, size_t i);
 
-/* The whole check: set up by cmd_check, filled by check_run. */
+/* The whole check: set up by cmd_check, filled by check_run.  repo,
+ * backups and wal are the node being checked (moved into nodes[] once it
+ * is done). */
 struct Check {
+    CbfsRepo *base;   /* the whole repository */
+    const char *only; /* --node */
+    NodeCheck *nodes;
+    size_t nnodes;
+    bool several; /* the repository holds named nodes: reports go node by node */
+    ClusterCheck *cps;
+    size_t ncps;
     CbfsRepo *repo;
     long jobs;
     long percent; /* --read-data: 0 off, else 1..100 */

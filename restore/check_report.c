@@ -19,7 +19,7 @@
 static const char *const kind_names[K_COUNT] = {
     "bad-record",      "bad-manifest",    "bad-path",       "missing-pack",
     "bad-pack",        "bad-index-entry", "bad-block",      "wal-gap",
-    "missing-history", "bad-history",     "unresolved-ref",
+    "missing-history", "bad-history",     "unresolved-ref", "cluster-point",
 };
 
 Problem *check_problem_add(Problems *ps, enum kind k, const char *object, const char *file,
@@ -61,6 +61,7 @@ void check_problems_release(Problems *ps)
         free(p->message);
         free(p->object);
         free(p->file);
+        free(p->node);
         for (size_t k = 0; k < p->nrefs; k++)
             free(p->refs[k].file);
     }
@@ -75,9 +76,14 @@ uint64_t check_problems_count(const Problems *ps)
 
 uint64_t check_problems_total(const Check *c)
 {
-    uint64_t n = check_problems_count(&c->wal.problems) + check_problems_count(&c->pack_problems);
-    for (size_t i = 0; i < c->nbackups; i++)
-        n += check_problems_count(&c->backups[i].problems);
+    uint64_t n = check_problems_count(&c->pack_problems);
+    for (size_t k = 0; k < c->nnodes; k++) {
+        n += check_problems_count(&c->nodes[k].wal.problems);
+        for (size_t i = 0; i < c->nodes[k].nbackups; i++)
+            n += check_problems_count(&c->nodes[k].backups[i].problems);
+    }
+    for (size_t i = 0; i < c->ncps; i++)
+        n += check_problems_count(&c->cps[i].problems);
     return n;
 }
 
@@ -154,19 +160,35 @@ static PackCounts pack_counts(const Check *c)
 void check_report_print(const Check *c, double secs)
 {
     uint64_t n = check_problems_total(c);
-    for (size_t i = 0; i < c->nbackups; i++)
-        print_backup(&c->backups[i]);
-    print_wal(&c->wal);
+    size_t nbackups = 0;
+    uint64_t wal_files = 0;
+    for (size_t k = 0; k < c->nnodes; k++) {
+        const NodeCheck *nc = &c->nodes[k];
+        if (c->several)
+            printf("node \"%s\":\n", nc->name);
+        for (size_t i = 0; i < nc->nbackups; i++)
+            print_backup(&nc->backups[i]);
+        print_wal(&nc->wal);
+        nbackups += nc->nbackups;
+        wal_files += nc->wal.files;
+    }
+    for (size_t i = 0; i < c->ncps; i++) {
+        uint64_t np = check_problems_count(&c->cps[i].problems);
+        printf("cluster restore point \"%s\": %s\n", c->cps[i].name,
+               np ? "NOT restorable" : "restorable on every node");
+        print_problems(&c->cps[i].problems, "  ");
+    }
     {
         PackCounts pc = pack_counts(c);
         printf("packs: %zu stored, %zu used by backups, %zu used by none, %zu missing\n", pc.stored,
                pc.used, pc.unused, pc.missing);
     }
     print_problems(&c->pack_problems, "  ");
-    printf("checked %zu %s, %zu %s, %llu WAL %s", c->nbackups,
-           check_plural(c->nbackups, "backup", "backups"), c->packs.n,
-           check_plural(c->packs.n, "pack", "packs"), (unsigned long long) c->wal.files,
-           check_plural(c->wal.files, "file", "files"));
+    printf("checked %zu %s", nbackups, check_plural(nbackups, "backup", "backups"));
+    if (c->several)
+        printf(" of %zu %s", c->nnodes, check_plural(c->nnodes, "node", "nodes"));
+    printf(", %zu %s, %llu WAL %s", c->packs.n, check_plural(c->packs.n, "pack", "packs"),
+           (unsigned long long) wal_files, check_plural(wal_files, "file", "files"));
     if (c->percent) {
         char sz[32];
         cbfs_format_size(c->bytes_read, sz, sizeof(sz));
@@ -235,6 +257,9 @@ static void json_problem(CbfsJson *j, const Problem *p)
         cbfs_json_int(j, p->pack_offset);
     } else if (p->kind == K_WAL_GAP) {
         json_gap_range(j, p->tli, p->from, p->to, p->inside);
+    } else if (p->kind == K_CLUSTER_POINT) {
+        cbfs_json_key(j, "node");
+        cbfs_json_string(j, p->node);
     }
     cbfs_json_end_object(j);
 }
@@ -257,11 +282,13 @@ static void json_count(CbfsJson *j, const char *key, bool known, uint64_t v)
         cbfs_json_string(j, NULL);
 }
 
-static void json_backup(CbfsJson *j, const Backup *b)
+static void json_backup(CbfsJson *j, const Backup *b, const char *node)
 {
     cbfs_json_begin_object(j);
     cbfs_json_key(j, "label");
     cbfs_json_string(j, b->label);
+    cbfs_json_key(j, "node");
+    cbfs_json_string(j, node);
     cbfs_json_key(j, "ok");
     cbfs_json_bool(j, check_problems_count(&b->problems) == 0);
     json_count(j, "files", b->manifest_read, b->files);
@@ -312,17 +339,46 @@ void check_report_json(const Check *c, double secs)
     cbfs_json_init(&j);
     cbfs_json_begin_object(&j);
     cbfs_json_key(&j, "repository");
-    cbfs_json_string(&j, c->repo->display);
+    cbfs_json_string(&j, c->base->display);
     cbfs_json_key(&j, "ok");
     cbfs_json_bool(&j, n == 0);
     cbfs_json_key(&j, "duration_seconds");
     cbfs_json_double(&j, secs);
     cbfs_json_key(&j, "backups");
     cbfs_json_begin_array(&j);
-    for (size_t i = 0; i < c->nbackups; i++)
-        json_backup(&j, &c->backups[i]);
+    for (size_t k = 0; k < c->nnodes; k++)
+        for (size_t i = 0; i < c->nodes[k].nbackups; i++)
+            json_backup(&j, &c->nodes[k].backups[i], c->nodes[k].name);
     cbfs_json_end_array(&j);
-    json_wal(&j, &c->wal);
+    if (c->nnodes > 0)
+        json_wal(&j, &c->nodes[0].wal);
+    cbfs_json_key(&j, "nodes");
+    cbfs_json_begin_array(&j);
+    for (size_t k = 0; k < c->nnodes; k++) {
+        bool ok = check_problems_count(&c->nodes[k].wal.problems) == 0;
+        for (size_t i = 0; i < c->nodes[k].nbackups; i++)
+            ok &= check_problems_count(&c->nodes[k].backups[i].problems) == 0;
+        cbfs_json_begin_object(&j);
+        cbfs_json_key(&j, "node");
+        cbfs_json_string(&j, c->nodes[k].name);
+        cbfs_json_key(&j, "ok");
+        cbfs_json_bool(&j, ok);
+        json_wal(&j, &c->nodes[k].wal);
+        cbfs_json_end_object(&j);
+    }
+    cbfs_json_end_array(&j);
+    cbfs_json_key(&j, "cluster_points");
+    cbfs_json_begin_array(&j);
+    for (size_t i = 0; i < c->ncps; i++) {
+        cbfs_json_begin_object(&j);
+        cbfs_json_key(&j, "name");
+        cbfs_json_string(&j, c->cps[i].name);
+        cbfs_json_key(&j, "restorable");
+        cbfs_json_bool(&j, check_problems_count(&c->cps[i].problems) == 0);
+        json_problems(&j, &c->cps[i].problems);
+        cbfs_json_end_object(&j);
+    }
+    cbfs_json_end_array(&j);
     cbfs_json_key(&j, "packs");
     cbfs_json_begin_object(&j);
     {
