@@ -57,10 +57,14 @@ int main(int argc, char **argv)
         printf("cbfs %s\n", CBFS_VERSION);
         return 0;
     }
-    if (strcmp(argv[1], "mount") == 0)
-        for (int i = 2; i < argc; i++)
-            if (strcmp(argv[i], "--cluster") == 0)
+    /* a whole cluster: what spans the nodes (cluster/) */
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--cluster") == 0) {
+            if (strcmp(argv[1], "mount") == 0)
                 return cmd_cluster_mount(argc - 1, argv + 1);
+            if (strcmp(argv[1], "restore") == 0)
+                return cmd_cluster_restore(argc - 1, argv + 1);
+        }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

@@ -22,6 +22,8 @@ int cluster_point_create(CbfsRepo *repo, PgSession *coord, const char *conninfo,
 
 /* `cbfs mount REPO@POINT DIR --cluster ...` (cluster_mount.c). */
 int cmd_cluster_mount(int argc, char **argv);
+/* `cbfs restore REPO@POINT DIR --cluster ...` (cluster_restore.c). */
+int cmd_cluster_restore(int argc, char **argv);
 /* `cbfs umount DIR`: a cluster mounted on DIR, else cmd_umount. */
 int cmd_umount_any(int argc, char **argv);
 

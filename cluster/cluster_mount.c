@@ -15,8 +15,10 @@
  * state, then unmounts every node, also when its daemon or its server was
  * killed; DIR/NODE folders cbfs made are removed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -346,14 +348,57 @@ static void unmount_path(const char *path)
     }
 }
 
-/* Stop c's servers, unmount its nodes, remove what cbfs made in DIR. */
+/* The mount daemon serving mountpoint (a cbfs or mount.cbfs process with
+ * it among its arguments), or 0. */
+static pid_t daemon_of(const char *mountpoint)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    pid_t found = 0;
+
+    while (d && !found && (de = readdir(d)) != NULL) {
+        char *path;
+        uint8_t *buf = NULL;
+        size_t len;
+        bool cbfs = false, mnt = false;
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        path = cbfs_xasprintf("/proc/%s/cmdline", de->d_name);
+        if (cbfs_read_file(path, &buf, &len, NULL) == 0) {
+            for (size_t off = 0; off < len; off += strlen((char *) buf + off) + 1) {
+                const char *arg = (const char *) buf + off, *base = strrchr(arg, '/');
+                if (off == 0)
+                    cbfs = strcmp(base ? base + 1 : arg, "cbfs") == 0 ||
+                           strcmp(base ? base + 1 : arg, "mount.cbfs") == 0;
+                else if (strcmp(arg, mountpoint) == 0)
+                    mnt = true;
+            }
+            if (cbfs && mnt)
+                found = (pid_t) atoi(de->d_name);
+        }
+        free(buf);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* Stop c's servers, unmount its nodes (and wait for their daemons to end:
+ * they remove their registrations as they go), remove what cbfs made in
+ * DIR. */
 static void teardown(Cluster *c)
 {
     char *path;
     cluster_stop(c);
     for (size_t i = 0; i < c->n; i++) {
+        pid_t pid = c->nodes[i].mounted ? daemon_of(c->nodes[i].datadir) : 0;
         if (c->nodes[i].mounted)
             unmount_path(c->nodes[i].datadir);
+        for (int t = 0; pid > 0 && t < 200 && kill(pid, 0) == 0; t++)
+            cbfs_sleep_ms(50);
+        if (pid > 0 && kill(pid, 0) == 0 && daemon_of(c->nodes[i].datadir) == pid)
+            kill(pid, SIGKILL); /* stuck: its mount is gone already */
         if (c->nodes[i].datadir)
             rmdir(c->nodes[i].datadir); /* only when empty: never a node's data */
     }
