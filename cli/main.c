@@ -64,6 +64,8 @@ int main(int argc, char **argv)
                 return cmd_cluster_mount(argc - 1, argv + 1);
             if (strcmp(argv[1], "restore") == 0)
                 return cmd_cluster_restore(argc - 1, argv + 1);
+            if (strcmp(argv[1], "verify") == 0)
+                return cmd_cluster_verify(argc - 1, argv + 1);
         }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(argv[1], commands[i].name) == 0)

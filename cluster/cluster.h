@@ -20,10 +20,30 @@
 int cluster_point_create(CbfsRepo *repo, PgSession *coord, const char *conninfo, const char *name,
                          long wait_s, CbfsError *err);
 
+/* What to mount (cluster_mount_nodes). */
+typedef struct ClusterMountSpec {
+    const char *source;  /* REPO@POINT */
+    const char *dir;     /* DIR: each node on DIR/NODE */
+    const char *overlay; /* each node's overlay in OVERLAY/NODE, or NULL: temporary ones */
+    const char *opts;    /* more -o options for every node, or NULL */
+    bool start;          /* then cluster_start */
+    bool quiet;          /* print nothing (not even the coordinator line) */
+} ClusterMountSpec;
+
+/* Mount every node of c (filled by cluster_resolve, with its user and, to
+ * start, its bindir) on DIR/NODE, and start the cluster when asked.  On
+ * failure nothing stays mounted or running. */
+int cluster_mount_nodes(const ClusterMountSpec *s, Cluster *c, CbfsError *err);
+/* Stop c's servers, unmount its nodes, remove DIR/.cbfs and the empty
+ * DIR/NODE folders. */
+void cluster_teardown(Cluster *c);
+
 /* `cbfs mount REPO@POINT DIR --cluster ...` (cluster_mount.c). */
 int cmd_cluster_mount(int argc, char **argv);
 /* `cbfs restore REPO@POINT DIR --cluster ...` (cluster_restore.c). */
 int cmd_cluster_restore(int argc, char **argv);
+/* `cbfs verify REPO@POINT --cluster ...` (cluster_verify.c). */
+int cmd_cluster_verify(int argc, char **argv);
 /* `cbfs umount DIR`: a cluster mounted on DIR, else cmd_umount. */
 int cmd_umount_any(int argc, char **argv);
 

@@ -253,7 +253,7 @@ int cluster_resolve(CbfsRepo *repo, const char *point, CbfsClusterPoint *cp, Clu
 
 /* Mount node nd of c on its datadir: `cbfs mount` of its own.  Its error,
  * when it fails, is its last line. */
-static int mount_node(const MountArgs *a, const Cluster *c, const ClusterNode *nd,
+static int mount_node(const ClusterMountSpec *a, const Cluster *c, const ClusterNode *nd,
                       const char *settings, CbfsError *err)
 {
     char self[PATH_MAX], *opts, *log = cbfs_xasprintf("%s/mount-%s.err", c->run, nd->name);
@@ -271,7 +271,7 @@ static int mount_node(const MountArgs *a, const Cluster *c, const ClusterNode *n
                           a->overlay ? ",overlay=" : "", a->overlay ? a->overlay : "",
                           a->overlay ? "/" : "", a->overlay ? nd->name : "", *a->opts ? "," : "");
     {
-        char *all = cbfs_xasprintf("%s%s", opts, a->opts);
+        char *all = cbfs_xasprintf("%s%s", opts, a->opts ? a->opts : "");
         free(opts);
         opts = all;
     }
@@ -387,7 +387,7 @@ static pid_t daemon_of(const char *mountpoint)
 /* Stop c's servers, unmount its nodes (and wait for their daemons to end:
  * they remove their registrations as they go), remove what cbfs made in
  * DIR. */
-static void teardown(Cluster *c)
+void cluster_teardown(Cluster *c)
 {
     char *path;
     cluster_stop(c);
@@ -408,15 +408,81 @@ static void teardown(Cluster *c)
     cbfs_remove_tree(c->run);
 }
 
+int cluster_mount_nodes(const ClusterMountSpec *s, Cluster *c, CbfsError *err)
+{
+    char real[PATH_MAX], *settings = NULL;
+    int rc;
+
+    /* DIR: a directory, not mounted on; DIR/NODE: absent or empty */
+    if (!realpath(s->dir, real))
+        return cbfs_error_set(err, errno, CBFS_EXIT_USAGE, "could not mount on \"%s\": %s", s->dir,
+                              strerror(errno));
+    c->dir = cbfs_xstrdup(real);
+    c->run = cbfs_xasprintf("%s/.cbfs", real);
+    if (access(c->run, F_OK) == 0) {
+        free(c->run);
+        c->run = NULL;
+        return cbfs_error_set(err, EEXIST, CBFS_EXIT_USAGE,
+                              "could not mount on \"%s\": a cluster is mounted there already (run "
+                              "cbfs umount \"%s\")",
+                              s->dir, s->dir);
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        ClusterNode *nd = &c->nodes[i];
+        nd->datadir = cbfs_xasprintf("%s/%s", real, nd->name);
+        if (mkdir(nd->datadir, 0700) < 0 && (errno != EEXIST || is_mount_point(nd->datadir))) {
+            rc = cbfs_error_set(err, errno, CBFS_EXIT_USAGE, "could not mount on \"%s\": %s",
+                                nd->datadir,
+                                errno == EEXIST ? "it is already a mount point" : strerror(errno));
+            goto undo;
+        }
+    }
+    if (s->overlay && access(s->overlay, F_OK) < 0) {
+        /* made here: the servers' user's, as each node's overlay is (it
+         * holds their pg_wal) */
+        if ((rc = cbfs_mkdir_p(s->overlay, 0700, err)) < 0)
+            goto undo;
+        if (geteuid() == 0 && chown(s->overlay, c->uid, c->gid) < 0) {
+            rc = cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not give \"%s\" to %s: %s",
+                                s->overlay, c->user, strerror(errno));
+            goto undo;
+        }
+    }
+    if ((rc = cluster_prepare_run(c, &settings, err)) < 0)
+        goto undo;
+    for (size_t i = 0; i < c->n; i++) {
+        if ((rc = mount_node(s, c, &c->nodes[i], settings, err)) < 0)
+            goto undo;
+        c->nodes[i].mounted = true;
+        if ((rc = cluster_save(c, err)) < 0)
+            goto undo;
+    }
+    if (!s->quiet) {
+        printf("cluster restore point %s mounted: %zu nodes under %s\n", c->point, c->n, c->dir);
+        for (size_t i = 0; i < c->n; i++)
+            printf("  %-20s %s%s\n", c->nodes[i].name, c->nodes[i].datadir,
+                   i == c->coordinator ? " (coordinator)" : "");
+        fflush(stdout);
+    }
+    if (s->start && (rc = cluster_start(c, s->quiet, err)) < 0)
+        goto undo;
+    free(settings);
+    return 0;
+undo:
+    cluster_teardown(c);
+    free(settings);
+    return rc;
+}
+
 int cmd_cluster_mount(int argc, char **argv)
 {
     MountArgs a;
+    ClusterMountSpec spec;
     CbfsLocation loc;
     CbfsRepo *repo = NULL;
     CbfsClusterPoint cp = {0};
     Cluster c = {0};
     CbfsError err;
-    char real[PATH_MAX], *settings = NULL;
     int rc = parse(argc, argv, &a), pg_major = 15;
 
     if (rc != 0)
@@ -437,62 +503,19 @@ int cmd_cluster_mount(int argc, char **argv)
     if (rc == 0)
         rc = cluster_resolve(repo, loc.point, &cp, &c, &pg_major, &err);
     cbfs_location_release(&loc);
+    if (rc == 0 && a.start)
+        rc = pgserver_find_bindir(pg_major, a.pg_bin, &c.bindir, &err);
     if (rc < 0)
         goto fail;
-    if (a.start && (rc = pgserver_find_bindir(pg_major, a.pg_bin, &c.bindir, &err)) < 0)
-        goto fail;
-    /* DIR: a directory, not mounted on; DIR/NODE: absent or empty */
-    if (!realpath(a.dir, real)) {
-        rc = cbfs_error_set(&err, errno, CBFS_EXIT_USAGE, "could not mount on \"%s\": %s", a.dir,
-                            strerror(errno));
-        goto fail;
-    }
-    c.dir = cbfs_xstrdup(real);
-    c.run = cbfs_xasprintf("%s/.cbfs", real);
     c.repo = cbfs_xstrdup(repo->display);
-    if (access(c.run, F_OK) == 0) {
-        rc = cbfs_error_set(&err, EEXIST, CBFS_EXIT_USAGE,
-                            "could not mount on \"%s\": a cluster is mounted there already (run "
-                            "cbfs umount \"%s\")",
-                            a.dir, a.dir);
+    spec = (ClusterMountSpec){a.source, a.dir, a.overlay, a.opts, a.start, false};
+    if ((rc = cluster_mount_nodes(&spec, &c, &err)) < 0)
         goto fail;
-    }
-    for (size_t i = 0; i < c.n; i++) {
-        ClusterNode *nd = &c.nodes[i];
-        nd->datadir = cbfs_xasprintf("%s/%s", real, nd->name);
-        if (mkdir(nd->datadir, 0700) < 0 && (errno != EEXIST || is_mount_point(nd->datadir))) {
-            rc = cbfs_error_set(&err, errno, CBFS_EXIT_USAGE, "could not mount on \"%s\": %s",
-                                nd->datadir,
-                                errno == EEXIST ? "it is already a mount point" : strerror(errno));
-            goto undo;
-        }
-    }
-    if (a.overlay && (rc = cbfs_mkdir_p(a.overlay, 0700, &err)) < 0)
-        goto undo;
-    if ((rc = cluster_prepare_run(&c, &settings, &err)) < 0)
-        goto undo;
-    for (size_t i = 0; i < c.n; i++) {
-        if ((rc = mount_node(&a, &c, &c.nodes[i], settings, &err)) < 0)
-            goto undo;
-        c.nodes[i].mounted = true;
-        if ((rc = cluster_save(&c, &err)) < 0)
-            goto undo;
-    }
-    printf("cluster restore point %s mounted: %zu nodes under %s\n", c.point, c.n, c.dir);
-    for (size_t i = 0; i < c.n; i++)
-        printf("  %-20s %s%s\n", c.nodes[i].name, c.nodes[i].datadir,
-               i == c.coordinator ? " (coordinator)" : "");
-    fflush(stdout);
-    if (a.start && (rc = cluster_start(&c, &cp, &err)) < 0)
-        goto undo;
     rc = 0;
     goto out;
-undo:
-    teardown(&c);
 fail:
     rc = cmd_fail(&err);
 out:
-    free(settings);
     free(a.opts);
     cluster_release(&c);
     cbfs_cluster_point_release(&cp);
@@ -514,7 +537,7 @@ int cmd_umount_any(int argc, char **argv)
         return cmd_umount(argc, argv);
     if (rc < 0)
         return cmd_fail(&err);
-    teardown(&c);
+    cluster_teardown(&c);
     cluster_release(&c);
     return 0;
 }

@@ -312,7 +312,7 @@ int cmd_cluster_restore(int argc, char **argv)
         printf("  %-20s %s%s\n", c.nodes[i].name, c.nodes[i].datadir,
                i == c.coordinator ? " (coordinator)" : "");
     fflush(stdout);
-    if (a.start && (rc = cluster_start(&c, &cp, &err)) < 0)
+    if (a.start && (rc = cluster_start(&c, false, &err)) < 0)
         goto fail;
     rc = 0;
     goto out;

@@ -438,12 +438,11 @@ static int background_on(const Cluster *c, const ClusterNode *nd, CbfsError *err
     return rc;
 }
 
-int cluster_start(Cluster *c, const CbfsClusterPoint *cp, CbfsError *err)
+int cluster_start(Cluster *c, bool quiet, CbfsError *err)
 {
     ClusterNode *coord = &c->nodes[c->coordinator];
     int rc;
 
-    (void) cp;
     if ((rc = pq_load(err)) < 0)
         return rc;
     /* 1. start every node, recovering to the point and pausing there */
@@ -509,8 +508,10 @@ int cluster_start(Cluster *c, const CbfsClusterPoint *cp, CbfsError *err)
     }
     if (rc < 0)
         goto fail;
-    printf("coordinator: host=%s port=%d\n", c->run, coord->port);
-    fflush(stdout);
+    if (!quiet) {
+        printf("coordinator: host=%s port=%d\n", c->run, coord->port);
+        fflush(stdout);
+    }
     return 0;
 fail:
     cluster_stop(c);

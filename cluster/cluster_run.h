@@ -73,11 +73,12 @@ int cluster_save(const Cluster *c, CbfsError *err);
 int cluster_load(const char *dir, Cluster *ret, CbfsError *err);
 void cluster_release(Cluster *c);
 
-/* Steps 1-4 above; prints the coordinator's connection string on a line
- * of its own ("coordinator: host=... port=..."); the servers run on after
+/* Steps 1-4 above; prints (unless quiet) the coordinator's connection
+ * string on a line of its own ("coordinator: host=... port=..."); the
+ * servers run on after
  * the command ends.  On failure the servers it started are stopped and err
  * names the node. */
-int cluster_start(Cluster *c, const CbfsClusterPoint *cp, CbfsError *err);
+int cluster_start(Cluster *c, bool quiet, CbfsError *err);
 /* Stop every server cbfs started on c (fast, then immediate, then
  * SIGKILL), in any state, also when its data directory is a dead mount. */
 void cluster_stop(Cluster *c);

@@ -190,6 +190,12 @@ static int list_database(DbCheck *c, size_t db, CbfsError *err)
 
     if (!conn)
         return -ECONNREFUSED;
+    /* on a Citus worker, Citus would propagate the DDL (and refuse it
+     * there): a check's extension is the node's own affair */
+    res = run(conn, "SET citus.enable_ddl_propagation TO off", NULL, &msg);
+    pq.clear(res);
+    free(msg);
+    msg = NULL;
     res = run(conn, "CREATE EXTENSION IF NOT EXISTS amcheck", NULL, &msg);
     pq.clear(res);
     if (res)
