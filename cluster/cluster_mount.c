@@ -232,8 +232,19 @@ int cluster_resolve(CbfsRepo *repo, const char *point, CbfsClusterPoint *cp, Clu
                                 "node \"%s\" of cluster restore point \"%s\" is not in repository "
                                 "\"%s\"",
                                 cp->nodes[i].node, point, repo->display);
-        if (rc == 0 && (rc = cbfs_point_resolve(v, point, &t, err)) < 0)
-            cbfs_error_prefix(err, "node \"%s\"", cp->nodes[i].node);
+        if (rc == 0 && (rc = cbfs_point_resolve(v, point, &t, err)) < 0) {
+            CbfsKv **recs = NULL;
+            size_t nrecs = 0;
+            CbfsError e;
+            cbfs_error_init(&e);
+            if (cbfs_repo_list_backups(v, &recs, &nrecs, &e) == 0 && nrecs == 0)
+                cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND,
+                               "node \"%s\" has no backup before cluster restore point \"%s\"",
+                               cp->nodes[i].node, point);
+            else
+                cbfs_error_prefix(err, "node \"%s\"", cp->nodes[i].node);
+            cbfs_repo_free_backups(recs, nrecs);
+        }
         if (rc == 0) {
             rc = cbfs_repo_read_backup(v, t.label, &rec, err);
             if (rc == 0 && cbfs_kv_get_u64(rec, "pg_version", &version) == 0 && ret_pg_major)
@@ -348,6 +359,26 @@ static void unmount_path(const char *path)
     }
 }
 
+/* A /proc file whole (it says it is empty: read it, not its size). */
+static int read_proc(const char *path, uint8_t **ret, size_t *ret_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    CbfsBuf b;
+    char chunk[4096];
+    ssize_t n;
+
+    if (fd < 0)
+        return -errno;
+    cbfs_buf_init(&b);
+    while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+        cbfs_buf_append(&b, chunk, (size_t) n);
+    close(fd);
+    cbfs_buf_append(&b, "", 1); /* NUL-terminated */
+    *ret = (uint8_t *) b.data;
+    *ret_len = b.len - 1;
+    return 0;
+}
+
 /* The mount daemon serving mountpoint (a cbfs or mount.cbfs process with
  * it among its arguments), or 0. */
 static pid_t daemon_of(const char *mountpoint)
@@ -364,7 +395,7 @@ static pid_t daemon_of(const char *mountpoint)
         if (de->d_name[0] < '0' || de->d_name[0] > '9')
             continue;
         path = cbfs_xasprintf("/proc/%s/cmdline", de->d_name);
-        if (cbfs_read_file(path, &buf, &len, NULL) == 0) {
+        if (read_proc(path, &buf, &len) == 0) {
             for (size_t off = 0; off < len; off += strlen((char *) buf + off) + 1) {
                 const char *arg = (const char *) buf + off, *base = strrchr(arg, '/');
                 if (off == 0)

@@ -242,6 +242,82 @@ static const CbfsKv *backup_before(CbfsKv **list, size_t n, uint64_t lsn, time_t
 
 /* Is the WAL holding the byte before lsn archived, on the backup's timeline
  * or a later one? */
+/* Every WAL segment recovery reads from backup's start to lsn on timeline
+ * tli is archived (following tli's history when it branched off the
+ * backup's timeline): 0, or -ENOENT and *missing the first one missing.
+ * A path the history does not show is not judged here (0). */
+static int wal_complete(CbfsRepo *r, const CbfsKv *backup, uint32_t tli, uint64_t lsn,
+                        char *missing, size_t len, CbfsError *err)
+{
+    uint64_t btli = 1, seg_size = 16u << 20, start = 0;
+    CbfsTliSwitch *sw = NULL;
+    size_t nsw = 0, k;
+    struct {
+        uint32_t tli;
+        uint64_t lo, hi;
+    } hops[64];
+    size_t nhops = 0;
+    int rc = 0;
+    const char *s = cbfs_kv_get(backup, "start_lsn");
+
+    cbfs_kv_get_u64(backup, "timeline", &btli);
+    cbfs_kv_get_u64(backup, "wal_segment_size", &seg_size);
+    if (!s || cbfs_lsn_parse(s, &start) < 0 || lsn == 0)
+        return 0;
+    if (tli == btli) {
+        hops[nhops++] = (typeof(hops[0])){tli, cbfs_wal_segno(start, (uint32_t) seg_size),
+                                          cbfs_wal_segno(lsn - 1, (uint32_t) seg_size)};
+    } else {
+        char hname[32];
+        uint8_t *text;
+        size_t tlen;
+        snprintf(hname, sizeof(hname), "%08X.history", tli);
+        if (cbfs_wal_read(r, hname, &text, &tlen, err) < 0) {
+            cbfs_error_init(err);
+            return 0;
+        }
+        rc = cbfs_wal_parse_history((const char *) text, &sw, &nsw);
+        free(text);
+        for (k = 0; rc == 0 && k < nsw && sw[k].tli != btli; k++)
+            ;
+        if (rc < 0 || k == nsw) {
+            free(sw);
+            return 0;
+        }
+        for (size_t j = k; j < nsw && nhops < 63; j++) {
+            uint64_t lo = j == k ? cbfs_wal_segno(start, (uint32_t) seg_size)
+                                 : cbfs_wal_segno(sw[j - 1].end, (uint32_t) seg_size);
+            uint64_t end = cbfs_wal_segno(sw[j].end, (uint32_t) seg_size);
+            /* the segment holding the switch is the child's */
+            if (end > lo)
+                hops[nhops++] = (typeof(hops[0])){sw[j].tli, lo, end - 1};
+        }
+        hops[nhops++] = (typeof(hops[0])){tli, cbfs_wal_segno(sw[nsw - 1].end, (uint32_t) seg_size),
+                                          cbfs_wal_segno(lsn - 1, (uint32_t) seg_size)};
+        free(sw);
+    }
+    for (size_t h = 0; h < nhops && rc == 0; h++) {
+        char prefix[32], **names;
+        size_t n;
+        snprintf(prefix, sizeof(prefix), "wal/%08X/", hops[h].tli);
+        if ((rc = cbfs_store_list_names(r->store, prefix, "", &names, &n, err)) < 0)
+            break;
+        for (uint64_t seg = hops[h].lo; seg <= hops[h].hi && rc == 0; seg++) {
+            char name[CBFS_WAL_NAME_MAX];
+            cbfs_wal_segname(hops[h].tli, seg, (uint32_t) seg_size, name, sizeof(name));
+            bool found = false;
+            for (size_t i = 0; i < n && !found; i++)
+                found = strcmp(names[i], name) == 0;
+            if (!found) {
+                snprintf(missing, len, "%s", name);
+                rc = -ENOENT;
+            }
+        }
+        cbfs_store_free_names(names, n);
+    }
+    return rc;
+}
+
 static int wal_reaches(CbfsRepo *r, const CbfsKv *backup, uint64_t lsn, char *missing, size_t len,
                        CbfsError *err)
 {
@@ -389,6 +465,7 @@ int cbfs_point_resolve(CbfsRepo *r, const char *point, CbfsTarget *ret, CbfsErro
     }
     if (lsn) {
         char missing[CBFS_WAL_NAME_MAX];
+        uint64_t ptli = 0;
         rc = wal_reaches(r, from, lsn, missing, sizeof(missing), err);
         if (rc == -ENOENT) {
             rc =
@@ -396,6 +473,20 @@ int cbfs_point_resolve(CbfsRepo *r, const char *point, CbfsTarget *ret, CbfsErro
                                "point \"%s\" is beyond the archived WAL: WAL file \"%s\" is not in "
                                "repository \"%s\"",
                                point, missing, r->display);
+            goto out;
+        }
+        if (rc < 0)
+            goto out;
+        /* and every segment on the way there (a named point knows its
+         * timeline; an LSN is taken on the backup's) */
+        if (!pt || cbfs_kv_get_u64(pt, "timeline", &ptli) < 0 || ptli == 0 || ptli > UINT32_MAX)
+            cbfs_kv_get_u64(from, "timeline", &ptli);
+        rc = wal_complete(r, from, (uint32_t) ptli, lsn, missing, sizeof(missing), err);
+        if (rc == -ENOENT) {
+            rc = cbfs_error_set(err, ENOENT, CBFS_EXIT_NOT_FOUND,
+                                "point \"%s\" cannot be reached from backup \"%s\": WAL file "
+                                "\"%s\" is missing from repository \"%s\"",
+                                point, cbfs_kv_get(from, "label"), missing, r->display);
             goto out;
         }
         if (rc < 0)
@@ -475,15 +566,14 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
     cbfs_buf_append(&cmd, " wal-fetch --end", 16);
     qend = cbfs_pg_quote(cmd.data);
     target = cbfs_pg_quote(t->kind == CBFS_TARGET_IMMEDIATE ? "immediate" : t->value);
-    conf =
-        cbfs_xasprintf("\n# added by %s for backup %s\n"
-                       "restore_command = %s\n"
-                       "recovery_end_command = %s\n"
-                       "%s = %s\n"
-                       "recovery_target_action = '%s'\n%s%s",
-                       who, t->label, qcmd, qend, settings[t->kind], target,
-                       t->pause ? "pause" : "promote", archive_off ? "archive_mode = 'off'\n" : "",
-                       t->extra ? t->extra : "");
+    conf = cbfs_xasprintf("\n# added by %s for backup %s\n"
+                          "restore_command = %s\n"
+                          "recovery_end_command = %s\n"
+                          "%s = %s\n"
+                          "recovery_target_action = '%s'\n%s%s",
+                          who, t->label, qcmd, qend, settings[t->kind], target,
+                          t->pause ? "pause" : "promote",
+                          archive_off ? "archive_mode = 'off'\n" : "", t->extra ? t->extra : "");
     cbfs_buf_release(&cmd);
     free(qcmd);
     free(qend);

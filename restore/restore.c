@@ -653,8 +653,12 @@ int cmd_restore(int argc, char **argv)
         }
         if (geteuid() == 0) {
             struct stat st;
-            if (stat(r.dir, &st) == 0)
+            if (stat(r.dir, &st) == 0) {
                 (void) !chown(t->target, st.st_uid, st.st_gid);
+                /* --tablespace-dir's folder, made here, is the server's too */
+                if (ts_base)
+                    (void) !chown(ts_base, st.st_uid, st.st_gid);
+            }
         }
         free(link);
     }
