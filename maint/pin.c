@@ -14,30 +14,42 @@ static int pin_command(int argc, char **argv, bool pin)
     const char *cmd = pin ? "pin" : "unpin";
     CbfsRepo *repo;
     char *label = NULL;
+    const char *node = NULL;
     CbfsError err;
     int rc;
 
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         if (pin)
-            printf("Usage: cbfs pin REPO@LABEL [--passphrase-file FILE]\n\nKeep a backup whatever "
+            printf("Usage: cbfs pin REPO@LABEL [--node NAME] [--passphrase-file FILE]\n\nKeep a "
+                   "backup whatever "
                    "the retention policy "
                    "says: cbfs expire never\nremoves a pinned backup (nor the WAL from its "
                    "start on).\n");
         else
-            printf("Usage: cbfs unpin REPO@LABEL [--passphrase-file FILE]\n\nLet the retention "
+            printf("Usage: cbfs unpin REPO@LABEL [--node NAME] [--passphrase-file FILE]\n\nLet the "
+                   "retention "
                    "policy decide about a "
                    "pinned backup again.\n");
         return 0;
     }
-    if (argc == 4 && strcmp(argv[2], "--passphrase-file") == 0) {
-        cbfs_passphrase_set_file(argv[3]);
-        argc = 2;
+    /* REPO@LABEL, then the options (--passphrase-file FILE, --node NAME) */
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--passphrase-file") == 0)
+            cbfs_passphrase_set_file(argv[i + 1]);
+        else if (strcmp(argv[i], "--node") == 0)
+            node = argv[i + 1];
+        else
+            return cmd_usage_error(cmd, "unknown option \"%s\"", argv[i]);
     }
-    if (argc != 2)
+    if (argc < 2 || argc % 2 != 0)
         return cmd_usage_error(cmd, argc < 2 ? "no backup given" : "too many arguments");
     if ((rc = cmd_open_repo(argv[1], true, &repo, &label)) != 0)
         return rc;
     cbfs_error_init(&err);
+    if (cbfs_repo_select_node(repo, node, &err) < 0) {
+        rc = cmd_fail(&err);
+        goto out;
+    }
     if (pin) { /* unpin must work for a backup already gone */
         char *resolved;
         if (cbfs_repo_resolve(repo, label, &resolved, &err) < 0) {

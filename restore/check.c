@@ -551,7 +551,8 @@ static int check_run(Check *c, CbfsError *err)
     c->repo = c->base;
     if (rc < 0)
         return rc;
-    if (!check_interrupted)
+    /* the packs no backup uses: only known when every node was looked at */
+    if (!check_interrupted && !c->only)
         check_packs_unused(c);
     if (!check_interrupted && !c->only && (rc = check_cluster_points(c, err)) < 0)
         return rc;

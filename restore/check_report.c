@@ -180,8 +180,12 @@ void check_report_print(const Check *c, double secs)
     }
     {
         PackCounts pc = pack_counts(c);
-        printf("packs: %zu stored, %zu used by backups, %zu used by none, %zu missing\n", pc.stored,
-               pc.used, pc.unused, pc.missing);
+        if (c->only)
+            printf("packs: %zu used by node %s's backups, %zu missing\n", pc.used, c->only,
+                   pc.missing);
+        else
+            printf("packs: %zu stored, %zu used by backups, %zu used by none, %zu missing\n",
+                   pc.stored, pc.used, pc.unused, pc.missing);
     }
     print_problems(&c->pack_problems, "  ");
     printf("checked %zu %s", nbackups, check_plural(nbackups, "backup", "backups"));
