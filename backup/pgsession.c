@@ -145,8 +145,8 @@ int pg_session_value(PgSession *s, const char *sql, const char *param, const cha
     return 0;
 }
 
-int pg_session_rows(PgSession *s, const char *sql, const char *param, const char *what,
-                    PgRows *ret, CbfsError *err)
+int pg_session_rows(PgSession *s, const char *sql, const char *param, const char *what, PgRows *ret,
+                    CbfsError *err)
 {
     PGresult *res =
         pq.execParams(s->conn, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);

@@ -40,8 +40,8 @@ typedef struct PgRows {
 } PgRows;
 /* Run sql (param: $1, may be NULL); a statement that returns no rows gives
  * none.  Errors: "could not <what>: <server message>". */
-int pg_session_rows(PgSession *s, const char *sql, const char *param, const char *what,
-                    PgRows *ret, CbfsError *err);
+int pg_session_rows(PgSession *s, const char *sql, const char *param, const char *what, PgRows *ret,
+                    CbfsError *err);
 /* The cell, or NULL (SQL null, or out of range).  Borrowed from r. */
 const char *pg_rows_get(const PgRows *r, size_t row, size_t col);
 void pg_rows_release(PgRows *r);

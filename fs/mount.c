@@ -47,7 +47,7 @@ typedef struct MountOptions {
     bool allow_other;
     bool debug;
     bool foreground;
-    bool pause; /* target_action=pause */
+    bool pause;     /* target_action=pause */
     char *node;     /* node=NAME or --node NAME: a node of a repository of several */
     char *settings; /* settings=FILE: lines added to postgresql.auto.conf */
 } MountOptions;
