@@ -15,15 +15,18 @@
 # (cbfs restore-point, which calls citus_create_restore_point: both tools
 # archive the same WAL), more rows are written after it, and the source is
 # stopped.  Then RUNS times, alternating which goes first:
-#   - cbfs mount: `cbfs mount REPO@POINT DIR --cluster --start`, then the
-#     distributed count(*) through the coordinator; the time from the start
-#     of the command to the answer;
+#   - cbfs mount: `cbfs mount REPO@POINT DIR --cluster --start`, then a
+#     distributed query through the coordinator (every shard, by its index:
+#     the rows with ids 1..100000); the time from the start of the command
+#     to the answer; then, for information, a count(*) of the whole table
+#     (every row read: through the mount, on the pgBackRest side from local
+#     disk);
 #   - pgBackRest: the three `pgbackrest restore --type=name --target=POINT
 #     --target-action=pause` at once, then what a runbook does after:
 #     every node started with Citus's background work off, all paused at
 #     the point, all resumed, every node's pg_dist_node rewritten, the work
-#     back on, the same count(*); the time to the answer, and the restore
-#     part alone;
+#     back on, the same queries; the time to the first answer, and the
+#     restore part alone;
 #   - cbfs restore: `cbfs restore REPO@POINT DIR --cluster --jobs $JOBS`
 #     (every node at once), against the pgBackRest restores above.
 # The count is checked against the rows written before the point.
@@ -81,6 +84,7 @@ chown postgres: "$REPO" "$PREPO" "$W/src" "$W/pgbr-log" "$W/pgbr-lock"
 	echo "log-path=$W/pgbr-log"
 	echo "lock-path=$W/pgbr-lock"
 	echo "start-fast=y"
+	echo "archive-timeout=900"
 	for n in "${NODES[@]}"; do
 		echo "[$n]"
 		echo "pg1-path=$W/src/$n"
@@ -107,6 +111,9 @@ for n in "${NODES[@]}"; do
 	pg_up "$W/src/$n" "${PORT[$n]}"
 	psql_at "${PORT[$n]}" postgres "create extension citus" >/dev/null
 done
+for n in "${NODES[@]}"; do # before any WAL must be archived
+	as_pg pgbackrest --config="$PCONF" --stanza="$n" stanza-create >/dev/null
+done
 C=${PORT[coord]}
 psql_at "$C" postgres "select citus_set_coordinator_host('$W/sock', $C)" >/dev/null
 for n in w1 w2; do
@@ -131,11 +138,23 @@ for n in "${NODES[@]}"; do
 	printf '   %-6s %s\n' "$n" "$(psql_at "${PORT[$n]}" postgres "select pg_size_pretty(sum(pg_database_size(datname))) from pg_database")"
 done
 
+# the archiver works through the load's WAL before the backups start (each
+# segment goes to both tools, one after the other)
+wait_archived() { # PORT: until the current segment's predecessor is archived
+	local seg
+	seg=$(psql_at "$1" postgres "select pg_walfile_name(pg_switch_wal())")
+	until [[ $(psql_at "$1" postgres "select coalesce(left(last_archived_wal, 24), '') >= '$seg' from pg_stat_archiver") == t ]]; do
+		sleep 1
+	done
+}
+t0=$(now)
+for n in "${NODES[@]}"; do
+	wait_archived "${PORT[$n]}"
+done
+note "the load's WAL archived by both tools in $(since "$t0") s"
+
 # ---- backups ----------------------------------------------------------------
 
-for n in "${NODES[@]}"; do
-	as_pg pgbackrest --config="$PCONF" --stanza="$n" stanza-create >/dev/null
-done
 declare -A BT
 for n in "${NODES[@]}"; do
 	t0=$(now)
@@ -159,11 +178,16 @@ for n in "${NODES[@]}"; do
 done
 CBFS_SIZE=$(du -sb "$REPO" | cut -f1)
 PGBR_SIZE=$(du -sb "$PREPO" | cut -f1)
+CBFS_WAL=$(du -scb "$REPO"/node/*/wal | tail -1 | cut -f1)
+PGBR_WAL=$(du -sb "$PREPO/archive" | cut -f1)
 note "repositories: cbfs $(numfmt --to=iec "$CBFS_SIZE"), pgBackRest $(numfmt --to=iec "$PGBR_SIZE")"
 
 # ---- the timed runs -----------------------------------------------------------
 
-count_at() { # DIR PORT: the distributed count through the coordinator
+first_query() { # DIR PORT: the first distributed query, through the coordinator
+	as_pg "$PGBIN/psql" -X -q -A -t -h "$1" -p "$2" -d postgres -c "select count(*) from events where id between 1 and 100000"
+}
+count_at() { # DIR PORT: the distributed count of every row
 	as_pg "$PGBIN/psql" -X -q -A -t -h "$1" -p "$2" -d postgres -c "select count(*) from events"
 }
 
@@ -173,8 +197,12 @@ run_cbfs_mount() {
 	t0=$(now)
 	out=$("$CBFS" mount "$REPO@point" "$m" --cluster --start)
 	port=$(sed -n 's/^coordinator: host=.* port=//p' <<<"$out")
-	n=$(count_at "$m/.cbfs" "$port")
+	n=$(first_query "$m/.cbfs" "$port")
 	T_MOUNT+=("$(since "$t0")")
+	[[ $n == 100000 ]] || die "cbfs mount: first query $n, expected 100000"
+	t0=$(now)
+	n=$(count_at "$m/.cbfs" "$port")
+	T_MOUNT_SCAN+=("$(since "$t0")")
 	[[ $n == "$EXPECT" ]] || die "cbfs mount: count $n, expected $EXPECT"
 	"$CBFS" umount "$m"
 	rm -rf "$m"
@@ -235,8 +263,12 @@ run_pgbr() {
 		done
 		psql_at "${P[$n]}" postgres "select pg_reload_conf()" >/dev/null
 	done
-	n=$(count_at "$W/sock" "${P[coord]}")
+	n=$(first_query "$W/sock" "${P[coord]}")
 	T_PGBR+=("$(since "$t0")")
+	[[ $n == 100000 ]] || die "pgBackRest: first query $n, expected 100000"
+	t0=$(now)
+	n=$(count_at "$W/sock" "${P[coord]}")
+	T_PGBR_SCAN+=("$(since "$t0")")
 	[[ $n == "$EXPECT" ]] || die "pgBackRest: count $n, expected $EXPECT"
 	for n in "${NODES[@]}"; do
 		pg_down "$r/$n"
@@ -253,7 +285,7 @@ run_cbfs_restore() {
 	rm -rf "$r"
 }
 
-T_MOUNT=() T_PGBR=() T_PGBR_RESTORE=() T_RESTORE=()
+T_MOUNT=() T_PGBR=() T_PGBR_RESTORE=() T_RESTORE=() T_MOUNT_SCAN=() T_PGBR_SCAN=()
 for ((run = 1; run <= RUNS; run++)); do
 	# FIRST first in odd runs, second in even ones
 	if { [[ $FIRST == cbfs ]] && ((run % 2 == 1)); } || { [[ $FIRST != cbfs ]] && ((run % 2 == 0)); }; then
@@ -287,10 +319,15 @@ done
 printf 'repository: cbfs %s (%d B), pgBackRest 3 stanzas %s (%d B): %.1f%%\n' \
 	"$(numfmt --to=iec "$CBFS_SIZE")" "$CBFS_SIZE" "$(numfmt --to=iec "$PGBR_SIZE")" "$PGBR_SIZE" \
 	"$(awk -v a="$CBFS_SIZE" -v b="$PGBR_SIZE" 'BEGIN { print 100 * a / b }')"
+printf 'of which WAL: cbfs %s, pgBackRest %s; backups alone: cbfs %s, pgBackRest %s (%.1f%%)\n' \
+	"$(numfmt --to=iec "$CBFS_WAL")" "$(numfmt --to=iec "$PGBR_WAL")" \
+	"$(numfmt --to=iec $((CBFS_SIZE - CBFS_WAL)))" "$(numfmt --to=iec $((PGBR_SIZE - PGBR_WAL)))" \
+	"$(awk -v a=$((CBFS_SIZE - CBFS_WAL)) -v b=$((PGBR_SIZE - PGBR_WAL)) 'BEGIN { print 100 * a / b }')"
 for ((i = 0; i < RUNS; i++)); do
-	printf 'run %d: point -> query: cbfs mount %s s, pgBackRest %s s (%.1fx); restore: cbfs --cluster %s s, pgBackRest x3 in parallel %s s (%.2fx)\n' \
+	printf 'run %d: point -> first query: cbfs mount %s s, pgBackRest %s s (%.1fx); restore: cbfs --cluster %s s, pgBackRest x3 in parallel %s s (%.2fx); then a scan of every row: cbfs mount %s s, pgBackRest (local disk) %s s\n' \
 		$((i + 1)) "${T_MOUNT[i]}" "${T_PGBR[i]}" \
 		"$(awk -v a="${T_PGBR[i]}" -v b="${T_MOUNT[i]}" 'BEGIN { print a / b }')" \
 		"${T_RESTORE[i]}" "${T_PGBR_RESTORE[i]}" \
-		"$(awk -v a="${T_PGBR_RESTORE[i]}" -v b="${T_RESTORE[i]}" 'BEGIN { print a / b }')"
+		"$(awk -v a="${T_PGBR_RESTORE[i]}" -v b="${T_RESTORE[i]}" 'BEGIN { print a / b }')" \
+		"${T_MOUNT_SCAN[i]}" "${T_PGBR_SCAN[i]}"
 done

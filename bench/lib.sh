@@ -98,8 +98,9 @@ free_port() {
 stop_servers() {
 	local d
 	for d in "${SERVERS[@]}"; do
-		[[ -f $d/postmaster.pid ]] && pg_down "$d"
+		if [[ -f $d/postmaster.pid ]]; then pg_down "$d"; fi
 	done
+	return 0
 }
 
 # wait_quiet SECONDS: wait (at most SECONDS) until the load average is low,

@@ -262,45 +262,56 @@ int cluster_resolve(CbfsRepo *repo, const char *point, CbfsClusterPoint *cp, Clu
     return rc;
 }
 
-/* Mount node nd of c on its datadir: `cbfs mount` of its own.  Its error,
- * when it fails, is its last line. */
-static int mount_node(const ClusterMountSpec *a, const Cluster *c, const ClusterNode *nd,
-                      const char *settings, CbfsError *err)
+/* Start the mount of node nd of c on its datadir: a `cbfs mount` of its
+ * own, in the background (its output in DIR/.cbfs/mount-NODE.err).  The
+ * pid, or -1 with err set. */
+static pid_t mount_start(const ClusterMountSpec *a, const Cluster *c, const ClusterNode *nd,
+                         const char *settings, CbfsError *err)
 {
     char self[PATH_MAX], *opts, *log = cbfs_xasprintf("%s/mount-%s.err", c->run, nd->name);
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    int status, fd;
+    int fd;
     pid_t pid;
 
     if (n <= 0) {
         free(log);
-        return cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not find the cbfs program");
+        cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not find the cbfs program");
+        return -1;
     }
     self[n] = '\0';
-    opts = cbfs_xasprintf("node=%s,target_action=pause,settings=%s,uid=%u,gid=%u%s%s%s%s%s",
+    opts = cbfs_xasprintf("node=%s,target_action=pause,settings=%s,uid=%u,gid=%u%s%s%s%s%s%s",
                           nd->name, settings, (unsigned) c->uid, (unsigned) c->gid,
                           a->overlay ? ",overlay=" : "", a->overlay ? a->overlay : "",
-                          a->overlay ? "/" : "", a->overlay ? nd->name : "", *a->opts ? "," : "");
-    {
-        char *all = cbfs_xasprintf("%s%s", opts, a->opts ? a->opts : "");
-        free(opts);
-        opts = all;
-    }
+                          a->overlay ? "/" : "", a->overlay ? nd->name : "",
+                          a->opts && *a->opts ? "," : "", a->opts ? a->opts : "");
     fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    free(log);
     pid = fork();
     if (pid == 0) {
-        char *source = cbfs_xasprintf("%s", a->source);
         if (fd >= 0) {
             dup2(fd, STDOUT_FILENO);
             dup2(fd, STDERR_FILENO);
         }
-        execl(self, "cbfs", "mount", source, nd->datadir, "-o", opts, (char *) NULL);
+        execl(self, "cbfs", "mount", a->source, nd->datadir, "-o", opts, (char *) NULL);
         _exit(127);
     }
     if (fd >= 0)
         close(fd);
     free(opts);
-    if (pid < 0 || waitpid(pid, &status, 0) < 0) {
+    if (pid < 0)
+        cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not run cbfs mount: %s",
+                       strerror(errno));
+    return pid;
+}
+
+/* Wait for the mount of nd started as pid: 0 once it is up; else its
+ * error, its last line. */
+static int mount_finish(const Cluster *c, const ClusterNode *nd, pid_t pid, CbfsError *err)
+{
+    char *log = cbfs_xasprintf("%s/mount-%s.err", c->run, nd->name);
+    int status;
+
+    if (waitpid(pid, &status, 0) < 0) {
         free(log);
         return cbfs_error_set(err, errno, CBFS_EXIT_ERROR, "could not run cbfs mount: %s",
                               strerror(errno));
@@ -481,11 +492,36 @@ int cluster_mount_nodes(const ClusterMountSpec *s, Cluster *c, CbfsError *err)
     }
     if ((rc = cluster_prepare_run(c, &settings, err)) < 0)
         goto undo;
-    for (size_t i = 0; i < c->n; i++) {
-        if ((rc = mount_node(s, c, &c->nodes[i], settings, err)) < 0)
-            goto undo;
-        c->nodes[i].mounted = true;
-        if ((rc = cluster_save(c, err)) < 0)
+    /* every node at once, then wait for them all */
+    {
+        pid_t *pids = cbfs_xcalloc(c->n, sizeof(pid_t));
+        CbfsError e;
+        rc = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            cbfs_error_init(&e);
+            pids[i] = mount_start(s, c, &c->nodes[i], settings, &e);
+            if (pids[i] < 0 && rc == 0) {
+                *err = e;
+                rc = -EIO;
+            }
+        }
+        for (size_t i = 0; i < c->n; i++) {
+            if (pids[i] <= 0)
+                continue;
+            cbfs_error_init(&e);
+            if (mount_finish(c, &c->nodes[i], pids[i], &e) < 0) {
+                if (rc == 0) {
+                    *err = e;
+                    rc = -EIO;
+                }
+            } else {
+                c->nodes[i].mounted = true;
+            }
+        }
+        free(pids);
+        if (rc == 0)
+            rc = cluster_save(c, err);
+        if (rc < 0)
             goto undo;
     }
     if (!s->quiet) {

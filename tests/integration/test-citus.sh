@@ -197,9 +197,11 @@ ok "no server runs in it" test -z "$(procs_in "$C/w1")$(procs_in "$C/coord")"
 
 # ---------------------------------------------------------------- restore at the quiet point
 RC_DIR=$TMP/rc
-cbfs restore "$REPO@quiet" "$RC_DIR" --cluster --start --jobs 2
+cbfs restore "$REPO@quiet" "$RC_DIR" --cluster --start --jobs 2 --node-dir "w1=$TMP/w1-copy"
 is "$RC/$ERR" "0/" "restore --cluster --start at the quiet point"
 like "$OUT" $'restored: 3 nodes in [0-9.]+ s\n' "... every node"
+like "$OUT" $'\n  w1 +'"$TMP/w1-copy"$'\n' "... w1 into its --node-dir"
+ok "... where w1's data is" test -f "$TMP/w1-copy/PG_VERSION" -a ! -e "$RC_DIR/w1"
 PORT=$(sed -n 's/^coordinator: host=.* port=//p' <<<"$OUT")
 out=""
 for t in $STATIC accounts transfers; do
@@ -209,7 +211,7 @@ is "${out%$'\n'}" "$SRC_ALL" "every table equals the source's at the point"
 ok "w2's tablespace was restored beside it" test -d "$RC_DIR/w2.tablespaces/w2ts"
 cbfs umount "$RC_DIR"
 is "$RC" 0 "its servers stop with cbfs umount"
-ok "... none runs" test -z "$(procs_in "$RC_DIR/w1")$(procs_in "$RC_DIR/coord")"
+ok "... none runs" test -z "$(procs_in "$TMP/w1-copy")$(procs_in "$RC_DIR/coord")"
 
 # ---------------------------------------------------------------- verify
 cbfs verify "$REPO@quiet" --cluster --json
@@ -261,6 +263,8 @@ ok "no server is left" test -z "$(procs_in "$C/coord")$(procs_in "$C/w2")"
 # ---------------------------------------------------------------- refusals
 cbfs mount "$REPO@b1-w1" "$C" --cluster
 check_error "--cluster with a point that is no cluster point" 7 "cbfs: \"b1-w1\" is not a cluster restore point of repository \"$REPO\""
+cbfs restore "$REPO@quiet" "$TMP/x" --cluster --node-dir "w9=$TMP/w9"
+check_error "--node-dir of a node that is not in the point" 2 "cbfs: node \"w9\" of --node-dir is not a node of cluster restore point \"quiet\""
 cbfs restore "$REPO@quiet" "$TMP/x" --node nosuch
 check_error "an unknown node" 7 "cbfs: node \"nosuch\" not found in repository \"$REPO\""
 cbfs restore "$REPO@quiet" "$TMP/x" --node ../w1
