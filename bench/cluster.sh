@@ -56,7 +56,7 @@ need_root_and_pg
 [[ -x $CBFS_SRC ]] || die "no cbfs binary at $CBFS_SRC (ninja -C build)"
 need_tools pgbackrest time
 fresh_work
-trap 'stop_servers; findmnt -rn -o TARGET | grep "^$W/" | sort -r | xargs -r -n1 umount -l; [[ $KEEP_WORK == 1 ]] || rm -rf "$W"/src "$W"/r-* "$W"/m-*' EXIT
+trap 'stop_servers; findmnt -rn -o TARGET | grep "^$W/" | sort -r | xargs -r -n1 umount -l; [[ $KEEP_WORK == 1 ]] || rm -rf "$W"/src "$W"/r-* "$W"/m-*; true' EXIT
 
 mkdir -p "$W/bin"
 cp "$CBFS_SRC" "$W/bin/cbfs"
@@ -129,6 +129,7 @@ psql_at "$C" postgres "
 	from generate_series(1, $ROWS) g;
 	select create_distributed_table('events', 'id');
 	select truncate_local_data_after_distributing_table('events');
+	analyze events;
 	create table regions (code text primary key, name text);
 	select create_reference_table('regions');
 	insert into regions select 'r' || g, 'region ' || g from generate_series(1, 100) g;
@@ -196,6 +197,7 @@ run_cbfs_mount() {
 	mkdir -p "$m"
 	t0=$(now)
 	out=$("$CBFS" mount "$REPO@point" "$m" --cluster --start)
+	T_MOUNT_UP+=("$(since "$t0")")
 	port=$(sed -n 's/^coordinator: host=.* port=//p' <<<"$out")
 	n=$(first_query "$m/.cbfs" "$port")
 	T_MOUNT+=("$(since "$t0")")
@@ -285,7 +287,7 @@ run_cbfs_restore() {
 	rm -rf "$r"
 }
 
-T_MOUNT=() T_PGBR=() T_PGBR_RESTORE=() T_RESTORE=() T_MOUNT_SCAN=() T_PGBR_SCAN=()
+T_MOUNT=() T_PGBR=() T_PGBR_RESTORE=() T_RESTORE=() T_MOUNT_SCAN=() T_PGBR_SCAN=() T_MOUNT_UP=()
 for ((run = 1; run <= RUNS; run++)); do
 	# FIRST first in odd runs, second in even ones
 	if { [[ $FIRST == cbfs ]] && ((run % 2 == 1)); } || { [[ $FIRST != cbfs ]] && ((run % 2 == 0)); }; then
@@ -324,8 +326,8 @@ printf 'of which WAL: cbfs %s, pgBackRest %s; backups alone: cbfs %s, pgBackRest
 	"$(numfmt --to=iec $((CBFS_SIZE - CBFS_WAL)))" "$(numfmt --to=iec $((PGBR_SIZE - PGBR_WAL)))" \
 	"$(awk -v a=$((CBFS_SIZE - CBFS_WAL)) -v b=$((PGBR_SIZE - PGBR_WAL)) 'BEGIN { print 100 * a / b }')"
 for ((i = 0; i < RUNS; i++)); do
-	printf 'run %d: point -> first query: cbfs mount %s s, pgBackRest %s s (%.1fx); restore: cbfs --cluster %s s, pgBackRest x3 in parallel %s s (%.2fx); then a scan of every row: cbfs mount %s s, pgBackRest (local disk) %s s\n' \
-		$((i + 1)) "${T_MOUNT[i]}" "${T_PGBR[i]}" \
+	printf 'run %d: point -> first query: cbfs mount %s s (cluster up in %s s), pgBackRest %s s (%.1fx); restore: cbfs --cluster %s s, pgBackRest x3 in parallel %s s (%.2fx); then a scan of every row: cbfs mount %s s, pgBackRest (local disk) %s s\n' \
+		$((i + 1)) "${T_MOUNT[i]}" "${T_MOUNT_UP[i]}" "${T_PGBR[i]}" \
 		"$(awk -v a="${T_PGBR[i]}" -v b="${T_MOUNT[i]}" 'BEGIN { print a / b }')" \
 		"${T_RESTORE[i]}" "${T_PGBR_RESTORE[i]}" \
 		"$(awk -v a="${T_PGBR_RESTORE[i]}" -v b="${T_RESTORE[i]}" 'BEGIN { print a / b }')" \
