@@ -4,6 +4,7 @@
  * cluster_run.h for the order of the start and why.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,7 +328,7 @@ static int wait_all(const Cluster *c, enum node_state want, int timeout_s, CbfsE
                                           want == NODE_PAUSED ? "reach the restore point"
                                                               : "leave recovery",
                                           timeout_s);
-        cbfs_sleep_ms(100);
+        cbfs_sleep_ms(50);
     }
 }
 
@@ -438,6 +439,61 @@ static int background_on(const Cluster *c, const ClusterNode *nd, CbfsError *err
     return rc;
 }
 
+/* Steps 3 and 4 on one node (a thread of its own: the nodes are settled at
+ * once). */
+typedef struct Settle {
+    const Cluster *c;
+    const ClusterNode *nd;
+    int rc;
+    CbfsError err;
+} Settle;
+
+static void *settle_node(void *arg)
+{
+    Settle *s = arg;
+    char **dbs = NULL;
+    size_t ndb = 0;
+
+    s->rc = citus_databases(s->c, s->nd, &dbs, &ndb, &s->err);
+    for (size_t k = 0; k < ndb && s->rc == 0; k++)
+        s->rc = rewrite_metadata(s->c, s->nd, dbs[k], &s->err);
+    for (size_t k = 0; k < ndb; k++)
+        free(dbs[k]);
+    free(dbs);
+    if (s->rc == 0)
+        s->rc = background_on(s->c, s->nd, &s->err);
+    return NULL;
+}
+
+static int settle_all(const Cluster *c, CbfsError *err)
+{
+    Settle *s = cbfs_xcalloc(c->n, sizeof(Settle));
+    pthread_t *t = cbfs_xcalloc(c->n, sizeof(pthread_t));
+    bool *started = cbfs_xcalloc(c->n, sizeof(bool));
+    int rc = 0;
+
+    for (size_t i = 0; i < c->n; i++) {
+        s[i].c = c;
+        s[i].nd = &c->nodes[i];
+        started[i] = pthread_create(&t[i], NULL, settle_node, &s[i]) == 0;
+        if (!started[i])
+            settle_node(&s[i]);
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        if (started[i])
+            pthread_join(t[i], NULL);
+        if (s[i].rc < 0 && rc == 0) {
+            rc = s[i].rc;
+            if (err)
+                *err = s[i].err;
+        }
+    }
+    free(started);
+    free(t);
+    free(s);
+    return rc;
+}
+
 int cluster_start(Cluster *c, bool quiet, CbfsError *err)
 {
     ClusterNode *coord = &c->nodes[c->coordinator];
@@ -464,7 +520,10 @@ int cluster_start(Cluster *c, bool quiet, CbfsError *err)
     }
     if ((rc = wait_all(c, NODE_PAUSED, 3600, err)) < 0)
         goto fail;
-    /* 2. all at the point: all go on and promote */
+    /* 2. all at the point: all go on and promote.  (pg_promote() would skip
+     * the end-of-recovery checkpoint, but PostgreSQL 15 notices a promotion
+     * requested while paused only on the pause loop's one-second tick:
+     * slower than the checkpoint unless recovery dirtied much.) */
     for (size_t i = 0; i < c->n && rc == 0; i++) {
         PGconn *conn = connect_node(c, &c->nodes[i], "postgres");
         if (pq.status(conn) != CONNECTION_OK)
@@ -477,19 +536,7 @@ int cluster_start(Cluster *c, bool quiet, CbfsError *err)
     if (rc < 0 || (rc = wait_all(c, NODE_PROMOTED, 600, err)) < 0)
         goto fail;
     /* 3. each node's metadata names the restored nodes, 4. background work */
-    for (size_t i = 0; i < c->n && rc == 0; i++) {
-        char **dbs = NULL;
-        size_t ndb = 0;
-        rc = citus_databases(c, &c->nodes[i], &dbs, &ndb, err);
-        for (size_t k = 0; k < ndb && rc == 0; k++)
-            rc = rewrite_metadata(c, &c->nodes[i], dbs[k], err);
-        for (size_t k = 0; k < ndb; k++)
-            free(dbs[k]);
-        free(dbs);
-    }
-    for (size_t i = 0; i < c->n && rc == 0; i++)
-        rc = background_on(c, &c->nodes[i], err);
-    if (rc == 0) {
+    if ((rc = settle_all(c, err)) == 0) {
         char **dbs = NULL;
         size_t ndb = 0;
         rc = citus_databases(c, coord, &dbs, &ndb, err);
