@@ -42,6 +42,7 @@
 
 #define CHUNK_BYTES (64u << 20) /* a work unit covers at most this much of one file */
 #define REF_BATCH   256
+#define OPT_STANDBY_TIMEOUT 0x2001
 
 typedef struct BackupFile {
     int64_t id;      /* manifest file id */
@@ -645,6 +646,10 @@ static void usage(void)
            "  -d, --dbname CONNINFO  how to connect (default: dbname=postgres, libpq defaults)\n"
            "  -l, --label TEXT       backup label (default: the start time, 20261121T103000Z)\n"
            "  -j, --jobs N           parallel reader/compressor threads (default: 2)\n"
+           "      --standby-timeout SECONDS\n"
+           "                         on a standby: how long to wait for it to stream from\n"
+           "                         its primary and to receive the WAL the backup ends in\n"
+           "                         (default: 60)\n"
            "      --node NAME        back up as this node of a repository holding several\n"
            "                         (a Citus coordinator or worker); its first backup or\n"
            "                         WAL file makes the node\n"
@@ -681,11 +686,12 @@ int cmd_backup(int argc, char **argv)
         {"jobs", required_argument, NULL, 'j'},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"node", required_argument, NULL, CMD_OPT_NODE},
+        {"standby-timeout", required_argument, NULL, OPT_STANDBY_TIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *pgdata_arg = NULL, *conninfo = NULL, *label_arg = NULL, *node = NULL;
-    long jobs = 2;
+    long jobs = 2, standby_timeout = 60;
     char pgdata[PATH_MAX], label[CBFS_LABEL_MAX + 1], pg_major[16] = "";
     char *label_file = NULL, *spc_map = NULL, *manifest_path = NULL, *cache = NULL;
     CbfsLocation loc;
@@ -724,6 +730,11 @@ int cmd_backup(int argc, char **argv)
             break;
         case CMD_OPT_NODE:
             node = optarg;
+            break;
+        case OPT_STANDBY_TIMEOUT:
+            if (cbfs_parse_int(optarg, 0, 86400, &standby_timeout) < 0)
+                return cmd_usage_error("backup", "invalid value for --standby-timeout: \"%s\"",
+                                       optarg);
             break;
         case 'h':
             usage();
@@ -784,12 +795,10 @@ int cmd_backup(int argc, char **argv)
                        pg_major, pg->server_version / 10000);
         goto fail;
     }
-    if (pg->in_recovery) {
-        cbfs_error_set(&err, ENOTSUP, CBFS_EXIT_DATABASE,
-                       "cannot back up: the server is a standby, and backups from standbys are "
-                       "not supported yet");
+    /* a standby: backed up as a primary is (its data directory, its
+     * pg_backup_start/stop), once it streams; its WAL below */
+    if (pg->in_recovery && pg_session_wait_streaming(pg, (int) standby_timeout, &err) < 0)
         goto fail;
-    }
     if (strcmp(pg->wal_level, "minimal") == 0) {
         cbfs_error_set(&err, EINVAL, CBFS_EXIT_DATABASE,
                        "cannot back up: wal_level is \"minimal\"; it must be \"replica\" or "
@@ -880,7 +889,8 @@ int cmd_backup(int argc, char **argv)
     {
         char lsn[32];
         cbfs_lsn_format(b.start_lsn, lsn, sizeof(lsn));
-        cbfs_info("backup %s started at %s", label, lsn);
+        cbfs_info("backup %s started at %s%s", label, lsn,
+                  pg->in_recovery ? " (from a standby)" : "");
     }
 
     /* walk, then copy with the workers */
@@ -944,6 +954,24 @@ int cmd_backup(int argc, char **argv)
                            "server returned a backup_label without START TIMELINE");
             goto fail;
         }
+        /* A standby neither ends its WAL file nor archives it: its last
+         * WAL file is copied from pg_wal once the standby has all of it (or
+         * taken as stored, when the primary archived it already). */
+        if (pg->in_recovery) {
+            uint64_t seg_end = (cbfs_wal_segno(stop_lsn - 1, pg->wal_segment_size) + 1) *
+                               (uint64_t) pg->wal_segment_size;
+            char last[CBFS_WAL_NAME_MAX];
+            cbfs_wal_segname(tli, cbfs_wal_segno(stop_lsn - 1, pg->wal_segment_size),
+                             pg->wal_segment_size, last, sizeof(last));
+            rc = cbfs_wal_exists(b.repo, last, &err);
+            if (rc == -ENOENT) {
+                cbfs_error_init(&err);
+                rc = pg_session_wait_received(pg, conninfo, seg_end, (int) standby_timeout,
+                                              &err);
+            }
+            if (rc < 0)
+                goto fail;
+        }
         if (copy_wal(&b, pgdata, tli, b.start_lsn, stop_lsn, pg->wal_segment_size, &wal_copied,
                      &err) < 0)
             goto fail;
@@ -984,6 +1012,7 @@ int cmd_backup(int argc, char **argv)
         cbfs_kv_set_u64(rec, "block_size", b.block_size);
         cbfs_kv_set(rec, "cbfs_version", CBFS_VERSION);
         cbfs_kv_set(rec, "data_checksums", b.checksums ? "on" : "off");
+        cbfs_kv_set(rec, "backup_from", pg->in_recovery ? "standby" : "primary");
 
         const char *keys[] = {"label",        "start_time",        "stop_time",
                               "start_lsn",    "stop_lsn",          "timeline",

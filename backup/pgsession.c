@@ -246,3 +246,113 @@ int pg_session_backup_stop(PgSession *s, uint64_t *ret_lsn, char **ret_label_fil
     pq.clear(res);
     return 0;
 }
+
+/* ---------------------------------------------------------------- standbys */
+
+int pg_session_wait_streaming(PgSession *s, int timeout_s, CbfsError *err)
+{
+    double t0 = cbfs_now();
+    char *status = NULL;
+    int rc;
+
+    for (;;) {
+        free(status);
+        status = NULL;
+        /* a role without pg_read_all_stats sees the receiver's row but not
+         * its state: then the wait for the backup's WAL is the only check */
+        rc = pg_session_value(s,
+                              "SELECT CASE WHEN NOT EXISTS (SELECT FROM pg_stat_wal_receiver)"
+                              " THEN 'none' ELSE coalesce((SELECT status FROM"
+                              " pg_stat_wal_receiver), 'hidden') END",
+                              NULL, "read the standby's WAL receiver", &status, err);
+        if (rc < 0)
+            return rc;
+        if (strcmp(status, "streaming") == 0 || strcmp(status, "hidden") == 0)
+            break;
+        if (cbfs_now() - t0 >= timeout_s) {
+            rc = cbfs_error_set(err, ETIMEDOUT, CBFS_EXIT_DATABASE,
+                                "cannot back up: the standby is not streaming from its primary "
+                                "(WAL receiver: %s; waited %d s)",
+                                strcmp(status, "none") == 0 ? "not running" : status, timeout_s);
+            free(status);
+            return rc;
+        }
+        cbfs_sleep_ms(500);
+    }
+    free(status);
+    return 0;
+}
+
+/* Ask the standby's primary (host and port from primary_conninfo, the rest
+ * from conninfo) to switch to a new WAL file.  Best effort: a primary that
+ * cannot be reached only makes the wait longer. */
+static void ask_primary_switch(PgSession *s, const char *conninfo)
+{
+    char *pci = NULL, *perr = NULL;
+    PQconninfoOption *opts;
+    const char *host = NULL, *port = NULL;
+    PgSession *p = NULL;
+    CbfsError e;
+
+    cbfs_error_init(&e);
+    if (pg_session_value(s, "SELECT current_setting('primary_conninfo')", NULL,
+                         "read primary_conninfo", &pci, &e) < 0 ||
+        !*pci || !(opts = pq.conninfoParse(pci, &perr))) {
+        free(pci);
+        if (perr)
+            pq.freemem(perr);
+        return;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0 && o->val && *o->val)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0 && o->val && *o->val && !host)
+            host = o->val;
+        else if (strcmp(o->keyword, "port") == 0 && o->val && *o->val)
+            port = o->val;
+    }
+    if (host && pg_session_connect_at(conninfo, host, port ? atoi(port) : 5432, &p, &e) == 0) {
+        if (!p->in_recovery && p->system_identifier == s->system_identifier)
+            pg_session_exec(p, "SELECT pg_switch_wal()", "switch WAL", &e);
+        pg_session_free(p);
+    }
+    pq.conninfoFree(opts);
+    free(pci);
+}
+
+int pg_session_wait_received(PgSession *s, const char *conninfo, uint64_t lsn, int timeout_s,
+                             CbfsError *err)
+{
+    double t0 = cbfs_now();
+    bool asked = false;
+    char *v = NULL, want[32];
+    int rc;
+
+    cbfs_lsn_format(lsn, want, sizeof(want));
+    for (;;) {
+        uint64_t got = 0;
+        free(v);
+        v = NULL;
+        rc = pg_session_value(s, "SELECT coalesce(pg_last_wal_receive_lsn(), '0/0')::text", NULL,
+                              "read the standby's received WAL", &v, err);
+        if (rc < 0)
+            return rc;
+        if (cbfs_lsn_parse(v, &got) == 0 && got >= lsn)
+            break;
+        if (!asked) {
+            ask_primary_switch(s, conninfo);
+            asked = true;
+        }
+        if (cbfs_now() - t0 >= timeout_s) {
+            rc = cbfs_error_set(err, ETIMEDOUT, CBFS_EXIT_DATABASE,
+                                "cannot back up: the standby did not receive WAL up to %s within "
+                                "%d s (received up to %s)",
+                                want, timeout_s, v);
+            free(v);
+            return rc;
+        }
+        cbfs_sleep_ms(100);
+    }
+    free(v);
+    return 0;
+}

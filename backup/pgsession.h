@@ -63,4 +63,16 @@ int pg_session_backup_start(PgSession *s, const char *label, uint64_t *ret_lsn, 
 int pg_session_backup_stop(PgSession *s, uint64_t *ret_lsn, char **ret_label_file,
                            char **ret_tablespace_map, CbfsError *err);
 
+/* A standby: wait up to timeout_s until its WAL receiver streams.  Error:
+ * "cannot back up: the standby is not streaming from its primary (WAL
+ * receiver: STATUS; waited N s)". */
+int pg_session_wait_streaming(PgSession *s, int timeout_s, CbfsError *err);
+/* A standby: wait up to timeout_s until it has received (and flushed) WAL
+ * up to lsn.  Its primary (host and port of primary_conninfo, the rest of
+ * conninfo) is asked once to switch WAL files, when it can be reached.
+ * Error: "cannot back up: the standby did not receive WAL up to L within N
+ * s (received up to M)". */
+int pg_session_wait_received(PgSession *s, const char *conninfo, uint64_t lsn, int timeout_s,
+                             CbfsError *err);
+
 #endif

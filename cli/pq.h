@@ -16,12 +16,15 @@ typedef struct PqApi {
     int (*cancel)(PGcancel *, char *, int);
     void (*clear)(PGresult *);
     PGconn *(*connectdbParams)(const char *const *, const char *const *, int);
+    void (*conninfoFree)(PQconninfoOption *);
+    PQconninfoOption *(*conninfoParse)(const char *, char **);
     char *(*errorMessage)(const PGconn *);
     PGresult *(*execParams)(PGconn *, const char *, int, const Oid *, const char *const *,
                             const int *, const int *, int);
     char *(*fname)(const PGresult *, int);
     void (*finish)(PGconn *);
     void (*freeCancel)(PGcancel *);
+    void (*freemem)(void *);
     Oid (*ftype)(const PGresult *, int);
     PGcancel *(*getCancel)(PGconn *);
     int (*getisnull)(const PGresult *, int, int);

@@ -31,14 +31,24 @@ static const struct {
     {"pg_version", true},    {"system_identifier", false}, {"file_count", true},
     {"logical_size", true},  {"stored_size", true},        {"bad_pages", true},
     {"wal_start", false},    {"wal_stop", false},          {"block_size", true},
-    {"cbfs_version", false},
+    {"cbfs_version", false}, {"backup_from", false},
 };
+
+/* A record's value of field key; backups older than the field were all
+ * taken from primaries. */
+static const char *field_value(const CbfsKv *rec, const char *key)
+{
+    const char *v = cbfs_kv_get(rec, key);
+    if (!v && strcmp(key, "backup_from") == 0)
+        return "primary";
+    return v;
+}
 
 static void json_record(CbfsJson *j, const CbfsKv *rec, const char *node)
 {
     cbfs_json_begin_object(j);
     for (size_t i = 0; i < CBFS_ARRAY_LEN(fields); i++) {
-        const char *v = cbfs_kv_get(rec, fields[i].key);
+        const char *v = field_value(rec, fields[i].key);
         uint64_t n;
         cbfs_json_key(j, fields[i].key);
         if (fields[i].number && cbfs_kv_get_u64(rec, fields[i].key, &n) == 0)
@@ -438,7 +448,7 @@ int cmd_info(int argc, char **argv)
         cbfs_json_release(&j);
     } else {
         for (size_t i = 0; i < CBFS_ARRAY_LEN(fields); i++) {
-            const char *v = cbfs_kv_get(rec, fields[i].key);
+            const char *v = field_value(rec, fields[i].key);
             printf("%-18s %s\n", fields[i].key, v ? v : "");
         }
         if (repo->node)

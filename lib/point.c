@@ -570,7 +570,10 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
                           "restore_command = %s\n"
                           "recovery_end_command = %s\n"
                           "%s = %s\n"
-                          "recovery_target_action = '%s'\n%s%s",
+                          "recovery_target_action = '%s'\n"
+                          "# a copy is never a standby of, nor holds a slot on, its source\n"
+                          "primary_conninfo = ''\n"
+                          "primary_slot_name = ''\n%s%s",
                           who, t->label, qcmd, qend, settings[t->kind], target,
                           t->pause ? "pause" : "promote",
                           archive_off ? "archive_mode = 'off'\n" : "", t->extra ? t->extra : "");
