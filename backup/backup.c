@@ -40,8 +40,8 @@
 #include "commands.h"
 #include "pgsession.h"
 
-#define CHUNK_BYTES (64u << 20) /* a work unit covers at most this much of one file */
-#define REF_BATCH   256
+#define CHUNK_BYTES         (64u << 20) /* a work unit covers at most this much of one file */
+#define REF_BATCH           256
 #define OPT_STANDBY_TIMEOUT 0x2001
 
 typedef struct BackupFile {
@@ -966,8 +966,7 @@ int cmd_backup(int argc, char **argv)
             rc = cbfs_wal_exists(b.repo, last, &err);
             if (rc == -ENOENT) {
                 cbfs_error_init(&err);
-                rc = pg_session_wait_received(pg, conninfo, seg_end, (int) standby_timeout,
-                                              &err);
+                rc = pg_session_wait_received(pg, conninfo, seg_end, (int) standby_timeout, &err);
             }
             if (rc < 0)
                 goto fail;

@@ -137,7 +137,9 @@ note "loaded $ROWS rows in $(since "$t0") s"
 # the load settled before the backups: vacuumed, frozen and analyzed, so
 # that neither tool's backup is followed by autovacuum's WAL (hint bits
 # with checksums on are full-page images) that the other's is not
-psql_at "$C" postgres "vacuum (freeze, analyze) events; vacuum (freeze, analyze) regions" >/dev/null
+for t in events regions; do
+	psql_at "$C" postgres "vacuum (freeze, analyze) $t" >/dev/null
+done
 for n in "${NODES[@]}"; do
 	psql_at "${PORT[$n]}" postgres "checkpoint" >/dev/null
 done
