@@ -33,6 +33,9 @@
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "commands.h"
+#include "delta.h"
+
+#define OPT_DELTA 0x2001
 
 typedef struct RFile {
     int64_t id;
@@ -60,7 +63,10 @@ typedef struct Restore {
     size_t next;    /* atomic */
     uint64_t bytes; /* atomic */
     uint64_t total;
-    int failed; /* atomic */
+    bool delta;             /* --delta over an existing data directory */
+    uint64_t blocks_same;   /* atomic: delta, blocks left as they were */
+    uint64_t blocks_zeroed; /* atomic: delta, blocks the backup has as zeros */
+    int failed;             /* atomic */
     CbfsError err;
     pthread_mutex_t lock;
 } Restore;
@@ -84,20 +90,75 @@ typedef struct Scratch {
     size_t at_cap;
 } Scratch;
 
+/* --delta: compare each block of the local file (old_size bytes before it
+ * was cut or extended to the backup's size) with the backup's; zero the
+ * blocks the backup has as zeros; keep in refs (*n) only the blocks to
+ * fetch and write. */
+static int delta_blocks(Restore *r, CbfsCodec *codec, Scratch *s, int fd, const char *path,
+                        const RFile *f, uint64_t old_size, CbfsBlockRef *refs, size_t *n,
+                        CbfsError *err)
+{
+    uint64_t bs = r->block_size, nblocks = (f->size + bs - 1) / bs;
+    size_t k = 0, keep = 0;
+    uint8_t id[CBFS_BLOCK_ID_LEN];
+
+    for (uint64_t b = 0; b < nblocks; b++) {
+        uint64_t off = b * bs, len = f->size - off < bs ? f->size - off : bs;
+        const CbfsBlockRef *ref = k < *n && refs[k].blockno == b ? &refs[k++] : NULL;
+        bool local_zero = off >= old_size; /* extended: zeros */
+        if (!local_zero) {
+            size_t got = 0;
+            int rc = cbfs_pread_full(fd, s->buf, len, (off_t) off, &got);
+            if (rc < 0)
+                return cbfs_error_set(err, -rc, CBFS_EXIT_TARGET, "could not read file \"%s\": %s",
+                                      path, strerror(-rc));
+            memset(s->buf + got, 0, len - got);
+        }
+        if (ref) {
+            if (!local_zero && ref->raw_len == len) {
+                cbfs_codec_block_id(codec, s->buf, len, id);
+                if (memcmp(id, ref->id, sizeof(id)) == 0) {
+                    __atomic_add_fetch(&r->blocks_same, 1, __ATOMIC_RELAXED);
+                    continue;
+                }
+            }
+            refs[keep++] = *ref;
+        } else if (!local_zero && !cbfs_is_zero(s->buf, len)) {
+            memset(s->buf, 0, len);
+            int rc = cbfs_pwrite_full(fd, s->buf, len, (off_t) off);
+            if (rc < 0)
+                return cbfs_error_set(err, -rc, CBFS_EXIT_TARGET, "could not write file \"%s\": %s",
+                                      path, strerror(-rc));
+            __atomic_add_fetch(&r->blocks_zeroed, 1, __ATOMIC_RELAXED);
+        }
+    }
+    *n = keep;
+    return 0;
+}
+
 static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, Scratch *s, const RFile *f,
                         CbfsError *err)
 {
     char *path = cbfs_xasprintf("%s/%s", r->dir, f->path);
     CbfsBlockRef *refs = NULL;
     size_t n = 0;
+    struct stat st = {0};
     int fd, rc;
 
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    fd = open(path,
+              r->delta ? O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC
+                       : O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+              0600);
     if (fd < 0) {
         rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not create file \"%s\": %s", path,
                             strerror(errno));
         free(path);
         return rc;
+    }
+    if (r->delta && fstat(fd, &st) < 0) {
+        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not stat file \"%s\": %s", path,
+                            strerror(errno));
+        goto out;
     }
     if (ftruncate(fd, (off_t) f->size) < 0) {
         rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not extend file \"%s\": %s", path,
@@ -105,6 +166,8 @@ static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, Scratch *
         goto out;
     }
     rc = cbfs_manifest_file_blocks(m, f->id, &refs, &n, err);
+    if (rc == 0 && r->delta)
+        rc = delta_blocks(r, codec, s, fd, path, f, (uint64_t) st.st_size, refs, &n, err);
     for (size_t i = 0; i < n && rc == 0;) {
         /* blocks stored one after another are read together: each is found
          * on its own (block.h), and read in one request with those still
@@ -339,28 +402,32 @@ static int write_small(const char *dir, const char *name, const char *text, Cbfs
 
 static void usage(void)
 {
-    printf("Usage: cbfs restore REPO[@POINT] DIR [OPTIONS]\n"
-           "\n"
-           "Restore a backup into DIR (absent or empty) as a data directory that recovers,\n"
-           "fetching WAL with \"cbfs wal-fetch\", to POINT: a backup label or latest (the\n"
-           "end of that backup), a restore point name, a time (2026-11-21T10:30:00Z) or\n"
-           "lsn:X/Y.  The newest backup ending before the point is restored.\n"
-           "\n"
-           "Options:\n"
-           "  -j, --jobs N                    parallel download threads (default: 2)\n"
-           "  -T, --tablespace-map OID_OR_NAME=DIR\n"
-           "                                  restore a tablespace into DIR (repeatable)\n"
-           "      --archive-mode off|preserve off (default) turns archiving off in the copy,\n"
-           "                                  so it never archives into the repository\n"
-           "      --target-action promote|pause\n"
-           "                                  at the point: promote (default) or pause\n"
-           "  -B, --tablespace-dir BASE       restore every tablespace not mapped with\n"
-           "                                  --tablespace-map into BASE/<its name>\n"
-           "      --settings FILE             server settings added to postgresql.auto.conf\n"
-           "      --node NAME                 a node of a repository that holds several\n"
-           "      --passphrase-file FILE      passphrase of an encrypted repository (mode 0600;\n"
-           "                                  also written into restore_command)\n"
-           "  -h, --help                      show this help\n");
+    printf(
+        "Usage: cbfs restore REPO[@POINT] DIR [OPTIONS]\n"
+        "\n"
+        "Restore a backup into DIR (absent or empty; see --delta) as a data directory that\n"
+        "recovers, fetching WAL with \"cbfs wal-fetch\", to POINT: a backup label or latest (the\n"
+        "end of that backup), a restore point name, a time (2026-11-21T10:30:00Z) or\n"
+        "lsn:X/Y.  The newest backup ending before the point is restored.\n"
+        "\n"
+        "Options:\n"
+        "  -j, --jobs N                    parallel download threads (default: 2)\n"
+        "  -T, --tablespace-map OID_OR_NAME=DIR\n"
+        "                                  restore a tablespace into DIR (repeatable)\n"
+        "      --archive-mode off|preserve off (default) turns archiving off in the copy,\n"
+        "                                  so it never archives into the repository\n"
+        "      --target-action promote|pause\n"
+        "                                  at the point: promote (default) or pause\n"
+        "  -B, --tablespace-dir BASE       restore every tablespace not mapped with\n"
+        "                                  --tablespace-map into BASE/<its name>\n"
+        "      --settings FILE             server settings added to postgresql.auto.conf\n"
+        "      --delta                     DIR is a data directory of the same cluster (no\n"
+        "                                  server running): write only the blocks that\n"
+        "                                  differ from the backup, remove what it lacks\n"
+        "      --node NAME                 a node of a repository that holds several\n"
+        "      --passphrase-file FILE      passphrase of an encrypted repository (mode 0600;\n"
+        "                                  also written into restore_command)\n"
+        "  -h, --help                      show this help\n");
 }
 
 int cmd_restore(int argc, char **argv)
@@ -374,6 +441,7 @@ int cmd_restore(int argc, char **argv)
         {"node", required_argument, NULL, CMD_OPT_NODE},
         {"settings", required_argument, NULL, 'S'},
         {"tablespace-dir", required_argument, NULL, 'B'},
+        {"delta", no_argument, NULL, OPT_DELTA},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -381,7 +449,7 @@ int cmd_restore(int argc, char **argv)
     long jobs = 2;
     char **maps = NULL;
     size_t nmaps = 0;
-    bool archive_off = true;
+    bool archive_off = true, delta = false;
     CbfsLocation loc;
     CbfsError err;
     Restore r;
@@ -394,6 +462,7 @@ int cmd_restore(int argc, char **argv)
     double t0 = cbfs_now();
     int c, rc = 0;
     bool made_dir = false, started = false, pause = false;
+    uint64_t removed = 0;
     CbfsTarget target = {0};
 
     cbfs_error_init(&err);
@@ -442,6 +511,9 @@ int cmd_restore(int argc, char **argv)
             break;
         case 'S':
             settings = optarg;
+            break;
+        case OPT_DELTA:
+            delta = true;
             break;
         case 'B':
             if (optarg[0] != '/')
@@ -503,10 +575,13 @@ int cmd_restore(int argc, char **argv)
             else if (errno == ENOTDIR || errno == EACCES)
                 cbfs_error_set(&err, errno, CBFS_EXIT_TARGET, "could not restore into \"%s\": %s",
                                d, strerror(errno));
+            else if (delta)
+                r.delta = true; /* checked against the backup below */
             else
                 cbfs_error_set(&err, ENOTEMPTY, CBFS_EXIT_TARGET,
                                "could not restore into \"%s\": directory is not empty", d);
-            goto fail;
+            if (!r.delta)
+                goto fail;
         }
     }
 
@@ -516,6 +591,16 @@ int cmd_restore(int argc, char **argv)
         cbfs_repo_fetch_manifest(r.repo, rec, cache, &manifest_path, &err) < 0 ||
         cbfs_manifest_open(manifest_path, &m, &err) < 0)
         goto fail;
+    if (r.delta) {
+        uint64_t sysid = 0;
+        if (cbfs_kv_get_u64(rec, "system_identifier", &sysid) < 0) {
+            cbfs_error_set(&err, EBADMSG, CBFS_EXIT_CORRUPT,
+                           "record of backup \"%s\" has no system identifier", label);
+            goto fail;
+        }
+        if (delta_check_target(argv[optind + 1], sysid, &err) < 0)
+            goto fail;
+    }
     r.manifest_path = manifest_path;
     {
         char *bs = cbfs_manifest_get_meta(m, "block_size");
@@ -627,7 +712,25 @@ int cmd_restore(int argc, char **argv)
         Tablespace *t = &col.ts[i];
         char *link = cbfs_xasprintf("%s/pg_tblspc/%s", r.dir, t->oid);
         bool exists;
-        if (!dir_is_empty_or_absent(t->target, &exists)) {
+        if (r.delta) {
+            /* the same cluster's tablespace: its folder is compared like the
+             * rest; a link elsewhere (or anything else in its place) is
+             * replaced */
+            char cur[PATH_MAX];
+            struct stat lst;
+            ssize_t len = readlink(link, cur, sizeof(cur) - 1);
+            if (len > 0 && (size_t) len == strlen(t->target) &&
+                memcmp(cur, t->target, (size_t) len) == 0) {
+                free(link);
+                continue;
+            }
+            if (lstat(link, &lst) == 0) {
+                if (S_ISDIR(lst.st_mode))
+                    cbfs_remove_tree(link);
+                else
+                    unlink(link);
+            }
+        } else if (!dir_is_empty_or_absent(t->target, &exists)) {
             cbfs_error_set(&err, ENOTEMPTY, CBFS_EXIT_TARGET,
                            "could not restore tablespace %s into \"%s\": directory is not empty",
                            t->name ? t->name : t->oid, t->target);
@@ -661,6 +764,28 @@ int cmd_restore(int argc, char **argv)
             }
         }
         free(link);
+    }
+
+    /* --delta: away with what the backup does not have */
+    if (r.delta) {
+        DeltaEntry *e = cbfs_xcalloc(r.nfiles + r.ndirs + col.nts + 1, sizeof(DeltaEntry));
+        char **links = cbfs_xcalloc(col.nts + 1, sizeof(char *));
+        size_t ne = 0;
+        for (size_t i = 0; i < r.nfiles; i++)
+            e[ne++] = (DeltaEntry){r.files[i].path, DELTA_FILE};
+        for (size_t i = 0; i < r.ndirs; i++)
+            e[ne++] = (DeltaEntry){r.dirs[i].path, DELTA_DIR};
+        for (size_t i = 0; i < col.nts; i++) {
+            links[i] = cbfs_xasprintf("pg_tblspc/%s", col.ts[i].oid);
+            e[ne++] = (DeltaEntry){links[i], DELTA_LINK};
+        }
+        rc = delta_prune(r.dir, e, ne, &removed, &err);
+        for (size_t i = 0; i < col.nts; i++)
+            free(links[i]);
+        free(links);
+        free(e);
+        if (rc < 0)
+            goto fail;
     }
 
     /* folders (in path order, so parents come first), then files */
@@ -761,8 +886,14 @@ int cmd_restore(int argc, char **argv)
         char sz[32], tp[32];
         cbfs_format_size(r.bytes, sz, sizeof(sz));
         cbfs_format_size((uint64_t) ((double) r.bytes / (secs > 0 ? secs : 1)), tp, sizeof(tp));
-        printf("restore of backup %s complete: %zu files, %s written, %s/s, %.1f s\n", label,
-               r.nfiles, sz, tp, secs);
+        if (r.delta)
+            printf("delta restore of backup %s complete: %zu files, %llu blocks the same, %s "
+                   "written, %llu blocks zeroed, %llu entries removed, %.1f s\n",
+                   label, r.nfiles, (unsigned long long) r.blocks_same, sz,
+                   (unsigned long long) r.blocks_zeroed, (unsigned long long) removed, secs);
+        else
+            printf("restore of backup %s complete: %zu files, %s written, %s/s, %.1f s\n", label,
+                   r.nfiles, sz, tp, secs);
         if (archive_off)
             printf("archive_mode is off in the restored copy; use --archive-mode=preserve to "
                    "keep archiving\n");
@@ -778,7 +909,12 @@ fail:
             unlink(p);
             free(p);
         }
-        cbfs_error_prefix(&err, "restore into \"%s\" is incomplete (remove it and retry)", r.dir);
+        if (r.delta)
+            cbfs_error_prefix(&err, "delta restore into \"%s\" is incomplete (run it again)",
+                              r.dir);
+        else
+            cbfs_error_prefix(&err, "restore into \"%s\" is incomplete (remove it and retry)",
+                              r.dir);
     } else if (made_dir) {
         rmdir(argv[optind + 1]);
     }
