@@ -58,6 +58,7 @@ typedef struct Restore {
     uint32_t block_size;
     RFile *files;
     size_t nfiles;
+    size_t nwork; /* the files the workers restore: all but PG_VERSION, last */
     RFile *dirs;
     size_t ndirs;
     size_t next;    /* atomic */
@@ -249,7 +250,7 @@ static void *rworker_main(void *arg)
     } else {
         for (;;) {
             size_t i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
-            if (i >= r->nfiles || __atomic_load_n(&r->failed, __ATOMIC_RELAXED))
+            if (i >= r->nwork || __atomic_load_n(&r->failed, __ATOMIC_RELAXED))
                 break;
             if (restore_file(r, m, codec, &s, &r->files[i], &err) < 0) {
                 restore_fail(r, &err);
@@ -766,6 +767,28 @@ int cmd_restore(int argc, char **argv)
         free(link);
     }
 
+    /* PG_VERSION is written last, once all the rest is durable: until then
+     * no server starts on the directory (and --delta removes it first) */
+    r.nwork = r.nfiles;
+    for (size_t i = 0; i < r.nfiles; i++)
+        if (strcmp(r.files[i].path, "PG_VERSION") == 0) {
+            RFile t = r.files[i];
+            r.files[i] = r.files[r.nfiles - 1];
+            r.files[r.nfiles - 1] = t;
+            r.nwork = r.nfiles - 1;
+            break;
+        }
+    if (r.delta) {
+        char *p = cbfs_xasprintf("%s/PG_VERSION", r.dir);
+        int u = unlink(p), e = errno;
+        free(p);
+        if (u < 0 && e != ENOENT) {
+            cbfs_error_set(&err, e, CBFS_EXIT_TARGET, "could not remove \"%s/PG_VERSION\": %s",
+                           r.dir, strerror(e));
+            goto fail;
+        }
+    }
+
     /* --delta: away with what the backup does not have */
     if (r.delta) {
         DeltaEntry *e = cbfs_xcalloc(r.nfiles + r.ndirs + col.nts + 1, sizeof(DeltaEntry));
@@ -809,7 +832,7 @@ int cmd_restore(int argc, char **argv)
             break;
         }
     }
-    while (__atomic_load_n(&r.next, __ATOMIC_RELAXED) < r.nfiles &&
+    while (__atomic_load_n(&r.next, __ATOMIC_RELAXED) < r.nwork &&
            !__atomic_load_n(&r.failed, __ATOMIC_RELAXED)) {
         char done[32], total[32];
         cbfs_format_size(__atomic_load_n(&r.bytes, __ATOMIC_RELAXED), done, sizeof(done));
@@ -880,6 +903,31 @@ int cmd_restore(int argc, char **argv)
                 close(fd);
             }
         }
+    }
+    if (r.nwork < r.nfiles) {
+        CbfsCodec *codec = cbfs_repo_codec_new(r.repo, 1);
+        Scratch sc = {cbfs_xmalloc(r.block_size), NULL, 0, NULL, 0};
+        char *p = cbfs_xasprintf("%s/PG_VERSION", r.dir);
+        int fd;
+        cbfs_test_pause("restore-pg-version");
+        rc = restore_file(&r, m, codec, &sc, &r.files[r.nwork], &err);
+        if (rc == 0) {
+            fd = open(p, O_RDONLY | O_CLOEXEC);
+            if (fd < 0 || fsync(fd) < 0)
+                rc = cbfs_error_set(&err, errno, CBFS_EXIT_TARGET, "could not sync \"%s\": %s", p,
+                                    strerror(errno));
+            if (fd >= 0)
+                close(fd);
+        }
+        if (rc == 0)
+            rc = cbfs_fsync_dir(r.dir, &err);
+        free(p);
+        free(sc.buf);
+        free(sc.run);
+        free(sc.at);
+        cbfs_codec_free(codec);
+        if (rc < 0)
+            goto fail;
     }
     {
         double secs = cbfs_now() - t0;

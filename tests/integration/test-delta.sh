@@ -75,6 +75,25 @@ chown -R postgres: "$A" "$TMP/ts1"
 pg_start a && pg_wait_promoted a || fail "the second delta restore starts"
 is "$(table_hashes a postgres)" "$BEFORE" "... and holds the backup's data"
 
+# ---------------------------------------------------------------- killed
+# killed before its end, a delta restore leaves a directory no server
+# starts on (PG_VERSION is removed first and written last); run again, it
+# finishes
+pg_stop a
+bg_cbfs delta-killed restore-pg-version restore "$REPO@b1" "$A" --delta
+wait_reached restore-pg-version || fail "the delta restore reached its last step"
+ok "... at its last step PG_VERSION is absent" test ! -e "$A/PG_VERSION"
+kill -9 "$BG_PID"
+wait "$BG_PID" 2>/dev/null
+chown -R postgres: "$A"
+ok "PostgreSQL refuses to start on the killed delta restore" \
+	bash -c "! runuser -u postgres -- '$PGBIN/pg_ctl' -D '$A' -o '-p 1 -k $SOCK' start -w -t 20"
+cbfs restore "$REPO@b1" "$A" --delta
+is "$RC" 0 "restore --delta again after the kill"
+chown -R postgres: "$A" "$TMP/ts1"
+pg_start a && pg_wait_promoted a || fail "the finished delta restore starts"
+is "$(table_hashes a postgres)" "$BEFORE" "... and holds the backup's data"
+
 # ---------------------------------------------------------------- refusals
 snapshot() { find "$1" -printf '%p %s %T@\n' 2>/dev/null | sort | md5sum; }
 S=$(snapshot "$A")
