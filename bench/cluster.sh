@@ -19,8 +19,9 @@
 #     distributed query through the coordinator (every shard, by its index:
 #     the rows with ids 1..100000); the time from the start of the command
 #     to the answer; then, for information, a count(*) of the whole table
-#     (every row read: through the mount, on the pgBackRest side from local
-#     disk);
+#     (through the mount, on the pgBackRest side from local disk; the table
+#     vacuumed and frozen, the workers answer it with index-only scans of
+#     the primary key's index, so it reads the indexes, not the heap);
 #   - pgBackRest: the three `pgbackrest restore --type=name --target=POINT
 #     --target-action=pause` at once, then what a runbook does after:
 #     every node started with Citus's background work off, all paused at
@@ -334,7 +335,7 @@ printf 'of which WAL: cbfs %s, pgBackRest %s; backups alone: cbfs %s, pgBackRest
 	"$(numfmt --to=iec $((CBFS_SIZE - CBFS_WAL)))" "$(numfmt --to=iec $((PGBR_SIZE - PGBR_WAL)))" \
 	"$(awk -v a=$((CBFS_SIZE - CBFS_WAL)) -v b=$((PGBR_SIZE - PGBR_WAL)) 'BEGIN { print 100 * a / b }')"
 for ((i = 0; i < RUNS; i++)); do
-	printf 'run %d: point -> first query: cbfs mount %s s (cluster up in %s s), pgBackRest %s s (%.1fx); restore: cbfs --cluster %s s, pgBackRest x3 in parallel %s s (%.2fx); then a scan of every row: cbfs mount %s s, pgBackRest (local disk) %s s\n' \
+	printf 'run %d: point -> first query: cbfs mount %s s (cluster up in %s s), pgBackRest %s s (%.1fx); restore: cbfs --cluster %s s, pgBackRest x3 in parallel %s s (%.2fx); then count(*) of every row: cbfs mount %s s, pgBackRest (local disk) %s s\n' \
 		$((i + 1)) "${T_MOUNT[i]}" "${T_MOUNT_UP[i]}" "${T_PGBR[i]}" \
 		"$(awk -v a="${T_PGBR[i]}" -v b="${T_MOUNT[i]}" 'BEGIN { print a / b }')" \
 		"${T_RESTORE[i]}" "${T_PGBR_RESTORE[i]}" \
