@@ -38,11 +38,14 @@
 #include "cbfs/wal.h"
 #include "cbfs/walarchive.h"
 #include "commands.h"
+#include "patroni.h"
 #include "pgsession.h"
 
 #define CHUNK_BYTES         (64u << 20) /* a work unit covers at most this much of one file */
 #define REF_BATCH           256
 #define OPT_STANDBY_TIMEOUT 0x2001
+#define OPT_PATRONI         0x2002
+#define OPT_PATRONI_MAX_LAG 0x2003
 
 typedef struct BackupFile {
     int64_t id;      /* manifest file id */
@@ -650,6 +653,11 @@ static void usage(void)
            "                         on a standby: how long to wait for it to stream from\n"
            "                         its primary and to receive the WAL the backup ends in\n"
            "                         (default: 60)\n"
+           "      --patroni URL      this member's Patroni REST API: back up only if this\n"
+           "                         member is the first healthy replica, or the leader\n"
+           "                         when none is; else say who does and exit 0\n"
+           "      --patroni-max-lag SIZE\n"
+           "                         a replica lagging more is not healthy (default 16MB)\n"
            "      --node NAME        back up as this node of a repository holding several\n"
            "                         (a Citus coordinator or worker); its first backup or\n"
            "                         WAL file makes the node\n"
@@ -687,10 +695,14 @@ int cmd_backup(int argc, char **argv)
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"node", required_argument, NULL, CMD_OPT_NODE},
         {"standby-timeout", required_argument, NULL, OPT_STANDBY_TIMEOUT},
+        {"patroni", required_argument, NULL, OPT_PATRONI},
+        {"patroni-max-lag", required_argument, NULL, OPT_PATRONI_MAX_LAG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *pgdata_arg = NULL, *conninfo = NULL, *label_arg = NULL, *node = NULL;
+    const char *patroni = NULL;
+    uint64_t patroni_max_lag = 16u << 20;
     long jobs = 2, standby_timeout = 60;
     char pgdata[PATH_MAX], label[CBFS_LABEL_MAX + 1], pg_major[16] = "";
     char *label_file = NULL, *spc_map = NULL, *manifest_path = NULL, *cache = NULL;
@@ -731,6 +743,14 @@ int cmd_backup(int argc, char **argv)
         case CMD_OPT_NODE:
             node = optarg;
             break;
+        case OPT_PATRONI:
+            patroni = optarg;
+            break;
+        case OPT_PATRONI_MAX_LAG:
+            if (cbfs_parse_size(optarg, &patroni_max_lag) < 0)
+                return cmd_usage_error("backup", "invalid value for --patroni-max-lag: \"%s\"",
+                                       optarg);
+            break;
         case OPT_STANDBY_TIMEOUT:
             if (cbfs_parse_int(optarg, 0, 86400, &standby_timeout) < 0)
                 return cmd_usage_error("backup", "invalid value for --standby-timeout: \"%s\"",
@@ -751,6 +771,22 @@ int cmd_backup(int argc, char **argv)
     if (label_arg && !cbfs_label_valid(label_arg))
         return cmd_usage_error("backup", "invalid label \"%s\"", label_arg);
 
+    /* one cron line on every member: only the chosen one backs up */
+    if (patroni) {
+        PatroniChoice pc;
+        bool mine;
+        if (patroni_choose(patroni, patroni_max_lag, &pc, &err) < 0)
+            return cmd_fail(&err);
+        mine = strcmp(pc.self, pc.chosen) == 0;
+        if (mine)
+            cbfs_info("Patroni: this member (%s) backs up: %s", pc.self, pc.why);
+        else
+            printf("member \"%s\" backs up (%s); nothing to do on \"%s\"\n", pc.chosen, pc.why,
+                   pc.self);
+        patroni_choice_release(&pc);
+        if (!mine)
+            return 0;
+    }
     if (cbfs_location_parse(argv[optind], false, &loc, &err) < 0)
         return cmd_fail(&err);
     rc = cbfs_repo_open(&loc, &b.repo, &err);

@@ -532,15 +532,12 @@ static void shell_quote(CbfsBuf *b, const char *s)
     cbfs_buf_append(b, "'", 1);
 }
 
-char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const char *who,
-                                const char *self, bool archive_off)
+/* restore_command and recovery_end_command, quoted for the configuration
+ * file (caller frees both). */
+static void fetch_commands(const CbfsRepo *r, const char *self, char **ret_cmd, char **ret_end)
 {
-    static const char *const settings[] = {"recovery_target", "recovery_target_name",
-                                           "recovery_target_time", "recovery_target_lsn"};
-    char *target;
     const char *repo = r->loc.kind == CBFS_LOCATION_POSIX ? r->loc.path : r->loc.spec;
     const char *pass_file = r->crypt ? cbfs_passphrase_file() : NULL;
-    char *qcmd, *qend, *conf;
     CbfsBuf cmd;
 
     /* restore_command runs through the shell: quote the paths for it */
@@ -560,11 +557,22 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
     }
     shell_quote(&cmd, repo);
     cbfs_buf_append(&cmd, " %f %p", 6);
-    qcmd = cbfs_pg_quote(cmd.data);
+    *ret_cmd = cbfs_pg_quote(cmd.data);
     /* the end command drops segments fetched ahead that recovery did not use */
     cmd.len = (size_t) (strstr(cmd.data, " wal-fetch ") - cmd.data);
     cbfs_buf_append(&cmd, " wal-fetch --end", 16);
-    qend = cbfs_pg_quote(cmd.data);
+    *ret_end = cbfs_pg_quote(cmd.data);
+    cbfs_buf_release(&cmd);
+}
+
+char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const char *who,
+                                const char *self, bool archive_off)
+{
+    static const char *const settings[] = {"recovery_target", "recovery_target_name",
+                                           "recovery_target_time", "recovery_target_lsn"};
+    char *target, *qcmd, *qend, *conf;
+
+    fetch_commands(r, self, &qcmd, &qend);
     target = cbfs_pg_quote(t->kind == CBFS_TARGET_IMMEDIATE ? "immediate" : t->value);
     conf = cbfs_xasprintf("\n# added by %s for backup %s\n"
                           "restore_command = %s\n"
@@ -577,9 +585,35 @@ char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const ch
                           who, t->label, qcmd, qend, settings[t->kind], target,
                           t->pause ? "pause" : "promote",
                           archive_off ? "archive_mode = 'off'\n" : "", t->extra ? t->extra : "");
-    cbfs_buf_release(&cmd);
     free(qcmd);
     free(qend);
     free(target);
+    return conf;
+}
+
+char *cbfs_standby_recovery_conf(const CbfsRepo *r, const char *label, const char *self,
+                                 const char *primary_conninfo, const char *slot, bool archive_off,
+                                 const char *extra)
+{
+    char *qcmd, *qend, *conf, *qpci = NULL, *qslot = NULL;
+
+    fetch_commands(r, self, &qcmd, &qend);
+    if (primary_conninfo)
+        qpci = cbfs_pg_quote(primary_conninfo);
+    if (slot)
+        qslot = cbfs_pg_quote(slot);
+    conf = cbfs_xasprintf("\n# added by cbfs restore --standby for backup %s\n"
+                          "restore_command = %s\n"
+                          "recovery_end_command = %s\n"
+                          "recovery_target_timeline = 'latest'\n"
+                          "%s%s%s%s%s%s%s%s",
+                          label, qcmd, qend, qpci ? "primary_conninfo = " : "", qpci ? qpci : "",
+                          qpci ? "\n" : "", qslot ? "primary_slot_name = " : "", qslot ? qslot : "",
+                          qslot ? "\n" : "", archive_off ? "archive_mode = 'off'\n" : "",
+                          extra ? extra : "");
+    free(qcmd);
+    free(qend);
+    free(qpci);
+    free(qslot);
     return conf;
 }

@@ -39,8 +39,6 @@
  * libcurl is loaded at the first S3 location (dlopen), so that a local
  * repository's commands never pay for its dependencies.
  */
-#define CURL_DISABLE_TYPECHECK 1
-#include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -55,48 +53,12 @@
 #include "cbfs/sigv4.h"
 #include "cbfs/store.h"
 #include "cbfs/util.h"
+#include "curl_api.h"
 
 #define POOL_MAX       32
 #define ERR_BODY_MAX   4096
 #define BACKOFF_MAX_MS 5000
 #define MD5_LEN        16
-
-/* ---- libcurl, loaded at first use ---------------------------------------- */
-
-static struct {
-    CURLcode (*global_init)(long);
-    CURL *(*easy_init)(void);
-    CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
-    CURLcode (*easy_perform)(CURL *);
-    CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
-    void (*easy_cleanup)(CURL *);
-    void (*easy_reset)(CURL *);
-    const char *(*easy_strerror)(CURLcode);
-    struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
-    void (*slist_free_all)(struct curl_slist *);
-} curl;
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static char curl_error[256];
-
-static void curl_load(void)
-{
-    const CbfsDlSym syms[] = {
-        {(void **) &curl.global_init, "curl_global_init"},
-        {(void **) &curl.easy_init, "curl_easy_init"},
-        {(void **) &curl.easy_setopt, "curl_easy_setopt"},
-        {(void **) &curl.easy_perform, "curl_easy_perform"},
-        {(void **) &curl.easy_getinfo, "curl_easy_getinfo"},
-        {(void **) &curl.easy_cleanup, "curl_easy_cleanup"},
-        {(void **) &curl.easy_reset, "curl_easy_reset"},
-        {(void **) &curl.easy_strerror, "curl_easy_strerror"},
-        {(void **) &curl.slist_append, "curl_slist_append"},
-        {(void **) &curl.slist_free_all, "curl_slist_free_all"},
-    };
-    if (cbfs_dl_load("libcurl.so.4", "libcurl", syms, sizeof(syms) / sizeof(syms[0]), curl_error,
-                     sizeof(curl_error)) == 0 &&
-        curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        snprintf(curl_error, sizeof(curl_error), "could not initialize libcurl");
-}
 
 /* ---- the store ------------------------------------------------------------ */
 
@@ -1106,16 +1068,15 @@ int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err)
     static const char *const env_secret[] = {"AWS_SECRET_ACCESS_KEY", NULL};
     static const char *const env_token[] = {"AWS_SESSION_TOKEN", NULL};
     static const char *const env_ca[] = {"AWS_CA_BUNDLE", NULL};
-    const char *endpoint, *region, *style, *key, *secret, *token, *ca;
+    const char *endpoint, *region, *style, *key, *secret, *token, *ca, *why;
     uint64_t part, attempts, base_ms;
     S3Store *s;
     char *def_endpoint = NULL;
     int rc;
 
-    pthread_once(&curl_once, curl_load);
-    if (curl_error[0])
+    if ((why = curl_api_load()) != NULL)
         return cbfs_error_set(err, ENOSYS, CBFS_EXIT_REPO, "could not open repository \"%s\": %s",
-                              loc->spec, curl_error);
+                              loc->spec, why);
     if ((rc = setting("s3_endpoint", env_endpoint, false, &endpoint, err)) < 0 ||
         (rc = setting("s3_region", env_region, false, &region, err)) < 0 ||
         (rc = setting("s3_uri_style", env_style, false, &style, err)) < 0 ||

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,7 +36,14 @@
 #include "commands.h"
 #include "delta.h"
 
-#define OPT_DELTA 0x2001
+#define OPT_DELTA            0x2001
+#define OPT_STANDBY          0x2002
+#define OPT_PRIMARY_CONNINFO 0x2003
+#define OPT_PRIMARY_SLOT     0x2004
+#define OPT_SCOPE            0x2005
+#define OPT_ROLE             0x2006
+#define OPT_DATADIR          0x2007
+#define OPT_CONNSTRING       0x2008
 
 typedef struct RFile {
     int64_t id;
@@ -358,21 +366,39 @@ static bool dir_is_empty_or_absent(const char *path, bool *ret_exists)
     return empty;
 }
 
+/* How the copy recovers: to a target (recovery.signal), or as a standby
+ * (standby.signal). */
+typedef struct Recovery {
+    bool standby;
+    bool patroni; /* called by Patroni: its recovery settings, not ours */
+    const char *primary_conninfo, *slot;
+} Recovery;
+
 /* Append the recovery settings to postgresql.auto.conf and add the signal. */
-static int write_recovery(Restore *r, const CbfsTarget *t, const char *self, bool archive_off,
-                          CbfsError *err)
+static int write_recovery(Restore *r, const CbfsTarget *t, const Recovery *rec, const char *self,
+                          bool archive_off, CbfsError *err)
 {
     char *conf = cbfs_xasprintf("%s/postgresql.auto.conf", r->dir);
-    char *sig = cbfs_xasprintf("%s/recovery.signal", r->dir);
-    char *text = cbfs_target_recovery_conf(r->repo, t, "cbfs restore", self, archive_off);
+    char *sig =
+        cbfs_xasprintf("%s/%s", r->dir, rec->standby ? "standby.signal" : "recovery.signal");
+    char *text = NULL;
     int fd, rc = 0;
 
-    fd = open(conf, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 || cbfs_write_full(fd, text, strlen(text)) < 0)
-        rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not write file \"%s\": %s", conf,
-                            strerror(errno));
-    if (fd >= 0)
-        close(fd);
+    /* Patroni writes a replica's settings into postgresql.conf at every
+     * role change: settings in postgresql.auto.conf would override them */
+    if (!rec->standby)
+        text = cbfs_target_recovery_conf(r->repo, t, "cbfs restore", self, archive_off);
+    else if (!rec->patroni)
+        text = cbfs_standby_recovery_conf(r->repo, t->label, self, rec->primary_conninfo, rec->slot,
+                                          archive_off, t->extra);
+    if (text) {
+        fd = open(conf, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 || cbfs_write_full(fd, text, strlen(text)) < 0)
+            rc = cbfs_error_set(err, errno, CBFS_EXIT_TARGET, "could not write file \"%s\": %s",
+                                conf, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
     if (rc == 0) {
         fd = open(sig, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
@@ -422,6 +448,14 @@ static void usage(void)
         "  -B, --tablespace-dir BASE       restore every tablespace not mapped with\n"
         "                                  --tablespace-map into BASE/<its name>\n"
         "      --settings FILE             server settings added to postgresql.auto.conf\n"
+        "      --standby                   start as a standby: standby.signal, no recovery\n"
+        "                                  target, timeline 'latest', archive_mode kept\n"
+        "      --primary-conninfo CONNINFO --primary-slot-name NAME\n"
+        "                                  with --standby: stream from there\n"
+        "      --scope, --role, --datadir DIR, --connstring\n"
+        "                                  as Patroni's create_replica_methods pass them:\n"
+        "                                  --role=replica means --standby, and the recovery\n"
+        "                                  settings are left to Patroni; --datadir is DIR\n"
         "      --delta                     DIR is a data directory of the same cluster (no\n"
         "                                  server running): write only the blocks that\n"
         "                                  differ from the backup, remove what it lacks\n"
@@ -442,7 +476,15 @@ int cmd_restore(int argc, char **argv)
         {"node", required_argument, NULL, CMD_OPT_NODE},
         {"settings", required_argument, NULL, 'S'},
         {"tablespace-dir", required_argument, NULL, 'B'},
-        {"delta", no_argument, NULL, OPT_DELTA},
+        {"delta", optional_argument, NULL, OPT_DELTA},
+        {"standby", no_argument, NULL, OPT_STANDBY},
+        {"primary-conninfo", required_argument, NULL, OPT_PRIMARY_CONNINFO},
+        {"primary-slot-name", required_argument, NULL, OPT_PRIMARY_SLOT},
+        /* what Patroni passes to a create_replica_methods command */
+        {"scope", required_argument, NULL, OPT_SCOPE},
+        {"role", required_argument, NULL, OPT_ROLE},
+        {"datadir", required_argument, NULL, OPT_DATADIR},
+        {"connstring", required_argument, NULL, OPT_CONNSTRING},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -450,7 +492,9 @@ int cmd_restore(int argc, char **argv)
     long jobs = 2;
     char **maps = NULL;
     size_t nmaps = 0;
-    bool archive_off = true, delta = false;
+    bool archive_off = true, archive_given = false, delta = false;
+    Recovery recovery = {0};
+    const char *datadir = NULL, *dir;
     CbfsLocation loc;
     CbfsError err;
     Restore r;
@@ -487,6 +531,7 @@ int cmd_restore(int argc, char **argv)
             maps[nmaps++] = optarg;
             break;
         case 'A':
+            archive_given = true;
             if (strcmp(optarg, "off") == 0)
                 archive_off = true;
             else if (strcmp(optarg, "preserve") == 0)
@@ -514,7 +559,39 @@ int cmd_restore(int argc, char **argv)
             settings = optarg;
             break;
         case OPT_DELTA:
-            delta = true;
+            if (!optarg || strcasecmp(optarg, "true") == 0 || strcmp(optarg, "1") == 0 ||
+                strcasecmp(optarg, "yes") == 0 || strcasecmp(optarg, "on") == 0)
+                delta = true;
+            else if (strcasecmp(optarg, "false") == 0 || strcmp(optarg, "0") == 0 ||
+                     strcasecmp(optarg, "no") == 0 || strcasecmp(optarg, "off") == 0)
+                delta = false;
+            else
+                return cmd_usage_error("restore", "invalid value for --delta: \"%s\"", optarg);
+            break;
+        case OPT_STANDBY:
+            recovery.standby = true;
+            break;
+        case OPT_PRIMARY_CONNINFO:
+            recovery.primary_conninfo = optarg;
+            break;
+        case OPT_PRIMARY_SLOT:
+            recovery.slot = optarg;
+            break;
+        case OPT_SCOPE:
+            recovery.patroni = true;
+            break;
+        case OPT_ROLE:
+            recovery.patroni = true;
+            if (strcmp(optarg, "replica") != 0)
+                return cmd_usage_error("restore", "invalid value for --role: \"%s\" (replica)",
+                                       optarg);
+            recovery.standby = true;
+            break;
+        case OPT_DATADIR:
+            datadir = optarg;
+            break;
+        case OPT_CONNSTRING:
+            /* the member Patroni would clone from: cbfs reads the repository */
             break;
         case 'B':
             if (optarg[0] != '/')
@@ -531,9 +608,22 @@ int cmd_restore(int argc, char **argv)
             return cmd_usage_error("restore", NULL);
         }
     }
-    if (optind + 2 != argc)
+    /* REPO DIR, or REPO --datadir DIR (as Patroni calls) */
+    if (datadir && optind + 1 == argc)
+        dir = datadir;
+    else if (!datadir && optind + 2 == argc)
+        dir = argv[optind + 1];
+    else
+        return cmd_usage_error("restore", optind + (datadir ? 1 : 2) > argc ? "missing arguments"
+                                                                            : "too many arguments");
+    if (!recovery.standby && (recovery.primary_conninfo || recovery.slot))
         return cmd_usage_error("restore",
-                               optind + 2 > argc ? "missing arguments" : "too many arguments");
+                               "--primary-conninfo and --primary-slot-name need --standby");
+    if (recovery.standby && pause)
+        return cmd_usage_error("restore", "--standby cannot be combined with --target-action");
+    /* a standby keeps archiving as its cluster does once promoted */
+    if (recovery.standby && !archive_given)
+        archive_off = false;
     {
         ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
         if (n < 0)
@@ -554,6 +644,10 @@ int cmd_restore(int argc, char **argv)
         rc = cbfs_point_resolve(r.repo, loc.point, &target, &err);
     if (rc == 0 && settings)
         rc = cbfs_read_settings(settings, &target.extra, &err);
+    if (rc == 0 && recovery.standby && target.kind != CBFS_TARGET_IMMEDIATE)
+        rc = cbfs_error_set(&err, EINVAL, CBFS_EXIT_USAGE,
+                            "--standby cannot be combined with a recovery target (\"%s\")",
+                            loc.point);
     if (rc == 0) {
         label = cbfs_xstrdup(target.label);
         target.pause = pause;
@@ -566,7 +660,7 @@ int cmd_restore(int argc, char **argv)
     /* the target must be absent or empty; it is created only once the
      * backup and the options were found usable */
     {
-        const char *d = argv[optind + 1];
+        const char *d = dir;
         bool exists;
         if (!dir_is_empty_or_absent(d, &exists)) {
             struct stat st;
@@ -599,7 +693,7 @@ int cmd_restore(int argc, char **argv)
                            "record of backup \"%s\" has no system identifier", label);
             goto fail;
         }
-        if (delta_check_target(argv[optind + 1], sysid, &err) < 0)
+        if (delta_check_target(dir, sysid, &err) < 0)
             goto fail;
     }
     r.manifest_path = manifest_path;
@@ -673,7 +767,7 @@ int cmd_restore(int argc, char **argv)
     }
     /* from here on the restore writes */
     {
-        const char *d = argv[optind + 1];
+        const char *d = dir;
         char abs[PATH_MAX];
         struct stat st;
         if (stat(d, &st) < 0) {
@@ -871,7 +965,7 @@ int cmd_restore(int argc, char **argv)
             goto fail;
     }
     (void) spcmap;
-    if (write_recovery(&r, &target, self, archive_off, &err) < 0)
+    if (write_recovery(&r, &target, &recovery, self, archive_off, &err) < 0)
         goto fail;
     if (geteuid() == 0) {
         /* the files cbfs wrote itself belong to the data directory's owner */
@@ -964,7 +1058,7 @@ fail:
             cbfs_error_prefix(&err, "restore into \"%s\" is incomplete (remove it and retry)",
                               r.dir);
     } else if (made_dir) {
-        rmdir(argv[optind + 1]);
+        rmdir(dir);
     }
     rc = cmd_fail(&err);
 out:

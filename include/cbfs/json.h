@@ -1,6 +1,8 @@
 /*
- * json.h - a minimal JSON writer for --json output.  Commas and nesting are
- * tracked for the caller; strings are escaped per RFC 8259.
+ * json.h - a minimal JSON writer for --json output (commas and nesting are
+ * tracked for the caller; strings are escaped per RFC 8259), and a parser
+ * for the small documents cbfs reads (Patroni's REST API): a tree of
+ * values, bounded in depth.
  */
 #ifndef CBFS_JSON_H
 #define CBFS_JSON_H
@@ -8,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cbfs/error.h"
 #include "cbfs/util.h"
 
 typedef struct CbfsJson {
@@ -29,5 +32,40 @@ void cbfs_json_int(CbfsJson *j, int64_t v);
 void cbfs_json_uint(CbfsJson *j, uint64_t v);
 void cbfs_json_double(CbfsJson *j, double v);
 void cbfs_json_bool(CbfsJson *j, bool v);
+
+/* ---- parsing (json_parse.c) ---- */
+
+enum cbfs_jv_type {
+    CBFS_JV_NULL,
+    CBFS_JV_BOOL,
+    CBFS_JV_NUMBER,
+    CBFS_JV_STRING,
+    CBFS_JV_ARRAY,
+    CBFS_JV_OBJECT
+};
+
+typedef struct CbfsJv {
+    enum cbfs_jv_type type;
+    bool b;
+    double num;
+    char *str;             /* STRING (NUL-terminated; an embedded \u0000 ends it) */
+    struct CbfsJv **items; /* ARRAY and OBJECT values */
+    char **keys;           /* OBJECT keys */
+    size_t n;
+} CbfsJv;
+
+/* Parse text (len bytes: one value, surrounded by white space only).
+ * Errors: EBADMSG with "invalid JSON at offset N: what" (no err code set
+ * beyond CBFS_EXIT_ERROR; callers prefix their context). */
+int cbfs_jv_parse(const char *text, size_t len, CbfsJv **ret, CbfsError *err);
+void cbfs_jv_free(CbfsJv *v);
+/* Object member by key (the first), or NULL; NULL-safe. */
+const CbfsJv *cbfs_jv_get(const CbfsJv *obj, const char *key);
+/* The string, or NULL when v is not a string; NULL-safe. */
+const char *cbfs_jv_str(const CbfsJv *v);
+/* The number: 0 when v is a number, -1 otherwise; NULL-safe. */
+int cbfs_jv_num(const CbfsJv *v, double *ret);
+/* True only for the JSON value true, or the strings "true"/"yes"/"on". */
+bool cbfs_jv_truthy(const CbfsJv *v);
 
 #endif

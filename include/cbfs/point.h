@@ -55,6 +55,14 @@ void cbfs_target_release(CbfsTarget *t);
  * frees. */
 char *cbfs_target_recovery_conf(const CbfsRepo *r, const CbfsTarget *t, const char *who,
                                 const char *self, bool archive_off);
+/* The settings of a copy that starts as a standby (restore --standby):
+ * restore_command and recovery_end_command as above, recovery_target_timeline
+ * 'latest', no target; primary_conninfo and primary_slot_name only when
+ * given (NULL: none written); archive_mode = 'off' when archive_off; then
+ * extra (may be NULL).  Caller frees. */
+char *cbfs_standby_recovery_conf(const CbfsRepo *r, const char *label, const char *self,
+                                 const char *primary_conninfo, const char *slot, bool archive_off,
+                                 const char *extra);
 
 /* Server settings from a file for t->extra (mount -o settings=, restore
  * --settings): its text with a comment naming it.  Errors: "could not read

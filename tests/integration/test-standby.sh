@@ -105,6 +105,69 @@ sleep 2
 is "$(psql_as p postgres "select failed_count from pg_stat_archiver")" 0 \
 	"the primary's archiver never failed on WAL the standby backup copied"
 
+# ---------------------------------------------------------------- replicas from the repository
+# restore --standby: a replica that catches up from the repository and then
+# streams from the primary
+PCI="host=$SOCK port=${PG_PORT[p]} user=postgres application_name=s2"
+cbfs_restore "$REPO@latest" s2 --standby --primary-conninfo "$PCI" ||
+	fail "restore --standby" "$ERR"
+ok "the replica has standby.signal" test -e "$(datadir s2)/standby.signal"
+ok "... and no recovery.signal" test ! -e "$(datadir s2)/recovery.signal"
+AUTO=$(cat "$(datadir s2)/postgresql.auto.conf")
+like "$AUTO" "recovery_target_timeline = 'latest'" "... follows the latest timeline"
+unlike_target=$(grep -c "^recovery_target\(_name\|_time\|_lsn\)\? = \|^archive_mode = 'off'" <<<"$AUTO")
+is "$unlike_target" 0 "... has no recovery target and keeps archive_mode"
+pg_start s2 || bail "the replica from the repository does not start"
+sql p postgres "insert into marker values (2, 'after the replica was made')" >/dev/null
+for ((i = 0; i < 300; i++)); do
+	[[ $(psql_as s2 postgres "select phase from marker where id = 2" 2>/dev/null) == "after the replica was made" ]] && break
+	sleep 0.1
+done
+is "$(psql_as s2 postgres "select pg_is_in_recovery()")" t "the replica stays in recovery"
+is "$(psql_as s2 postgres "select phase from marker where id = 2")" "after the replica was made" \
+	"... and receives what the primary writes"
+is "$(psql_as p postgres "select count(*) from pg_stat_replication where application_name = 's2'")" 1 \
+	"... streaming from the primary"
+pg_stop s2
+
+# as Patroni calls it: REPO --scope --datadir --role --connstring; the
+# recovery settings are Patroni's (none in postgresql.auto.conf, which would
+# override the ones Patroni writes at every role change)
+cbfs restore "$REPO@latest" --scope=demo "--datadir=$(datadir s3)" --role=replica \
+	"--connstring=host=$SOCK port=${PG_PORT[p]}" --delta=True
+is "$RC/$ERR" "0/" "restore as a Patroni create_replica_methods command"
+ok "... standby.signal written" test -e "$(datadir s3)/standby.signal"
+is "$(grep -c 'added by cbfs' "$(datadir s3)/postgresql.auto.conf")" 0 \
+	"... no recovery settings of cbfs's in postgresql.auto.conf"
+chown -R postgres: "$(datadir s3)"
+# what Patroni writes into postgresql.conf
+pg_conf s3 "primary_conninfo = 'host=$SOCK port=${PG_PORT[p]} user=postgres application_name=s3'" \
+	"restore_command = '$CBFS wal-fetch $REPO %f %p'" "recovery_target_timeline = 'latest'"
+pg_start s3 || fail "the Patroni-style replica starts"
+for ((i = 0; i < 300; i++)); do
+	[[ $(psql_as p postgres "select count(*) from pg_stat_replication where application_name = 's3'") == 1 ]] && break
+	sleep 0.1
+done
+is "$(psql_as p postgres "select count(*) from pg_stat_replication where application_name = 's3'")" 1 \
+	"... and streams with the settings Patroni gives it"
+pg_stop s3
+
+cbfs restore-point "$REPO" rp1 --dbname "$(conninfo p)"
+cbfs restore "$REPO@rp1" "$TMP/nostandby" --standby
+check_error "--standby with a recovery target" 2 \
+	"cbfs: --standby cannot be combined with a recovery target (\"rp1\")"
+ok "... nothing written" test ! -e "$TMP/nostandby"
+cbfs restore "$REPO@latest" "$TMP/nostandby" --standby --target-action pause
+check_error "--standby with --target-action" 2 \
+	$'cbfs: --standby cannot be combined with --target-action\nTry "cbfs restore --help" for more information.'
+cbfs restore "$REPO@latest" "$TMP/nostandby" --primary-conninfo "host=x"
+check_error "--primary-conninfo without --standby" 2 \
+	$'cbfs: --primary-conninfo and --primary-slot-name need --standby\nTry "cbfs restore --help" for more information.'
+cbfs restore "$REPO@latest" --scope=demo "--datadir=$TMP/nostandby" --role=master
+check_error "a role that is not replica" 2 \
+	$'cbfs: invalid value for --role: "master" (replica)\nTry "cbfs restore --help" for more information.'
+ok "... nothing written" test ! -e "$TMP/nostandby"
+
 # ---------------------------------------------------------------- an idle primary
 # the standby's last WAL file completes when cbfs asks the primary to switch
 backup s "$REPO" sb2 --standby-timeout 60
