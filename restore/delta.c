@@ -44,17 +44,21 @@ int delta_check_target(const char *dir, uint64_t sysid, CbfsError *err)
     if (cbfs_read_file(pid_path, &pid_text, &pid_len, NULL) == 0) {
         long pid = strtol((const char *) pid_text, NULL, 10);
         if (pid > 0 && (kill((pid_t) pid, 0) == 0 || errno == EPERM)) {
-            /* a live pid: refused unless it is plainly not a postgres (a
-             * stale file whose pid came back as something else) */
-            char comm_path[64], comm[32] = "";
+            /* a live pid: refused unless it is plainly not a running
+             * postgres (a stale file whose pid came back as something
+             * else, or a server killed and not yet reaped) */
+            char stat_path[64], stat[512] = "", *state;
             int fd;
             ssize_t got = -1;
-            snprintf(comm_path, sizeof(comm_path), "/proc/%ld/comm", pid);
-            if ((fd = open(comm_path, O_RDONLY | O_CLOEXEC)) >= 0) {
-                got = read(fd, comm, sizeof(comm) - 1);
+            snprintf(stat_path, sizeof(stat_path), "/proc/%ld/stat", pid);
+            if ((fd = open(stat_path, O_RDONLY | O_CLOEXEC)) >= 0) {
+                got = read(fd, stat, sizeof(stat) - 1);
                 close(fd);
             }
-            if (got <= 0 || strncmp(comm, "postgres", 8) == 0)
+            /* "pid (comm) S ...": a zombie (Z) is a dead server */
+            state = got > 0 ? strrchr(stat, ')') : NULL;
+            if (!state || (strstr(stat, "(postgres)") && state[1] == ' ' && state[2] != 'Z' &&
+                           state[2] != 'X'))
                 rc = cbfs_error_set(err, EBUSY, CBFS_EXIT_TARGET,
                                     "could not restore into \"%s\" with --delta: a server is "
                                     "running on it (pid %ld)",

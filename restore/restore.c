@@ -485,6 +485,11 @@ int cmd_restore(int argc, char **argv)
         {"role", required_argument, NULL, OPT_ROLE},
         {"datadir", required_argument, NULL, OPT_DATADIR},
         {"connstring", required_argument, NULL, OPT_CONNSTRING},
+        /* Patroni passes its own method settings too, unless no_params */
+        {"keep_data", optional_argument, NULL, OPT_CONNSTRING},
+        {"no_leader", optional_argument, NULL, OPT_CONNSTRING},
+        {"no_master", optional_argument, NULL, OPT_CONNSTRING},
+        {"no_params", optional_argument, NULL, OPT_CONNSTRING},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -591,7 +596,8 @@ int cmd_restore(int argc, char **argv)
             datadir = optarg;
             break;
         case OPT_CONNSTRING:
-            /* the member Patroni would clone from: cbfs reads the repository */
+            /* the member Patroni would clone from (cbfs reads the
+             * repository), and Patroni's own settings of the method */
             break;
         case 'B':
             if (optarg[0] != '/')
