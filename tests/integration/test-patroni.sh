@@ -126,6 +126,20 @@ for ((t = 2; t <= TLI; t++)); do
 	is "$RC" 0 "history file $h is in the repository"
 done
 
+# the old timelines' last segments, archived by the new leaders at
+# promotion, are kept apart under their .partial names
+for ((t = 1; t < TLI; t++)); do
+	sw=$(awk -v t="$t" '$1 == t { print $2 }' "$TMP/$(printf '%08X.history' "$TLI")")
+	partial=$(/usr/bin/python3 -c 'import sys
+hi, lo = (int(x, 16) for x in sys.argv[2].split("/"))
+lsn = (hi << 32) | lo
+print("%08X%08X%08X.partial" % (int(sys.argv[1]), lsn >> 32, (lsn & 0xFFFFFFFF) >> 24))' "$t" "$sw")
+	cbfs wal-fetch "$REPO" "$partial" "$TMP/$partial"
+	is "$RC" 0 "timeline $t's last segment is kept apart as $partial"
+done
+is "$(psql_as n1 postgres "select failed_count from pg_stat_archiver")" 0 \
+	"the leader's archiver never failed"
+
 # a mount at a time after both switches holds what the leader holds before it
 MNT=$(datadir m)
 mkdir -p "$MNT"
