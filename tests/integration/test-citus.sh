@@ -60,7 +60,7 @@ INSERT INTO transfers (src, dst) VALUES (:a, :b);
 COMMIT;
 EOF
 chmod 644 "$TMP/transfer.sql"
-background pgbench_as coord -n -f "$TMP/transfer.sql" -c 1 -T 600 postgres
+background pgbench_as coord -n -f "$TMP/transfer.sql" -c 1 -T 600 postgres >"$TMP/pgbench.out" 2>&1
 LOAD=$BG_PID
 for ((i = 0; i < 100; i++)); do
 	[[ $(citus_sql "select count(*) > 20 from transfers") == t ]] && break

@@ -174,6 +174,20 @@ is "$(psql_as n2 postgres "select count(*) from ticks where id = -1")" 1 \
 cbfs check "$REPO"
 is "$RC" 0 "check after the rejoin (the former leader's late pushes overwrote nothing)"
 
+# a replica tagged nobackup is passed over: the leader backs up
+sed -i 's/^  nofailover: false$/  nofailover: false\n  nobackup: true/' "$TMP/n2.yml"
+kill -HUP "${PATRONI_PID[n2]}"
+for ((i = 0; i < 200; i++)); do
+	curl -s "http://127.0.0.1:${API[n1]}/cluster" | grep -q '"nobackup": true' && break
+	sleep 0.1
+done
+patroni_backup n2 b3
+is "$RC/$OUT" "0/member \"n1\" backs up (the leader: no healthy replica); nothing to do on \"n2\"" \
+	"a replica tagged nobackup does not back up"
+patroni_backup n1 b3
+is "$RC" 0 "... the leader does"
+like "$ERR" "Patroni: this member \(n1\) backs up: the leader: no healthy replica" "... and says why"
+
 patroni_kill n2
 patroni_kill n1
 done_testing
