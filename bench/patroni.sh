@@ -20,9 +20,14 @@
 #      restore --delta` over one copy, `pgbackrest restore --delta` over
 #      the other, and a full `cbfs restore` into an empty directory;
 #   3. the leader's load during a backup from the replica: the bytes the
-#      leader's processes read (rchar of /proc/PID/io, all of them) while
-#      `cbfs backup` runs on the replica, against the same span of time
-#      with no backup.
+#      leader's processes (the postmaster and its children) read while
+#      `cbfs backup` runs on the replica — from storage (read_bytes of
+#      /proc/PID/io) and in all (rchar: page cache included, so the WAL the
+#      walsender streams and the padding of the WAL switch cbfs asks for)
+#      — against the same span of time with no backup; and, in a second,
+#      traced run (strace -e openat), the files cbfs opens under each data
+#      directory.
+# PARTS="1 2 3" picks the parts to run.
 #
 # Environment: SCALE=340, RUNS=2, JOBS=2 (cbfs --jobs, pgBackRest
 # process-max), BENCH_DIR (default bench/work-patroni), KEEP_WORK=1,
@@ -38,10 +43,12 @@ JOBS=${JOBS:-2}
 KEEP_WORK=${KEEP_WORK:-0}
 QUIET_WAIT=${QUIET_WAIT:-60}
 CBFS_SRC=${CBFS:-$TOP/build/cli/cbfs}
+PARTS=${PARTS:-1 2 3}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 need_root_and_pg
 [[ -x $CBFS_SRC ]] || die "no cbfs binary at $CBFS_SRC (ninja -C build)"
-need_tools pgbackrest time
+need_tools pgbackrest time strace
 fresh_work
 trap 'stop_servers; [[ $KEEP_WORK == 1 ]] || rm -rf "$W"/leader "$W"/replica "$W"/new-* "$W"/former-* "$W"/full-*; true' EXIT
 
@@ -151,12 +158,14 @@ new_replica() { # TOOL RUN: the time to a streaming replica
 
 declare -A T
 for ((run = 1; run <= RUNS; run++)); do
+	part 1 || break
 	for tool in cbfs basebackup pgbackrest; do
 		note "run $run: new replica with $tool"
 		T[replica - $tool - $run]=$(new_replica "$tool" "$run")
 	done
 done
 
+if part 2; then
 # ---- re-seeding a former leader
 note "former leader: the backup restored, promoted, 2% of its pages changed"
 FORMER=$W/former-a
@@ -217,40 +226,55 @@ until [[ $(psql_at "$DP" postgres "select pg_is_in_recovery()") == f ]]; do slee
 	die "the delta-restored copy does not hold the backup's data"
 pg_down "$W/former-b"
 
+fi
+
 # ---- the leader's reads during a backup from the replica
-leader_rchar() { # sum of rchar over the leader's processes
-	local pm pids p sum=0
+# leader_io FIELD: the sum of FIELD (rchar: every byte read, page cache
+# included; read_bytes: read from storage) over the leader's processes
+leader_io() {
+	local pm p sum=0
 	pm=$(head -n 1 "$W/leader/postmaster.pid")
-	pids="$pm $(pgrep -P "$pm" | tr '\n' ' ')"
-	for p in $pids; do
-		sum=$((sum + $(awk '/^rchar/ { print $2 }' "/proc/$p/io" 2>/dev/null || echo 0)))
+	for p in $pm $(pgrep -P "$pm"); do
+		sum=$((sum + $(awk -v f="$1:" '$1 == f { print $2 }' "/proc/$p/io" 2>/dev/null || echo 0)))
 	done
 	echo "$sum"
 }
-quiet
-r0=$(leader_rchar)
-t0=$(now)
-"$CBFS" backup "$REPO" --pgdata "$W/replica" --dbname "host=$W/sock port=$RP user=postgres dbname=postgres" --jobs "$JOBS" >"$W/log/standby-backup.out" 2>&1
-T_STANDBY_BACKUP=$(since "$t0")
-r1=$(leader_rchar)
-sleep "${T_STANDBY_BACKUP%.*}"
-r2=$(leader_rchar)
-READ_DURING=$((r1 - r0))
-READ_IDLE=$((r2 - r1))
+if part 3; then
+	quiet
+	c0=$(leader_io rchar) s0=$(leader_io read_bytes)
+	t0=$(now)
+	"$CBFS" backup "$REPO" --pgdata "$W/replica" --dbname "host=$W/sock port=$RP user=postgres dbname=postgres" --jobs "$JOBS" >"$W/log/standby-backup.out" 2>&1
+	T_STANDBY_BACKUP=$(since "$t0")
+	c1=$(leader_io rchar) s1=$(leader_io read_bytes)
+	sleep "${T_STANDBY_BACKUP%.*}"
+	c2=$(leader_io rchar) s2=$(leader_io read_bytes)
+	# the files cbfs opens, traced (untimed): none may be the leader's
+	strace -f -qq -e trace=openat -o "$W/log/standby-backup.strace" \
+		"$CBFS" backup "$REPO" --pgdata "$W/replica" --dbname "host=$W/sock port=$RP user=postgres dbname=postgres" --jobs "$JOBS" >/dev/null 2>&1
+	OPENED_LEADER=$(grep -c "\"$W/leader/" "$W/log/standby-backup.strace" || true)
+	OPENED_REPLICA=$(grep -c "\"$W/replica/" "$W/log/standby-backup.strace" || true)
+fi
 
 # ---- figures
 echo
 echo "patroni: pgbench scale $SCALE ($(numfmt --to=iec "$SIZE")), JOBS=$JOBS, $(nproc) cores"
 echo "backups of the leader: cbfs $T_CBFS_BACKUP s, pgBackRest $T_PGBR_BACKUP s"
 for ((run = 1; run <= RUNS; run++)); do
-	printf 'run %d: new streaming replica: cbfs %s s, pg_basebackup %s s, pgBackRest %s s\n' "$run" \
-		"${T[replica - cbfs - $run]}" "${T[replica - basebackup - $run]}" "${T[replica - pgbackrest - $run]}"
-	printf 'run %d: re-seed after 2%% changed: cbfs --delta %s s (%.0f%% of its full restore %s s), pgBackRest --delta %s s (full %s s)\n' \
-		"$run" "${T[delta - cbfs - $run]}" \
-		"$(awk -v a="${T[delta - cbfs - $run]}" -v b="${T[full - cbfs - $run]}" 'BEGIN { print 100 * a / b }')" \
-		"${T[full - cbfs - $run]}" "${T[delta - pgbackrest - $run]}" "${T[full - pgbackrest - $run]}"
-	echo "         $(cat "$W/log/delta-$run.out")"
+	if part 1; then
+		printf 'run %d: new streaming replica: cbfs %s s, pg_basebackup %s s, pgBackRest %s s\n' "$run" \
+			"${T[replica - cbfs - $run]}" "${T[replica - basebackup - $run]}" "${T[replica - pgbackrest - $run]}"
+	fi
+	if part 2; then
+		printf 'run %d: re-seed after 2%% changed: cbfs --delta %s s (%.0f%% of its full restore %s s), pgBackRest --delta %s s (full %s s)\n' \
+			"$run" "${T[delta - cbfs - $run]}" \
+			"$(awk -v a="${T[delta - cbfs - $run]}" -v b="${T[full - cbfs - $run]}" 'BEGIN { print 100 * a / b }')" \
+			"${T[full - cbfs - $run]}" "${T[delta - pgbackrest - $run]}" "${T[full - pgbackrest - $run]}"
+		echo "         $(head -n 1 "$W/log/delta-$run.out")"
+	fi
 done
-printf 'backup from the replica: %s s; the leader'"'"'s processes read %s bytes meanwhile, %s bytes in as long with no backup\n' \
-	"$T_STANDBY_BACKUP" "$READ_DURING" "$READ_IDLE"
-: "$CHANGED"
+if part 3; then
+	printf 'backup from the replica: %s s; the leader'"'"'s processes meanwhile: %s bytes read from storage, %s bytes read in all (WAL streamed and archived included); in as long with no backup: %s and %s\n' \
+		"$T_STANDBY_BACKUP" "$((s1 - s0))" "$((c1 - c0))" "$((s2 - s1))" "$((c2 - c1))"
+	printf 'files cbfs opened (traced run): %s under the replica'"'"'s data directory, %s under the leader'"'"'s\n' \
+		"$OPENED_REPLICA" "$OPENED_LEADER"
+fi
