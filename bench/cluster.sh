@@ -76,15 +76,7 @@ done
 mkdir -p "$REPO" "$PREPO" "$W/src" "$W/pgbr-log" "$W/pgbr-lock" "$W/cache"
 chown postgres: "$REPO" "$PREPO" "$W/src" "$W/pgbr-log" "$W/pgbr-lock"
 {
-	echo "[global]"
-	echo "repo1-path=$PREPO"
-	echo "repo1-retention-full=10"
-	echo "compress-type=zst"
-	echo "compress-level=3"
-	echo "process-max=$JOBS"
-	echo "log-path=$W/pgbr-log"
-	echo "lock-path=$W/pgbr-lock"
-	echo "start-fast=y"
+	pgbr_global "$PREPO"
 	echo "archive-timeout=900"
 	for n in "${NODES[@]}"; do
 		echo "[$n]"

@@ -118,3 +118,12 @@ wait_quiet() {
 now() { date +%s.%N; }
 # since T0: seconds elapsed, 2 decimals.
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+# pgbr_global REPO: the [global] section of a pgBackRest configuration
+# comparable with cbfs (zstd level 3, JOBS processes, fast start), its logs
+# and locks under $W; the caller adds its stanzas.
+pgbr_global() {
+	printf '%s\n' "[global]" "repo1-path=$1" "repo1-retention-full=10" "compress-type=zst" \
+		"compress-level=3" "process-max=$JOBS" "log-path=$W/pgbr-log" "lock-path=$W/pgbr-lock" \
+		"start-fast=y"
+}

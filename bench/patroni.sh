@@ -64,22 +64,11 @@ LP=$(free_port)
 RP=$(free_port)
 mkdir -p "$REPO" "$PREPO"
 chown postgres: "$W" "$W/log" "$W/sock" "$W/cache" "$REPO" "$PREPO" "$W/pgbr-log" "$W/pgbr-lock"
-cat >"$PCONF" <<EOF
-[global]
-repo1-path=$PREPO
-repo1-retention-full=10
-compress-type=zst
-compress-level=3
-process-max=$JOBS
-log-path=$W/pgbr-log
-lock-path=$W/pgbr-lock
-start-fast=y
-archive-timeout=300
-[main]
-pg1-path=$W/leader
-pg1-port=$LP
-pg1-socket-path=$W/sock
-EOF
+{
+	pgbr_global "$PREPO"
+	printf '%s\n' "archive-timeout=300" "[main]" "pg1-path=$W/leader" "pg1-port=$LP" \
+		"pg1-socket-path=$W/sock"
+} >"$PCONF"
 chmod 644 "$PCONF"
 as_pg "$CBFS" init "$REPO" >/dev/null
 
