@@ -994,15 +994,15 @@ int cmd_backup(int argc, char **argv)
          * WAL file is copied from pg_wal once the standby has all of it (or
          * taken as stored, when the primary archived it already). */
         if (pg->in_recovery) {
-            uint64_t seg_end = (cbfs_wal_segno(stop_lsn - 1, pg->wal_segment_size) + 1) *
-                               (uint64_t) pg->wal_segment_size;
+            uint64_t last_seg = cbfs_wal_segno(stop_lsn - 1, pg->wal_segment_size);
             char last[CBFS_WAL_NAME_MAX];
-            cbfs_wal_segname(tli, cbfs_wal_segno(stop_lsn - 1, pg->wal_segment_size),
-                             pg->wal_segment_size, last, sizeof(last));
+            cbfs_wal_segname(tli, last_seg, pg->wal_segment_size, last, sizeof(last));
             rc = cbfs_wal_exists(b.repo, last, &err);
             if (rc == -ENOENT) {
                 cbfs_error_init(&err);
-                rc = pg_session_wait_received(pg, conninfo, seg_end, (int) standby_timeout, &err);
+                rc = pg_session_wait_received(pg, conninfo,
+                                              (last_seg + 1) * (uint64_t) pg->wal_segment_size,
+                                              (int) standby_timeout, &err);
             }
             if (rc < 0)
                 goto fail;

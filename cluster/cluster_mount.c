@@ -370,26 +370,6 @@ static void unmount_path(const char *path)
     }
 }
 
-/* A /proc file whole (it says it is empty: read it, not its size). */
-static int read_proc(const char *path, uint8_t **ret, size_t *ret_len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    CbfsBuf b;
-    char chunk[4096];
-    ssize_t n;
-
-    if (fd < 0)
-        return -errno;
-    cbfs_buf_init(&b);
-    while ((n = read(fd, chunk, sizeof(chunk))) > 0)
-        cbfs_buf_append(&b, chunk, (size_t) n);
-    close(fd);
-    cbfs_buf_append(&b, "", 1); /* NUL-terminated */
-    *ret = (uint8_t *) b.data;
-    *ret_len = b.len - 1;
-    return 0;
-}
-
 /* The mount daemon serving mountpoint (a cbfs or mount.cbfs process with
  * it among its arguments), or 0. */
 static pid_t daemon_of(const char *mountpoint)
@@ -406,7 +386,7 @@ static pid_t daemon_of(const char *mountpoint)
         if (de->d_name[0] < '0' || de->d_name[0] > '9')
             continue;
         path = cbfs_xasprintf("/proc/%s/cmdline", de->d_name);
-        if (read_proc(path, &buf, &len) == 0) {
+        if (cbfs_read_file(path, &buf, &len, NULL) == 0) {
             for (size_t off = 0; off < len; off += strlen((char *) buf + off) + 1) {
                 const char *arg = (const char *) buf + off, *base = strrchr(arg, '/');
                 if (off == 0)

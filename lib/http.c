@@ -62,9 +62,8 @@ int cbfs_http_get(const char *url, long timeout_s, char **ret_body, size_t *ret_
         return cbfs_error_set(err, ECONNREFUSED, CBFS_EXIT_ERROR, "could not reach \"%s\": %s", url,
                               curl.easy_strerror(cc));
     }
-    cbfs_buf_append(&sink.buf, "", 1);
-    *ret_len = sink.buf.len - 1;
-    *ret_body = sink.buf.data;
+    *ret_len = sink.buf.len;
+    *ret_body = sink.buf.data; /* handed over, NUL-terminated */
     *ret_status = status;
     return 0;
 }

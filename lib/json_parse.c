@@ -7,7 +7,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "cbfs/json.h"
 
@@ -118,28 +117,7 @@ static int string(Parser *p, char **ret)
             break;
         }
         c = p->s[p->pos++];
-        switch (c) {
-        case '"':
-        case '\\':
-        case '/':
-            cbfs_buf_append(&b, &c, 1);
-            break;
-        case 'b':
-            cbfs_buf_append(&b, "\b", 1);
-            break;
-        case 'f':
-            cbfs_buf_append(&b, "\f", 1);
-            break;
-        case 'n':
-            cbfs_buf_append(&b, "\n", 1);
-            break;
-        case 'r':
-            cbfs_buf_append(&b, "\r", 1);
-            break;
-        case 't':
-            cbfs_buf_append(&b, "\t", 1);
-            break;
-        case 'u': {
+        if (c == 'u') {
             unsigned cp, lo;
             if ((rc = hex4(p, &cp)) < 0)
                 break;
@@ -154,20 +132,22 @@ static int string(Parser *p, char **ret)
                 break;
             }
             put_utf8(&b, cp);
-            break;
+        } else {
+            /* the one-character escapes and what they stand for */
+            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+            const char *e = c ? strchr(from, c) : NULL;
+            if (!e) {
+                rc = fail(p, "bad escape");
+                break;
+            }
+            cbfs_buf_append(&b, &to[e - from], 1);
         }
-        default:
-            rc = fail(p, "bad escape");
-        }
-        if (rc < 0)
-            break;
     }
     if (rc < 0) {
         cbfs_buf_release(&b);
         return rc;
     }
-    cbfs_buf_append(&b, "", 1);
-    *ret = b.data; /* handed over */
+    *ret = b.data; /* handed over, NUL-terminated */
     return 0;
 }
 
@@ -371,8 +351,9 @@ bool cbfs_jv_truthy(const CbfsJv *v)
         return false;
     if (v->type == CBFS_JV_BOOL)
         return v->b;
-    if (v->type == CBFS_JV_STRING)
-        return strcasecmp(v->str, "true") == 0 || strcasecmp(v->str, "yes") == 0 ||
-               strcasecmp(v->str, "on") == 0;
+    if (v->type == CBFS_JV_STRING) {
+        bool b;
+        return cbfs_parse_bool(v->str, &b) == 0 && b;
+    }
     return false;
 }

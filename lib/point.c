@@ -240,8 +240,11 @@ static const CbfsKv *backup_before(CbfsKv **list, size_t n, uint64_t lsn, time_t
     return NULL;
 }
 
-/* Is the WAL holding the byte before lsn archived, on the backup's timeline
- * or a later one? */
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
 /* Every WAL segment recovery reads from backup's start to lsn on timeline
  * tli is archived (following tli's history when it branched off the
  * backup's timeline): 0, or -ENOENT and *missing the first one missing.
@@ -302,13 +305,11 @@ static int wal_complete(CbfsRepo *r, const CbfsKv *backup, uint32_t tli, uint64_
         snprintf(prefix, sizeof(prefix), "wal/%08X/", hops[h].tli);
         if ((rc = cbfs_store_list_names(r->store, prefix, "", &names, &n, err)) < 0)
             break;
+        qsort(names, n, sizeof(char *), name_cmp);
         for (uint64_t seg = hops[h].lo; seg <= hops[h].hi && rc == 0; seg++) {
-            char name[CBFS_WAL_NAME_MAX];
+            char name[CBFS_WAL_NAME_MAX], *key = name;
             cbfs_wal_segname(hops[h].tli, seg, (uint32_t) seg_size, name, sizeof(name));
-            bool found = false;
-            for (size_t i = 0; i < n && !found; i++)
-                found = strcmp(names[i], name) == 0;
-            if (!found) {
+            if (!bsearch(&key, names, n, sizeof(char *), name_cmp)) {
                 snprintf(missing, len, "%s", name);
                 rc = -ENOENT;
             }
@@ -318,6 +319,8 @@ static int wal_complete(CbfsRepo *r, const CbfsKv *backup, uint32_t tli, uint64_
     return rc;
 }
 
+/* Is the WAL holding the byte before lsn archived, on the backup's timeline
+ * or a later one? */
 static int wal_reaches(CbfsRepo *r, const CbfsKv *backup, uint64_t lsn, char *missing, size_t len,
                        CbfsError *err)
 {
@@ -595,25 +598,29 @@ char *cbfs_standby_recovery_conf(const CbfsRepo *r, const char *label, const cha
                                  const char *primary_conninfo, const char *slot, bool archive_off,
                                  const char *extra)
 {
-    char *qcmd, *qend, *conf, *qpci = NULL, *qslot = NULL;
+    char *qcmd, *qend;
+    CbfsBuf b;
 
     fetch_commands(r, self, &qcmd, &qend);
-    if (primary_conninfo)
-        qpci = cbfs_pg_quote(primary_conninfo);
-    if (slot)
-        qslot = cbfs_pg_quote(slot);
-    conf = cbfs_xasprintf("\n# added by cbfs restore --standby for backup %s\n"
-                          "restore_command = %s\n"
-                          "recovery_end_command = %s\n"
-                          "recovery_target_timeline = 'latest'\n"
-                          "%s%s%s%s%s%s%s%s",
-                          label, qcmd, qend, qpci ? "primary_conninfo = " : "", qpci ? qpci : "",
-                          qpci ? "\n" : "", qslot ? "primary_slot_name = " : "", qslot ? qslot : "",
-                          qslot ? "\n" : "", archive_off ? "archive_mode = 'off'\n" : "",
-                          extra ? extra : "");
+    cbfs_buf_init(&b);
+    cbfs_buf_printf(&b,
+                    "\n# added by cbfs restore --standby for backup %s\n"
+                    "restore_command = %s\n"
+                    "recovery_end_command = %s\n"
+                    "recovery_target_timeline = 'latest'\n",
+                    label, qcmd, qend);
+    if (primary_conninfo) {
+        char *q = cbfs_pg_quote(primary_conninfo);
+        cbfs_buf_printf(&b, "primary_conninfo = %s\n", q);
+        free(q);
+    }
+    if (slot) {
+        char *q = cbfs_pg_quote(slot);
+        cbfs_buf_printf(&b, "primary_slot_name = %s\n", q);
+        free(q);
+    }
+    cbfs_buf_printf(&b, "%s%s", archive_off ? "archive_mode = 'off'\n" : "", extra ? extra : "");
     free(qcmd);
     free(qend);
-    free(qpci);
-    free(qslot);
-    return conf;
+    return b.data; /* handed over */
 }

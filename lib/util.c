@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -123,6 +124,23 @@ void cbfs_random_bytes(void *buf, size_t n)
     }
 }
 
+int cbfs_parse_bool(const char *s, bool *ret)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no",
+                                                                                "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *ret = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *ret = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 int cbfs_parse_size(const char *s, uint64_t *ret)
 {
     char *end;
@@ -234,7 +252,8 @@ int cbfs_read_file(const char *path, uint8_t **ret_buf, size_t *ret_len, CbfsErr
 {
     struct stat st;
     uint8_t *buf;
-    size_t n;
+    size_t cap, n = 0;
+    ssize_t got;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0)
@@ -246,13 +265,24 @@ int cbfs_read_file(const char *path, uint8_t **ret_buf, size_t *ret_len, CbfsErr
         return cbfs_error_set(err, e, CBFS_EXIT_ERROR, "could not stat file \"%s\": %s", path,
                               strerror(e));
     }
-    buf = cbfs_xmalloc((size_t) st.st_size + 1);
-    if (cbfs_pread_full(fd, buf, (size_t) st.st_size, 0, &n) < 0) {
-        int e = errno;
-        close(fd);
-        free(buf);
-        return cbfs_error_set(err, e, CBFS_EXIT_ERROR, "could not read file \"%s\": %s", path,
-                              strerror(e));
+    /* to the end, whatever the size said (/proc's files say they are
+     * empty); room for one byte more than said, so that a file of the size
+     * said is read without growing the buffer */
+    cap = (size_t) st.st_size + 2 > 4096 ? (size_t) st.st_size + 2 : 4096;
+    buf = cbfs_xmalloc(cap);
+    while ((got = read(fd, buf + n, cap - 1 - n)) != 0) {
+        if (got < 0) {
+            int e = errno;
+            if (e == EINTR)
+                continue;
+            close(fd);
+            free(buf);
+            return cbfs_error_set(err, e, CBFS_EXIT_ERROR, "could not read file \"%s\": %s", path,
+                                  strerror(e));
+        }
+        n += (size_t) got;
+        if (n == cap - 1)
+            buf = cbfs_xrealloc(buf, cap *= 2);
     }
     close(fd);
     buf[n] = '\0';

@@ -20,16 +20,14 @@ static int pin_command(int argc, char **argv, bool pin)
 
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         if (pin)
-            printf("Usage: cbfs pin REPO@LABEL [--node NAME] [--passphrase-file FILE]\n\nKeep a "
-                   "backup whatever "
-                   "the retention policy "
-                   "says: cbfs expire never\nremoves a pinned backup (nor the WAL from its "
-                   "start on).\n");
+            printf("Usage: cbfs pin REPO@LABEL [--node NAME] [--passphrase-file FILE]\n"
+                   "\n"
+                   "Keep a backup whatever the retention policy says: cbfs expire never\n"
+                   "removes a pinned backup (nor the WAL from its start on).\n");
         else
-            printf("Usage: cbfs unpin REPO@LABEL [--node NAME] [--passphrase-file FILE]\n\nLet the "
-                   "retention "
-                   "policy decide about a "
-                   "pinned backup again.\n");
+            printf("Usage: cbfs unpin REPO@LABEL [--node NAME] [--passphrase-file FILE]\n"
+                   "\n"
+                   "Let the retention policy decide about a pinned backup again.\n");
         return 0;
     }
     /* REPO@LABEL, then the options (--passphrase-file FILE, --node NAME) */

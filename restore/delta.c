@@ -4,7 +4,6 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,22 +46,20 @@ int delta_check_target(const char *dir, uint64_t sysid, CbfsError *err)
             /* a live pid: refused unless it is plainly not a running
              * postgres (a stale file whose pid came back as something
              * else, or a server killed and not yet reaped) */
-            char stat_path[64], stat[512] = "", *state;
-            int fd;
-            ssize_t got = -1;
-            snprintf(stat_path, sizeof(stat_path), "/proc/%ld/stat", pid);
-            if ((fd = open(stat_path, O_RDONLY | O_CLOEXEC)) >= 0) {
-                got = read(fd, stat, sizeof(stat) - 1);
-                close(fd);
-            }
+            char *stat_path = cbfs_xasprintf("/proc/%ld/stat", pid), *state = NULL;
+            uint8_t *stat = NULL;
+            size_t slen;
             /* "pid (comm) S ...": a zombie (Z) is a dead server */
-            state = got > 0 ? strrchr(stat, ')') : NULL;
-            if (!state || (strstr(stat, "(postgres)") && state[1] == ' ' && state[2] != 'Z' &&
-                           state[2] != 'X'))
+            if (cbfs_read_file(stat_path, &stat, &slen, NULL) == 0)
+                state = strrchr((char *) stat, ')');
+            if (!state || (strstr((char *) stat, "(postgres)") && state[1] == ' ' &&
+                           state[2] != 'Z' && state[2] != 'X'))
                 rc = cbfs_error_set(err, EBUSY, CBFS_EXIT_TARGET,
                                     "could not restore into \"%s\" with --delta: a server is "
                                     "running on it (pid %ld)",
                                     dir, pid);
+            free(stat);
+            free(stat_path);
         }
         free(pid_text);
     }
@@ -90,15 +87,20 @@ static const DeltaEntry *find(const Prune *p, const char *rel)
 
 static int remove_entry(Prune *p, const char *full, bool is_dir)
 {
+    struct stat st;
+    /* a folder's tree goes entry by entry: what stays is why it failed */
+    int e = ENOTEMPTY;
+
     if (is_dir)
         cbfs_remove_tree(full);
-    else
-        unlink(full);
-    if (access(full, F_OK) == 0 || errno != ENOENT)
-        return cbfs_error_set(p->err, errno ? errno : EIO, CBFS_EXIT_TARGET,
-                              "could not remove \"%s\": %s", full, strerror(errno ? errno : EIO));
-    p->removed++;
-    return 0;
+    else if (unlink(full) < 0)
+        e = errno;
+    if (lstat(full, &st) < 0 && errno == ENOENT) {
+        p->removed++;
+        return 0;
+    }
+    return cbfs_error_set(p->err, e, CBFS_EXIT_TARGET, "could not remove \"%s\": %s", full,
+                          strerror(e));
 }
 
 /* Walk folder full (relative path rel, "" for the data directory). */

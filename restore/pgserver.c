@@ -232,21 +232,17 @@ int pgserver_start(PgServer *s, CbfsError *err)
 bool pgserver_is_ours(const PgServer *s)
 {
     char *link, path[PATH_MAX], comm[64] = "", real[PATH_MAX];
+    uint8_t *buf = NULL;
+    size_t len;
     ssize_t n;
     bool yes;
 
     if (s->pid <= 0)
         return false;
-    /* a /proc file says it is empty: read it, not its size */
     link = cbfs_xasprintf("/proc/%d/comm", (int) s->pid);
-    {
-        int fd = open(link, O_RDONLY | O_CLOEXEC);
-        ssize_t got = fd >= 0 ? read(fd, comm, sizeof(comm) - 1) : -1;
-        comm[got > 0 ? got : 0] = '\0';
-        comm[strcspn(comm, "\n")] = '\0';
-        if (fd >= 0)
-            close(fd);
-    }
+    if (cbfs_read_file(link, &buf, &len, NULL) == 0)
+        snprintf(comm, sizeof(comm), "%.*s", (int) strcspn((char *) buf, "\n"), (char *) buf);
+    free(buf);
     free(link);
     link = cbfs_xasprintf("/proc/%d/cwd", (int) s->pid);
     n = readlink(link, path, sizeof(path) - 1);

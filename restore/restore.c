@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,7 +42,7 @@
 #define OPT_SCOPE            0x2005
 #define OPT_ROLE             0x2006
 #define OPT_DATADIR          0x2007
-#define OPT_CONNSTRING       0x2008
+#define OPT_IGNORED          0x2008
 
 typedef struct RFile {
     int64_t id;
@@ -484,12 +483,12 @@ int cmd_restore(int argc, char **argv)
         {"scope", required_argument, NULL, OPT_SCOPE},
         {"role", required_argument, NULL, OPT_ROLE},
         {"datadir", required_argument, NULL, OPT_DATADIR},
-        {"connstring", required_argument, NULL, OPT_CONNSTRING},
+        {"connstring", required_argument, NULL, OPT_IGNORED},
         /* Patroni passes its own method settings too, unless no_params */
-        {"keep_data", optional_argument, NULL, OPT_CONNSTRING},
-        {"no_leader", optional_argument, NULL, OPT_CONNSTRING},
-        {"no_master", optional_argument, NULL, OPT_CONNSTRING},
-        {"no_params", optional_argument, NULL, OPT_CONNSTRING},
+        {"keep_data", optional_argument, NULL, OPT_IGNORED},
+        {"no_leader", optional_argument, NULL, OPT_IGNORED},
+        {"no_master", optional_argument, NULL, OPT_IGNORED},
+        {"no_params", optional_argument, NULL, OPT_IGNORED},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -564,13 +563,9 @@ int cmd_restore(int argc, char **argv)
             settings = optarg;
             break;
         case OPT_DELTA:
-            if (!optarg || strcasecmp(optarg, "true") == 0 || strcmp(optarg, "1") == 0 ||
-                strcasecmp(optarg, "yes") == 0 || strcasecmp(optarg, "on") == 0)
-                delta = true;
-            else if (strcasecmp(optarg, "false") == 0 || strcmp(optarg, "0") == 0 ||
-                     strcasecmp(optarg, "no") == 0 || strcasecmp(optarg, "off") == 0)
-                delta = false;
-            else
+            /* --delta, or --delta=True as Patroni passes a method's setting */
+            delta = true;
+            if (optarg && cbfs_parse_bool(optarg, &delta) < 0)
                 return cmd_usage_error("restore", "invalid value for --delta: \"%s\"", optarg);
             break;
         case OPT_STANDBY:
@@ -595,9 +590,9 @@ int cmd_restore(int argc, char **argv)
         case OPT_DATADIR:
             datadir = optarg;
             break;
-        case OPT_CONNSTRING:
-            /* the member Patroni would clone from (cbfs reads the
-             * repository), and Patroni's own settings of the method */
+        case OPT_IGNORED:
+            /* --connstring, the member Patroni would clone from (cbfs reads
+             * the repository), and Patroni's own settings of the method */
             break;
         case 'B':
             if (optarg[0] != '/')

@@ -65,7 +65,8 @@ const CbfsJv *cbfs_jv_get(const CbfsJv *obj, const char *key);
 const char *cbfs_jv_str(const CbfsJv *v);
 /* The number: 0 when v is a number, -1 otherwise; NULL-safe. */
 int cbfs_jv_num(const CbfsJv *v, double *ret);
-/* True only for the JSON value true, or the strings "true"/"yes"/"on". */
+/* True only for the JSON value true, or a string cbfs_parse_bool takes as
+ * true. */
 bool cbfs_jv_truthy(const CbfsJv *v);
 
 #endif

@@ -34,6 +34,8 @@ void cbfs_random_bytes(void *buf, size_t n);
 
 /* "64k", "64K", "65536", "1M", "2G": 0 or -EINVAL. */
 int cbfs_parse_size(const char *s, uint64_t *ret);
+/* true/yes/on/1 or false/no/off/0, any case: 0, else -1. */
+int cbfs_parse_bool(const char *s, bool *ret);
 /* Non-negative decimal integer within [min,max]: 0 or -EINVAL. */
 int cbfs_parse_int(const char *s, long min, long max, long *ret);
 /* "1.5 GB"-style human size into buf. */

@@ -451,6 +451,17 @@ sql() {
 	printf '%s\n' "$out"
 }
 
+# wait_sql NAME DB SQL WANT [SECONDS]: until SQL on NAME answers WANT
+# (30 s by default); 1 if it never does.  The caller asserts the answer.
+wait_sql() {
+	local i
+	for ((i = 0; i < ${5:-30} * 10; i++)); do
+		[[ $(psql_as "$1" "$2" "$3" 2>/dev/null) == "$4" ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # pgbench_as NAME ARG...
 pgbench_as() {
 	local name=$1

@@ -40,10 +40,7 @@ like "$(cat "$TMP/n2.patroni.log")" "replica has been created using cbfs" \
 	"Patroni created the replica with cbfs's method"
 unlike=$(grep -c "using basebackup\|pg_basebackup" "$TMP/n2.patroni.log")
 is "$unlike" 0 "... and never ran pg_basebackup"
-for ((i = 0; i < 200; i++)); do
-	[[ $(psql_as n1 postgres "select count(*) from pg_stat_replication where state = 'streaming'") == 1 ]] && break
-	sleep 0.1
-done
+wait_sql n1 postgres "select count(*) from pg_stat_replication where state = 'streaming'" 1 20
 is "$(psql_as n1 postgres "select count(*) from pg_stat_replication where state = 'streaming'")" 1 \
 	"the replica streams from the leader"
 
@@ -165,10 +162,7 @@ chown -R postgres: "$TMP/n2"
 patroni_start n2
 patroni_wait_role n2 replica 120 || fail "n2 rejoined as a replica" "$(tail -n 30 "$TMP/n2.patroni.log")"
 sql n1 postgres "insert into ticks (id) values (-1)" >/dev/null
-for ((i = 0; i < 300; i++)); do
-	[[ $(psql_as n2 postgres "select count(*) from ticks where id = -1" 2>/dev/null) == 1 ]] && break
-	sleep 0.1
-done
+wait_sql n2 postgres "select count(*) from ticks where id = -1" 1
 is "$(psql_as n2 postgres "select count(*) from ticks where id = -1")" 1 \
 	"the re-seeded former leader replicates from the new leader"
 cbfs check "$REPO"

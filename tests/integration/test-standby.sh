@@ -31,11 +31,7 @@ is "$(psql_as s postgres "select pg_is_in_recovery()")" t "the standby is in rec
 wait_replayed() {
 	local lsn i
 	lsn=$(psql_as p postgres "select pg_current_wal_insert_lsn()")
-	for ((i = 0; i < 600; i++)); do
-		[[ $(psql_as s postgres "select pg_last_wal_replay_lsn() >= '$lsn'") == t ]] && return 0
-		sleep 0.1
-	done
-	return 1
+	wait_sql s postgres "select pg_last_wal_replay_lsn() >= '$lsn'" t 60
 }
 wait_replayed || bail "the standby did not replay"
 is "$(psql_as s postgres "select status from pg_stat_wal_receiver")" streaming \
@@ -119,10 +115,7 @@ unlike_target=$(grep -c "^recovery_target\(_name\|_time\|_lsn\)\? = \|^archive_m
 is "$unlike_target" 0 "... has no recovery target and keeps archive_mode"
 pg_start s2 || bail "the replica from the repository does not start"
 sql p postgres "insert into marker values (2, 'after the replica was made')" >/dev/null
-for ((i = 0; i < 300; i++)); do
-	[[ $(psql_as s2 postgres "select phase from marker where id = 2" 2>/dev/null) == "after the replica was made" ]] && break
-	sleep 0.1
-done
+wait_sql s2 postgres "select phase from marker where id = 2" "after the replica was made"
 is "$(psql_as s2 postgres "select pg_is_in_recovery()")" t "the replica stays in recovery"
 is "$(psql_as s2 postgres "select phase from marker where id = 2")" "after the replica was made" \
 	"... and receives what the primary writes"
@@ -144,10 +137,7 @@ chown -R postgres: "$(datadir s3)"
 pg_conf s3 "primary_conninfo = 'host=$SOCK port=${PG_PORT[p]} user=postgres application_name=s3'" \
 	"restore_command = '$CBFS wal-fetch $REPO %f %p'" "recovery_target_timeline = 'latest'"
 pg_start s3 || fail "the Patroni-style replica starts"
-for ((i = 0; i < 300; i++)); do
-	[[ $(psql_as p postgres "select count(*) from pg_stat_replication where application_name = 's3'") == 1 ]] && break
-	sleep 0.1
-done
+wait_sql p postgres "select count(*) from pg_stat_replication where application_name = 's3'" 1
 is "$(psql_as p postgres "select count(*) from pg_stat_replication where application_name = 's3'")" 1 \
 	"... and streams with the settings Patroni gives it"
 pg_stop s3
