@@ -3,7 +3,9 @@
 # workers (Citus 13 on PostgreSQL 15) back up and archive as nodes
 # coord, w1, w2; cluster restore points are made on the coordinator while
 # multi-shard transactions (two-phase commits across both workers) run,
-# and once with the workload stopped.  Then, with the source cluster gone
+# and once with the workload stopped; a first round of node backups is
+# expired and gc rewrites the packs it shared, so everything below reads a
+# repository that has lived.  Then, with the source cluster gone
 # and listeners standing in for its nodes (any connection to them is a
 # restored node talking to the source, which must never happen):
 #   - mount --cluster --start at the busy point: every transfer wholly
@@ -47,6 +49,11 @@ citus_sql "
 	insert into audit select g, 'local ' || g from generate_series(1, 300) g" >/dev/null ||
 	bail "could not create the tables"
 is "$(citus_sql "select count(*) from pg_dist_node where isactive")" 3 "a coordinator and two workers"
+# a first backup of every node, before the workload: expired and collected
+# later, so that the repository the points are read from has lived
+for n in coord w1 w2; do
+	backup "$n" "$REPO" "b0-$n" --node "$n"
+done
 
 # the workload: transfers between random accounts, each a two-phase commit
 # across both workers when its accounts live on different ones
@@ -101,6 +108,16 @@ SRC_ALL=$(hashes coord $STATIC accounts transfers)
 SRC_W2=$(hashes w2 w2_notes)
 cbfs restore-point "$REPO" quiet --dbname "$(conninfo coord)"
 is "$RC" 0 "a cluster restore point with the workload stopped"
+
+# ---------------------------------------------------------------- a repository that has lived
+# the first backups expire (the points need the later ones) and gc rewrites
+# the packs they shared with them: from here on, what the points need is
+# read through relocation maps
+cbfs expire "$REPO" --keep-last 1
+like "$OUT" "w1: expire  b0-w1" "expire: the first backups go"
+cbfs gc "$REPO" --max-waste 0
+like "$OUT" "gc complete: removed [0-9]+ packs?, rewrote [1-9][0-9]* packs?" \
+	"gc rewrites the packs they shared with the later backups"
 
 # ---------------------------------------------------------------- refusals of restore-point
 s=$SOCK/.s.PGSQL.${PG_PORT[w2]}
@@ -231,7 +248,9 @@ def refs(node):
         for bid, pack, off, ln, path in c.execute(
                 "select b.id, p.name, b.offset, b.stored_len, f.path from blocks b "
                 "join packs p on p.id = b.pack join files f on f.id = b.file"):
-            out[bytes(bid)] = (pack, off, ln, path)
+            # a block where the manifest says (not in a pack gc rewrote)
+            if os.path.exists(f"{repo}/packs/{pack[:2]}/{pack}.pack"):
+                out[bytes(bid)] = (pack, off, ln, path)
     return out
 w1 = refs("w1")
 others = set(refs("coord")) | set(refs("w2"))
@@ -247,7 +266,7 @@ ok "a block only w1 uses ($BADFILE)" test -f "$PACKFILE"
 flip_byte "$PACKFILE" "$OFFSET"
 cbfs verify "$BAD@quiet" --cluster
 is "$RC" 5 "verify --cluster of it fails (exit 5)"
-like "$ERR" "^cbfs: cluster restore point \"quiet\" failed verification (on node \"w1\": [0-9]+ failures|: node \"w1\": .*)$" "... naming node w1"
+like "$ERR" "^cbfs: cluster restore point \"quiet\" failed verification( on node \"w1\": [0-9]+ failures|: node \"w1\": .*)$" "... naming node w1"
 
 # ---------------------------------------------------------------- a killed node
 cbfs mount "$REPO@quiet" "$C" --cluster --start
