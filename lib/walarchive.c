@@ -7,6 +7,7 @@
  * overwriting.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -65,7 +66,7 @@ static int compare_stored(CbfsRepo *r, const char *key, const char *name,
 
 /* Check the cluster a segment belongs to against the repository's. */
 static int check_cluster(CbfsRepo *r, const char *name, const uint8_t *data, size_t len,
-                         CbfsError *err)
+                         uint32_t *ret_seg_size, CbfsError *err)
 {
     uint64_t sysid, owner;
     uint32_t seg_size, tli;
@@ -87,6 +88,64 @@ static int check_cluster(CbfsRepo *r, const char *name, const uint8_t *data, siz
                               name, (unsigned long long) sysid, (unsigned long long) owner,
                               cbfs_repo_what(r, what, sizeof(what)));
     }
+    *ret_seg_size = seg_size;
+    return 0;
+}
+
+/*
+ * A segment of timeline T that reaches past the point where T ended, as a
+ * later timeline's history file in the repository records it, holds WAL
+ * that no timeline descending from the fork contains: a former leader's
+ * writes after the failover, pushed when it comes back.  Refused, so that
+ * what the repository serves under T's name is what the new leader's
+ * history says T was (the fork's own segment stays as the new leader
+ * archived it, under its .partial name).  The history files are looked up
+ * from T + 1 on until one is missing, as PostgreSQL numbers new timelines.
+ */
+/* 0: no fork passed; 1 (err set): past a fork; < 0: could not tell. */
+static int check_fork(CbfsRepo *r, const char *name, uint32_t seg_size, CbfsError *err)
+{
+    uint32_t tli;
+    uint64_t segno;
+
+    if (cbfs_wal_parse_segname(name, seg_size, &tli, &segno) < 0)
+        return 0;
+    for (uint32_t t = tli + 1; t != 0; t++) {
+        char hname[32], end[32];
+        uint8_t *text;
+        size_t len, n;
+        CbfsTliSwitch *sw;
+        int rc;
+
+        snprintf(hname, sizeof(hname), "%08X.history", t);
+        rc = cbfs_wal_read(r, hname, &text, &len, err);
+        if (rc == -ENOENT) {
+            cbfs_error_init(err);
+            return 0;
+        }
+        if (rc < 0)
+            return rc;
+        text = cbfs_xrealloc(text, len + 1);
+        text[len] = '\0';
+        rc = cbfs_wal_parse_history((const char *) text, &sw, &n);
+        free(text);
+        if (rc < 0)
+            return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                                  "history file \"%s\" in repository \"%s\" is corrupt", hname,
+                                  r->display);
+        for (size_t i = 0; i < n; i++) {
+            if (sw[i].tli != tli || (segno + 1) * seg_size <= sw[i].end)
+                continue;
+            cbfs_lsn_format(sw[i].end, end, sizeof(end));
+            free(sw);
+            cbfs_error_set(err, EEXIST, CBFS_EXIT_CONFLICT,
+                           "WAL file \"%s\" holds WAL of timeline %u past its end at %s (history "
+                           "file \"%s\" in repository \"%s\")",
+                           name, tli, end, hname, r->display);
+            return 1;
+        }
+        free(sw);
+    }
     return 0;
 }
 
@@ -101,12 +160,26 @@ int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, siz
 
     if (kind == CBFS_WAL_INVALID)
         return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE, "\"%s\" is not a WAL file name", name);
+    cbfs_sha256(data, len, sum);
     if (kind == CBFS_WAL_SEGMENT || kind == CBFS_WAL_PARTIAL) {
-        rc = check_cluster(r, name, data, len, err);
+        uint32_t seg_size = 0;
+        rc = check_cluster(r, name, data, len, &seg_size, err);
+        if (rc == 0 && kind == CBFS_WAL_SEGMENT)
+            rc = check_fork(r, name, seg_size, err);
+        if (rc == 1) {
+            /* stored already as it is (accepted before the fork was
+             * known): the same push again is answered as before */
+            CbfsError e2;
+            char *key = cbfs_wal_key(name);
+            cbfs_error_init(&e2);
+            rc = compare_stored(r, key, name, sum, len, &e2) == 0 ? 0 : -EEXIST;
+            free(key);
+            if (rc == 0)
+                return 0;
+        }
         if (rc < 0)
             return rc;
     }
-    cbfs_sha256(data, len, sum);
     key = cbfs_wal_key(name);
     /* no look first: a segment is rarely stored already (the background
      * pusher's markers spare the archiver's call that), and on an object

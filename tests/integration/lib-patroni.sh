@@ -11,7 +11,10 @@
 # patroni_member NAME REPO
 #     writes $TMP/NAME.yml: scope "demo", REST API on 127.0.0.1:API[NAME],
 #     PostgreSQL on 127.0.0.1:PG_PORT[NAME] and sockets in $SOCK, data in
-#     $TMP/NAME, archive_command and restore_command through cbfs and REPO,
+#     $TMP/NAME, archive_command and restore_command through cbfs and REPO
+#     (archive_command is $TMP/archive.sh: cbfs wal-push, failing while
+#     $TMP/hold-archive exists; one command, as Patroni runs it without a
+#     shell when it archives before pg_rewind),
 #     create_replica_methods [cbfs, basebackup] with cbfs's restore --delta.
 # patroni_start NAME / patroni_kill NAME
 #     starts Patroni for NAME as postgres (its log: $TMP/NAME.patroni.log);
@@ -52,6 +55,8 @@ patroni_member() {
 	api=$(free_port)
 	PG_PORT[$name]=$port
 	API[$name]=$api
+	printf '#!/bin/sh\n[ -e %s/hold-archive ] && exit 1\nexec %s wal-push "$@"\n' "$TMP" "$CBFS" >"$TMP/archive.sh"
+	chmod 755 "$TMP/archive.sh"
 	cat >"$TMP/$name.yml" <<-EOF
 		scope: demo
 		name: $name
@@ -76,7 +81,7 @@ patroni_member() {
 		        max_wal_senders: 10
 		        max_replication_slots: 10
 		        archive_mode: 'on'
-		        archive_command: '$CBFS wal-push $repo %p'
+		        archive_command: '$TMP/archive.sh $repo %p'
 		        log_line_prefix: '%m [%p] '
 		  initdb:
 		  - data-checksums

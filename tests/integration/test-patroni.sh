@@ -90,11 +90,27 @@ patroni_wait_role n2 leader 120 || fail "n2 became leader" "$(tail -n 20 "$TMP/n
 patroni_wait_role n1 replica 120 || fail "n1 became a replica" "$(tail -n 20 "$TMP/n1.patroni.log")"
 sleep 3
 
-# failover: the leader's Patroni and postmaster killed -9
+# failover: the leader's Patroni and PostgreSQL killed -9, after it wrote
+# WAL its replica never received (the replica's walreceiver stopped, the
+# leader's archiving held): the WAL files it completed past the point where
+# the replica takes over stay behind on it, ready for archiving
+N1PM=$(head -n 1 "$TMP/n1/postmaster.pid")
 N2PM=$(head -n 1 "$TMP/n2/postmaster.pid")
+WALRCV=$(pgrep -P "$N1PM" -f walreceiver) || fail "n1 has a walreceiver"
+touch "$TMP/hold-archive"
+kill -STOP "$WALRCV"
+OLDTLI=$(psql_as n2 postgres "select substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)::int")
+# more WAL than the sockets between them can hold, then a switch
+sql n2 postgres "create table filler as select g, repeat('x', 1000) t from generate_series(1, 60000) g" >/dev/null
+DIVSEG=$(psql_as n2 postgres "select pg_walfile_name(pg_current_wal_lsn())")
+sql n2 postgres "select pg_switch_wal()" >/dev/null
+[[ -e $TMP/n2/pg_wal/archive_status/$DIVSEG.ready ]] || fail "n2 completed $DIVSEG and holds it for archiving"
+N2PROCS=$(pgrep -P "$N2PM")
 patroni_kill n2
-kill -9 "$N2PM"
-pass "n2 (leader) killed -9, Patroni and postmaster"
+kill -9 "$N2PM" $N2PROCS
+rm -f "$TMP/hold-archive"
+kill -CONT "$WALRCV"
+pass "n2 (leader) killed -9, Patroni and PostgreSQL, with $DIVSEG written past what n1 received"
 patroni_wait_role n1 leader 120 || fail "n1 took over" "$(tail -n 20 "$TMP/n1.patroni.log")"
 sleep 3
 touch "$TMP/stop-writer"
@@ -112,7 +128,14 @@ LASTSEG=$(pg_switch_and_archive n1) || fail "the leader archived its last segmen
 # (its late pushes), rewinds it and makes it a replica
 patroni_start n2
 patroni_wait_role n2 replica 180 || fail "the former leader rejoined as a replica" "$(tail -n 30 "$TMP/n2.patroni.log")"
-diag "the former leader's archiving at rejoin: $(grep -c 'wal-push' "$TMP/n2.patroni.log") wal-push lines in its Patroni log"
+diag "the former leader's archiving at rejoin: $(grep -c 'Trying to archive' "$TMP/n2.patroni.log") WAL files tried, $(grep -c 'Failed to archive' "$TMP/n2.patroni.log") refused"
+# ... those it completed before the fork are taken (the replica never
+# archived them), those past the fork refused
+like "$(grep -m 1 "holds WAL of timeline $OLDTLI past its end" "$TMP/n2.patroni.log")" \
+	"^cbfs: WAL file \"[0-9A-F]{24}\" holds WAL of timeline $OLDTLI past its end at [0-9A-F]+/[0-9A-F]+ \(history file \"$(printf '%08X' $((OLDTLI + 1))).history\" in repository \"$REPO\"\)$" \
+	"the former leader's WAL written past the fork is refused, in one line"
+cbfs wal-fetch "$REPO" "$DIVSEG" "$TMP/divseg"
+is "$RC/$ERR" "1/" "... and not stored: $DIVSEG is not in the repository"
 
 # ---------------------------------------------------------------- the archive is whole
 cbfs check "$REPO" --json

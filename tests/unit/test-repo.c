@@ -933,13 +933,49 @@ static void test_wal(void)
     }
     {
         const char *hist = "1\t0/3000000\tno recovery target specified\n";
+        char n47[25], n48[25], n49[25], partial[40];
+        uint8_t *s47 = make_segment(47, sysid, 0, n47), *s48 = make_segment(48, sysid, 0, n48),
+                *s49 = make_segment(49, sysid, 0, n49);
+        /* timeline 1 pushed past 0/3000000 before anyone knew it ended there */
         cbfs_error_init(&err);
+        is_int(cbfs_wal_push_buffer(r, n49, s49, SEG_SIZE, &err), 0,
+               "a segment pushed before its timeline's end is known is stored");
         is_int(
             cbfs_wal_push_buffer(r, "00000002.history", (const uint8_t *) hist, strlen(hist), &err),
             0, "push a history file");
         is_int(cbfs_wal_fetch(r, "00000002.history", dest, &err), 0, "fetch it");
         ok(files_equal(dest, (const uint8_t *) hist, strlen(hist)), "history file identical");
         unlink(dest);
+
+        /* timeline 1 ended at 0/3000000: segment 48 and later hold WAL
+         * written after the fork, 47 ends right at it */
+        is_int(cbfs_wal_push_buffer(r, n47, s47, SEG_SIZE, &err), 0,
+               "a segment of the old timeline that ends at the fork is stored");
+        cbfs_error_init(&err);
+        ok(cbfs_wal_push_buffer(r, n48, s48, SEG_SIZE, &err) < 0,
+           "a segment of the old timeline past the fork is refused");
+        is_int(err.code, CBFS_EXIT_CONFLICT, "past the fork: CBFS_EXIT_CONFLICT");
+        want = cbfs_xasprintf("WAL file \"%s\" holds WAL of timeline 1 past its end at 0/3000000 "
+                              "(history file \"00000002.history\" in repository \"%s\")",
+                              n48, r->display);
+        is_str(err.msg, want, "past the fork: message");
+        free(want);
+        cbfs_error_init(&err);
+        is_int(cbfs_wal_exists(r, n48, &err), -ENOENT, "the refused segment is not stored");
+        snprintf(partial, sizeof(partial), "%s.partial", n48);
+        cbfs_error_init(&err);
+        is_int(cbfs_wal_push_buffer(r, partial, s48, SEG_SIZE, &err), 0,
+               "the fork's .partial segment is stored");
+        is_int(cbfs_wal_push_buffer(r, n49, s49, SEG_SIZE, &err), 0,
+               "the same segment pushed again after the fork is known: accepted, as before");
+        s49[SEG_SIZE / 2] ^= 1;
+        cbfs_error_init(&err);
+        ok(cbfs_wal_push_buffer(r, n49, s49, SEG_SIZE, &err) < 0 &&
+               strstr(err.msg, "past its end at 0/3000000") != NULL,
+           "... another one of that name is refused: \"%s\"", err.msg);
+        free(s47);
+        free(s48);
+        free(s49);
     }
 
     /* corruption of the stored object */
