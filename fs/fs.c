@@ -291,8 +291,9 @@ static int persist_locked(Fs *fs, Inode *in)
 {
     OvInode row;
     to_row(in, &row);
-    if (overlay_put_inode(fs->ov, &row) < 0)
-        return -EIO;
+    int rc = overlay_put_inode(fs->ov, &row);
+    if (rc < 0)
+        return rc;
     in->upper = true;
     in->attr_dirty = false;
     return 0;
@@ -738,12 +739,22 @@ static int ensure_upper(Fs *fs, Inode *in)
  * Caller holds in->lock (it is dropped around backup reads). */
 static int write_locked(Fs *fs, Inode *in, const char *buf, size_t len, uint64_t off)
 {
-    uint64_t end = off + len;
+    uint64_t end = off + len, need = 0;
     int rc = open_data(fs, in);
     if (rc < 0)
         return rc;
+    /* what the write allocates: pages brought up, bytes past the end */
     if (based(in)) {
         load_map(fs, in);
+        for (uint64_t page = off / OVERLAY_PAGE; page * OVERLAY_PAGE < end; page++)
+            if (page * OVERLAY_PAGE < in->base_limit && !page_upper(in, page))
+                need += OVERLAY_PAGE;
+    }
+    if (end > in->size)
+        need += end - (off > in->size ? off : in->size);
+    if (need && (rc = overlay_make_room(fs->ov, need)) < 0)
+        return rc;
+    if (based(in)) {
         for (uint64_t page = off / OVERLAY_PAGE; page * OVERLAY_PAGE < end; page++) {
             uint64_t ps = page * OVERLAY_PAGE, pe = ps + OVERLAY_PAGE;
             if (ps >= in->base_limit || page_upper(in, page))
@@ -1140,23 +1151,64 @@ static int unname_locked(Fs *fs, Inode *parent, const char *name)
     return rc;
 }
 
-/* Drop one link of in; its data goes with the last one.  Caller holds ns_lock. */
-static int drop_link_locked(Fs *fs, Inode *in)
+/* What a namespace change altered in an inode in memory, put back if its
+ * transaction does not commit (a full overlay file system, say), and the
+ * data file that goes once it does. */
+typedef struct Undo {
+    Inode *in;
+    uint32_t nlink;
+    int64_t ctime_ns;
+    bool upper;
+    bool gone; /* the last link dropped: the data goes after the commit */
+} Undo;
+
+static void undo_save(Undo *u, Inode *in)
+{
+    *u = (Undo){in, in->nlink, in->ctime_ns, in->upper, false};
+}
+
+/* The transaction rolled back: the inode as it was. */
+static void undo_apply(Undo *u)
+{
+    if (!u->in)
+        return;
+    pthread_mutex_lock(&u->in->lock);
+    u->in->nlink = u->nlink;
+    u->in->ctime_ns = u->ctime_ns;
+    u->in->upper = u->upper;
+    pthread_mutex_unlock(&u->in->lock);
+}
+
+/* The transaction committed: the data of an inode whose last link went is
+ * removed (an open descriptor keeps it readable until closed). */
+static void undo_commit(Fs *fs, Undo *u)
+{
+    if (!u->in || !u->gone)
+        return;
+    char *data = overlay_data_path(fs->ov, u->in->ino), *map = overlay_map_path(fs->ov, u->in->ino);
+    pthread_mutex_lock(&u->in->lock);
+    unlink(data);
+    unlink(map);
+    u->in->upper = false;
+    u->in->map_dirty = false;
+    pthread_mutex_unlock(&u->in->lock);
+    free(data);
+    free(map);
+}
+
+/* Drop one link of in; its data goes with the last one, once the caller's
+ * transaction commits (undo_commit).  Caller holds ns_lock. */
+static int drop_link_locked(Fs *fs, Inode *in, Undo *u)
 {
     int rc;
     pthread_mutex_lock(&in->lock);
+    undo_save(u, in);
     if (in->nlink > 0)
         in->nlink--;
     if (in->type == CBFS_FILE_DIR || in->nlink == 0) {
-        char *data = overlay_data_path(fs->ov, in->ino), *map = overlay_map_path(fs->ov, in->ino);
         in->nlink = 0;
-        unlink(data);
-        unlink(map);
-        free(data);
-        free(map);
         rc = overlay_delete_inode(fs->ov, in->ino);
-        in->upper = false;
-        in->map_dirty = false;
+        u->gone = true;
     } else {
         in->ctime_ns = now_ns();
         rc = persist_locked(fs, in);
@@ -1200,21 +1252,31 @@ static int make_node(Fs *fs, uint64_t parent, const char *name, int type, mode_t
         rc = -ENOTDIR;
     if (rc == 0)
         rc = name_free_locked(fs, p, name);
-    if (rc == 0 && overlay_begin(fs->ov) < 0)
-        rc = -EIO;
+    if (rc == 0)
+        rc = overlay_begin(fs->ov);
     if (rc == 0) {
-        in = inode_alloc(overlay_new_ino(fs->ov));
+        uint64_t ino;
+        rc = overlay_new_ino(fs->ov, &ino);
+        if (rc < 0) {
+            overlay_rollback(fs->ov);
+            pthread_mutex_unlock(&fs->ns_lock);
+            return rc;
+        }
+        in = inode_alloc(ino);
         in->type = type;
         in->mode = mode & 07777;
         in->nlink = type == CBFS_FILE_DIR ? 2 : 1;
         in->mtime_ns = in->ctime_ns = now_ns();
         in->target = target ? cbfs_xstrdup(target) : NULL;
-        if (persist_locked(fs, in) < 0 || overlay_add_dirent(fs->ov, p->ino, name, in->ino) < 0 ||
-            overlay_commit(fs->ov) < 0) {
+        rc = persist_locked(fs, in);
+        if (rc == 0)
+            rc = overlay_add_dirent(fs->ov, p->ino, name, in->ino);
+        if (rc == 0)
+            rc = overlay_commit(fs->ov);
+        if (rc < 0) {
             overlay_rollback(fs->ov);
             free(in->target);
             free(in);
-            rc = -EIO;
         } else {
             *ret = itab_add(fs, in);
             p->mtime_ns = p->ctime_ns = in->ctime_ns;
@@ -1302,20 +1364,24 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         rc = -EPERM;
     if (rc == 0)
         rc = name_free_locked(fs, p, newname);
-    if (rc == 0 && overlay_begin(fs->ov) < 0)
-        rc = -EIO;
+    if (rc == 0)
+        rc = overlay_begin(fs->ov);
     if (rc == 0) {
+        Undo u;
         pthread_mutex_lock(&in->lock);
+        undo_save(&u, in);
         in->nlink++;
         in->ctime_ns = now_ns();
         rc = persist_locked(fs, in);
         pthread_mutex_unlock(&in->lock);
         if (rc == 0)
             rc = overlay_add_dirent(fs->ov, p->ino, newname, in->ino);
-        if (rc == 0 && overlay_commit(fs->ov) < 0)
-            rc = -EIO;
-        if (rc < 0)
+        if (rc == 0)
+            rc = overlay_commit(fs->ov);
+        if (rc < 0) {
             overlay_rollback(fs->ov);
+            undo_apply(&u);
+        }
     }
     pthread_mutex_unlock(&fs->ns_lock);
     if (rc < 0)
@@ -1340,18 +1406,22 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
         rc = -EISDIR;
     if (rc == 0 && dir && !dir_empty_locked(fs, in))
         rc = -ENOTEMPTY;
-    if (rc == 0 && overlay_begin(fs->ov) < 0)
-        rc = -EIO;
+    if (rc == 0)
+        rc = overlay_begin(fs->ov);
     if (rc == 0) {
+        Undo u = {0};
         rc = unname_locked(fs, p, name);
         if (rc == 0)
-            rc = drop_link_locked(fs, in);
-        if (rc == 0 && overlay_commit(fs->ov) < 0)
-            rc = -EIO;
-        if (rc < 0)
+            rc = drop_link_locked(fs, in, &u);
+        if (rc == 0)
+            rc = overlay_commit(fs->ov);
+        if (rc < 0) {
             overlay_rollback(fs->ov);
-        else
+            undo_apply(&u);
+        } else {
+            undo_commit(fs, &u);
             p->mtime_ns = p->ctime_ns = now_ns();
+        }
     }
     pthread_mutex_unlock(&fs->ns_lock);
     fuse_reply_err(req, rc < 0 ? -rc : 0);
@@ -1411,14 +1481,15 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
             rc = r;
         }
     }
-    if (rc == 0 && overlay_begin(fs->ov) < 0)
-        rc = -EIO;
+    if (rc == 0)
+        rc = overlay_begin(fs->ov);
     if (rc == 0) {
+        Undo du = {0}, su = {0};
         /* all in one transaction: the rename is atomic across a crash */
         if (dst) {
             rc = unname_locked(fs, np, newname);
             if (rc == 0)
-                rc = drop_link_locked(fs, dst);
+                rc = drop_link_locked(fs, dst, &du);
         }
         if (rc == 0)
             rc = unname_locked(fs, p, name);
@@ -1426,14 +1497,20 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
             rc = overlay_add_dirent(fs->ov, np->ino, newname, ino);
         if (rc == 0 && !src->upper) {
             pthread_mutex_lock(&src->lock);
+            undo_save(&su, src);
             src->ctime_ns = now_ns();
             rc = persist_locked(fs, src);
             pthread_mutex_unlock(&src->lock);
         }
-        if (rc == 0 && overlay_commit(fs->ov) < 0)
-            rc = -EIO;
-        if (rc < 0)
+        if (rc == 0)
+            rc = overlay_commit(fs->ov);
+        if (rc < 0) {
             overlay_rollback(fs->ov);
+            undo_apply(&su);
+            undo_apply(&du);
+        } else {
+            undo_commit(fs, &du);
+        }
     }
     pthread_mutex_unlock(&fs->ns_lock);
     fuse_reply_err(req, rc < 0 ? -rc : 0);

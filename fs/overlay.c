@@ -10,12 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
+#include "cbfs/log.h"
+#include "cbfs/sqlerr.h"
 #include "cbfs/util.h"
 #include "overlay.h"
 
@@ -24,6 +29,11 @@ struct Overlay {
     sqlite3 *db;
     char *dir;
     uint64_t next_ino;
+    uint64_t reserve; /* bytes data may not take: for overlay.db and page maps */
+    uint64_t spare;   /* size of the spare file (0: none, or given up) */
+    pthread_mutex_t spare_lock;
+    int64_t space_checked; /* atomic: when free space was last read (ns) */
+    uint64_t space_free;   /* atomic: free bytes then, less what was since allocated */
 };
 
 #define FIRST_OVERLAY_INO (1ull << 40)
@@ -37,6 +47,15 @@ static const char schema[] =
     " ino INT NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS whiteouts(parent INT NOT NULL, name TEXT NOT NULL,"
     " PRIMARY KEY(parent, name)) WITHOUT ROWID;";
+
+/* The errno for the statement that just failed: a full file system (or
+ * quota) is ENOSPC, as it would be for a local file; anything else EIO. */
+static int ov_errno(Overlay *o)
+{
+    int e = cbfs_sqlite_errno(o->db);
+    cbfs_error("overlay \"%s\": %s", o->dir, cbfs_sqlite_errmsg(o->db));
+    return e == ENOSPC ? -ENOSPC : -EIO;
+}
 
 static char *meta_get(Overlay *o, const char *key)
 {
@@ -57,18 +76,62 @@ static int meta_set(Overlay *o, const char *key, const char *value)
     int rc;
     if (sqlite3_prepare_v2(o->db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", -1, &st,
                            NULL))
-        return -EIO;
+        return ov_errno(o);
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ov_errno(o);
     sqlite3_finalize(st);
     return rc;
+}
+
+/*
+ * The spare file: space set aside on the overlay's file system that only
+ * the overlay's own records may use.  Data written through the mount
+ * leaves o->reserve free (overlay_make_room), but what PostgreSQL writes
+ * into the overlay's pg_wal, or anything else on that file system, can
+ * take the last byte; then a rename, an unlink or the row of a new file
+ * would fail.  So when free space runs out, the spare file is emptied
+ * before the next change of overlay.db, and made again once there is
+ * plenty of room.
+ */
+#define SPARE_LOW (256u << 10) /* free bytes below which the spare is used */
+
+static void spare_check(Overlay *o)
+{
+    struct statvfs sv;
+    char *path;
+    uint64_t avail;
+    struct stat st;
+    int fd;
+
+    if (!o->spare || statvfs(o->dir, &sv) < 0)
+        return;
+    avail = (uint64_t) sv.f_bavail * sv.f_frsize;
+    path = cbfs_xasprintf("%s/spare", o->dir);
+    pthread_mutex_lock(&o->spare_lock);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        uint64_t have = (uint64_t) st.st_blocks * 512;
+        if (avail < SPARE_LOW && have > 0) {
+            if (ftruncate(fd, 0) == 0)
+                cbfs_warning("overlay \"%s\": its file system is full; the space set aside for "
+                             "its records is in use",
+                             o->dir);
+        } else if (have < o->spare && avail > 4 * o->reserve + o->spare) {
+            (void) !posix_fallocate(fd, 0, (off_t) o->spare);
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    pthread_mutex_unlock(&o->spare_lock);
+    free(path);
 }
 
 int overlay_open(const char *dir, const char *repo_id, const char *label, bool *ret_created,
                  Overlay **ret, CbfsError *err)
 {
     Overlay *o = cbfs_xcalloc(1, sizeof(*o));
+    pthread_mutex_init(&o->spare_lock, NULL);
     char *path, *data, *rid, *lab, *next;
     int rc;
 
@@ -100,7 +163,7 @@ int overlay_open(const char *dir, const char *repo_id, const char *label, bool *
                      NULL) ||
         sqlite3_exec(o->db, schema, NULL, NULL, NULL)) {
         rc = cbfs_error_set(err, EIO, CBFS_EXIT_ERROR, "could not open overlay \"%s\": %s", path,
-                            o->db ? sqlite3_errmsg(o->db) : "out of memory");
+                            o->db ? cbfs_sqlite_errmsg(o->db) : "out of memory");
         free(path);
         overlay_close(o);
         return rc;
@@ -133,7 +196,46 @@ int overlay_open(const char *dir, const char *repo_id, const char *label, bool *
     next = meta_get(o, "next_ino");
     o->next_ino = next ? strtoull(next, NULL, 10) : FIRST_OVERLAY_INO;
     free(next);
+    {
+        /* a 32nd of the file system, from 1 MB to 64 MB */
+        struct statvfs sv;
+        uint64_t size = statvfs(dir, &sv) == 0 ? (uint64_t) sv.f_blocks * sv.f_frsize : 0;
+        o->reserve = size / 32;
+        if (o->reserve < (1u << 20))
+            o->reserve = 1u << 20;
+        if (o->reserve > (64u << 20))
+            o->reserve = 64u << 20;
+        o->spare = o->reserve / 2;
+    }
+    spare_check(o);
     *ret = o;
+    return 0;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int overlay_make_room(Overlay *o, uint64_t len)
+{
+    int64_t now = mono_ns(), then = __atomic_load_n(&o->space_checked, __ATOMIC_RELAXED);
+    uint64_t free_now = __atomic_load_n(&o->space_free, __ATOMIC_RELAXED);
+
+    /* free space is read again every 100 ms, and on every call once it
+     * comes near the reserve; in between, what was handed out is counted */
+    if (then == 0 || now - then > 100000000 || free_now < 4 * o->reserve + len) {
+        struct statvfs sv;
+        if (statvfs(o->dir, &sv) < 0)
+            return 0; /* cannot tell: the write itself will say */
+        free_now = (uint64_t) sv.f_bavail * sv.f_frsize;
+        __atomic_store_n(&o->space_checked, now, __ATOMIC_RELAXED);
+    }
+    if (free_now < o->reserve + len)
+        return -ENOSPC;
+    __atomic_store_n(&o->space_free, free_now - len, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -142,6 +244,7 @@ void overlay_close(Overlay *o)
     if (!o)
         return;
     sqlite3_close(o->db);
+    pthread_mutex_destroy(&o->spare_lock);
     if (o->lock_fd >= 0)
         close(o->lock_fd);
     free(o->dir);
@@ -155,12 +258,13 @@ const char *overlay_dir(const Overlay *o)
 
 int overlay_begin(Overlay *o)
 {
-    return sqlite3_exec(o->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) ? -EIO : 0;
+    spare_check(o);
+    return sqlite3_exec(o->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) ? ov_errno(o) : 0;
 }
 
 int overlay_commit(Overlay *o)
 {
-    return sqlite3_exec(o->db, "COMMIT", NULL, NULL, NULL) ? -EIO : 0;
+    return sqlite3_exec(o->db, "COMMIT", NULL, NULL, NULL) ? ov_errno(o) : 0;
 }
 
 void overlay_rollback(Overlay *o)
@@ -176,7 +280,7 @@ int overlay_get_inode(Overlay *o, uint64_t ino, OvInode *ret)
                            "SELECT base_id, type, mode, size, mtime_ns, ctime_ns, nlink, target,"
                            " base_limit FROM inodes WHERE ino = ?",
                            -1, &st, NULL))
-        return -EIO;
+        return ov_errno(o);
     sqlite3_bind_int64(st, 1, (int64_t) ino);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -193,7 +297,7 @@ int overlay_get_inode(Overlay *o, uint64_t ino, OvInode *ret)
         ret->base_limit = (uint64_t) sqlite3_column_int64(st, 8);
         rc = 0;
     } else {
-        rc = rc == SQLITE_DONE ? -ENOENT : -EIO;
+        rc = rc == SQLITE_DONE ? -ENOENT : ov_errno(o);
     }
     sqlite3_finalize(st);
     return rc;
@@ -201,13 +305,14 @@ int overlay_get_inode(Overlay *o, uint64_t ino, OvInode *ret)
 
 int overlay_put_inode(Overlay *o, const OvInode *in)
 {
+    spare_check(o);
     sqlite3_stmt *st;
     int rc;
     if (sqlite3_prepare_v2(o->db,
                            "INSERT OR REPLACE INTO inodes(ino, base_id, type, mode, size, mtime_ns,"
                            " ctime_ns, nlink, target, base_limit) VALUES (?,?,?,?,?,?,?,?,?,?)",
                            -1, &st, NULL))
-        return -EIO;
+        return ov_errno(o);
     sqlite3_bind_int64(st, 1, (int64_t) in->ino);
     sqlite3_bind_int64(st, 2, in->base_id);
     sqlite3_bind_int(st, 3, in->type);
@@ -221,7 +326,7 @@ int overlay_put_inode(Overlay *o, const OvInode *in)
     else
         sqlite3_bind_null(st, 9);
     sqlite3_bind_int64(st, 10, (int64_t) in->base_limit);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ov_errno(o);
     sqlite3_finalize(st);
     return rc;
 }
@@ -232,13 +337,13 @@ static int exec_u64_text(Overlay *o, const char *sql, uint64_t a, const char *b,
     sqlite3_stmt *st;
     int rc;
     if (sqlite3_prepare_v2(o->db, sql, -1, &st, NULL))
-        return -EIO;
+        return ov_errno(o);
     sqlite3_bind_int64(st, 1, (int64_t) a);
     if (nparams >= 2)
         sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
     if (nparams >= 3)
         sqlite3_bind_int64(st, 3, (int64_t) c);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ov_errno(o);
     sqlite3_finalize(st);
     return rc;
 }
@@ -248,13 +353,14 @@ int overlay_delete_inode(Overlay *o, uint64_t ino)
     return exec_u64_text(o, "DELETE FROM inodes WHERE ino = ?", ino, NULL, 0, 1);
 }
 
-uint64_t overlay_new_ino(Overlay *o)
+int overlay_new_ino(Overlay *o, uint64_t *ret)
 {
     char buf[32];
-    uint64_t ino = o->next_ino++;
+    /* the counter moves on even if the row fails: a number handed out
+     * in a transaction rolled back is never handed out again */
+    *ret = o->next_ino++;
     snprintf(buf, sizeof(buf), "%llu", (unsigned long long) o->next_ino);
-    meta_set(o, "next_ino", buf);
-    return ino;
+    return meta_set(o, "next_ino", buf);
 }
 
 int overlay_lookup(Overlay *o, uint64_t parent, const char *name, uint64_t *ret_ino)
@@ -265,7 +371,7 @@ int overlay_lookup(Overlay *o, uint64_t parent, const char *name, uint64_t *ret_
                            "SELECT ino, 0 FROM dirents WHERE parent = ?1 AND name = ?2"
                            " UNION ALL SELECT 0, 1 FROM whiteouts WHERE parent = ?1 AND name = ?2",
                            -1, &st, NULL))
-        return -EIO;
+        return ov_errno(o);
     sqlite3_bind_int64(st, 1, (int64_t) parent);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
     rc = -ENOENT;
@@ -314,7 +420,7 @@ int overlay_list(Overlay *o, uint64_t parent, overlay_entry_cb cb, void *ctx)
                            "SELECT name, ino, 0 FROM dirents WHERE parent = ?1"
                            " UNION ALL SELECT name, 0, 1 FROM whiteouts WHERE parent = ?1",
                            -1, &st, NULL))
-        return -EIO;
+        return ov_errno(o);
     sqlite3_bind_int64(st, 1, (int64_t) parent);
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW)
         rc = cb((const char *) sqlite3_column_text(st, 0), (uint64_t) sqlite3_column_int64(st, 1),

@@ -54,6 +54,13 @@ int overlay_open(const char *dir, const char *repo_id, const char *label, bool *
 void overlay_close(Overlay *o);
 const char *overlay_dir(const Overlay *o);
 
+/* Room for len more bytes of file data, or -ENOSPC: data may not take the
+ * last part of the overlay's file system (a 32nd of it, 1 to 64 MB), kept
+ * for overlay.db and the page maps, so that on a full disk a write of data
+ * fails with ENOSPC while unlink, rename, fsync and the bookkeeping of
+ * writes that fit still succeed. */
+int overlay_make_room(Overlay *o, uint64_t len);
+
 int overlay_begin(Overlay *o);
 int overlay_commit(Overlay *o);
 void overlay_rollback(Overlay *o);
@@ -62,7 +69,9 @@ void overlay_rollback(Overlay *o);
 int overlay_get_inode(Overlay *o, uint64_t ino, OvInode *ret);
 int overlay_put_inode(Overlay *o, const OvInode *in);
 int overlay_delete_inode(Overlay *o, uint64_t ino);
-uint64_t overlay_new_ino(Overlay *o);
+/* A fresh inode number in *ret, its successor recorded (in the caller's
+ * transaction). */
+int overlay_new_ino(Overlay *o, uint64_t *ret);
 
 /* Name resolution in the upper layer: 0 and *ret_ino if parent/name is a
  * dirent; 1 if it is a whiteout; -ENOENT if neither. */

@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "cbfs/blockindex.h"
+#include "cbfs/sqlerr.h"
 #include "cbfs/log.h"
 #include "cbfs/util.h"
 
@@ -48,8 +49,9 @@ static int flush_pending(CbfsBlockIndex *bi, CbfsError *err);
 
 static int db_error(CbfsBlockIndex *bi, CbfsError *err)
 {
-    return cbfs_error_set(err, EIO, CBFS_EXIT_ERROR, "could not use block index \"%s\": %s",
-                          bi->path, sqlite3_errmsg(bi->db));
+    return cbfs_error_set(err, cbfs_sqlite_errno(bi->db), CBFS_EXIT_ERROR,
+                          "could not use block index \"%s\": %s", bi->path,
+                          cbfs_sqlite_errmsg(bi->db));
 }
 
 typedef struct NameList {
@@ -219,7 +221,7 @@ int cbfs_blockindex_open(CbfsRepo *r, CbfsBlockIndex **ret, size_t *ret_synced, 
     if (sqlite3_open_v2(bi->path, &bi->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         rc = cbfs_error_set(err, EIO, CBFS_EXIT_ERROR, "could not open block index \"%s\": %s",
-                            bi->path, bi->db ? sqlite3_errmsg(bi->db) : "out of memory");
+                            bi->path, bi->db ? cbfs_sqlite_errmsg(bi->db) : "out of memory");
         cbfs_blockindex_free(bi);
         return rc;
     }

@@ -12,6 +12,7 @@
 #include <sqlite3.h>
 
 #include "cbfs/manifest.h"
+#include "cbfs/sqlerr.h"
 #include "cbfs/util.h"
 
 struct CbfsManifest {
@@ -38,8 +39,9 @@ static const char schema[] =
 
 static int db_error(CbfsManifest *m, CbfsError *err, const char *what)
 {
-    return cbfs_error_set(err, EIO, CBFS_EXIT_ERROR, "could not %s manifest \"%s\": %s", what,
-                          m->path, sqlite3_errmsg(m->db));
+    return cbfs_error_set(err, cbfs_sqlite_errno(m->db), CBFS_EXIT_ERROR,
+                          "could not %s manifest \"%s\": %s", what, m->path,
+                          cbfs_sqlite_errmsg(m->db));
 }
 
 static int exec(CbfsManifest *m, const char *sql, CbfsError *err)
@@ -62,7 +64,7 @@ static int open_db(const char *path, int flags, CbfsManifest **ret, CbfsError *e
     m->path = cbfs_xstrdup(path);
     if (sqlite3_open_v2(path, &m->db, flags, NULL) != SQLITE_OK) {
         int rc = cbfs_error_set(err, EIO, CBFS_EXIT_ERROR, "could not open manifest \"%s\": %s",
-                                path, m->db ? sqlite3_errmsg(m->db) : "out of memory");
+                                path, m->db ? cbfs_sqlite_errmsg(m->db) : "out of memory");
         cbfs_manifest_free(m);
         return rc;
     }
