@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cbfs/repo.h"
+#include "cbfs/store.h"
 #include "cbfs/util.h"
 #include "cbfs/wal.h"
 #include "cbfs/walarchive.h"
@@ -365,6 +366,9 @@ int cmd_wal_push(int argc, char **argv)
     int c, rc, lfd = -1;
 
     cbfs_error_init(&err);
+    /* the archiver waits on us: a store that does not answer is given a
+     * minute (s3_timeout sets another), then PostgreSQL tries again */
+    cbfs_store_s3_timeout(60, false);
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case CMD_OPT_PASSPHRASE_FILE:

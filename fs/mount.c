@@ -31,6 +31,8 @@
 #include "cbfs/log.h"
 #include "cbfs/point.h"
 #include "cbfs/repo.h"
+#include "cbfs/retention.h"
+#include "cbfs/store.h"
 #include "cbfs/util.h"
 #include "commands.h"
 #include "fs.h"
@@ -72,6 +74,9 @@ static void mount_usage(void)
            "  node=NAME             a node of a repository that holds several (also\n"
            "                        --node NAME)\n"
            "  settings=FILE         server settings added to postgresql.auto.conf\n"
+           "  store_timeout=TIME    how long a read that needs the object store retries\n"
+           "                        while it does not answer, then fails with EIO (default\n"
+           "                        60s; S3 only)\n"
            "  passphrase_file=FILE  passphrase of an encrypted repository (mode 0600; also\n"
            "                        written into restore_command, so PostgreSQL's user\n"
            "                        must be able to read it)\n"
@@ -158,6 +163,17 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
         if (strcmp(o, "node") == 0 && v && *v) {
             free(mo->node);
             mo->node = cbfs_xstrdup(v);
+            continue;
+        }
+        if (strcmp(o, "store_timeout") == 0 && v) {
+            int64_t secs;
+            if (cbfs_parse_duration(v, &secs) < 0 || secs > 86400)
+                rc = cmd_usage_error(cmd,
+                                     "invalid store_timeout \"%s\" (a duration such as 30s or "
+                                     "5m, at most 1d)",
+                                     v);
+            else
+                cbfs_store_s3_timeout((unsigned) secs, true);
             continue;
         }
         if (strcmp(o, "passphrase_file") == 0 && v && *v) {
@@ -373,6 +389,9 @@ int cmd_mount(int argc, char **argv)
 
     cbfs_error_init(&err);
     cbfs_log_set_progname(strcmp(argv[0], "mount.cbfs") == 0 ? "mount.cbfs" : "cbfs");
+    /* a read waits this long for a store that does not answer (s3_timeout
+     * in the configuration sets another default, store_timeout= overrides) */
+    cbfs_store_s3_timeout(60, false);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             mount_usage();

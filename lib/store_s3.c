@@ -16,6 +16,10 @@
  *                         pack, sealed at 16 MiB, goes up in one PUT)
  *   s3_max_attempts       CBFS_S3_MAX_ATTEMPTS: tries per request (10)
  *   s3_retry_base_ms      CBFS_S3_RETRY_BASE_MS: first backoff (100 ms)
+ *   s3_timeout            CBFS_S3_TIMEOUT: seconds a request may take, its
+ *                         retries included (0: none; a command may set its
+ *                         own default, cbfs_store_s3_timeout); while it
+ *                         runs, retries go on past s3_max_attempts
  * HTTPS certificates are verified; plain HTTP only with an http:// endpoint.
  *
  * Requests: a pool of curl handles keeps connections alive across requests
@@ -23,8 +27,11 @@
  * may pass — 5xx, 429 and SlowDown, timeouts, refused or reset connections,
  * short reads — are retried with exponential backoff and jitter (a sleep
  * between half the window and the whole of it), up to
- * s3_max_attempts; the last failure names the operation, the object and the
- * last status.  No message or log line carries a credential.
+ * s3_max_attempts or until s3_timeout has passed; the last failure names
+ * the operation, the object and the last status.  Under a timeout each
+ * attempt is also cut at the time left, so a store that stops answering
+ * (connections accepted, nothing said) cannot hold a caller past it.  No message or log line
+ * carries a credential.
  *
  * Create-once writes: PUT with If-None-Match: * (412: the object exists).
  * A store that answers 501 to it is remembered, and from then on a write
@@ -55,6 +62,10 @@
 #include "cbfs/util.h"
 #include "curl_api.h"
 
+/* cbfs_store_s3_timeout: a command's default s3_timeout, or an override */
+static unsigned timeout_default_s;
+static bool timeout_override;
+
 #define POOL_MAX       32
 #define ERR_BODY_MAX   4096
 #define BACKOFF_MAX_MS 5000
@@ -78,6 +89,7 @@ typedef struct S3Store {
     size_t part_size;
     int max_attempts;
     long retry_base_ms;
+    long timeout_ms; /* 0: none */
     int conditional; /* atomic: 0 once the store answered 501 to If-None-Match */
     pthread_mutex_t pool_lock;
     CURL *pool[POOL_MAX];
@@ -285,7 +297,7 @@ static bool status_retryable(long status, const char *code)
 
 /* Sleep before attempt `attempt` (2, 3, ...): full jitter over an
  * exponentially growing window. */
-static void backoff(const S3Store *s, int attempt)
+static void backoff(const S3Store *s, int attempt, long left_ms)
 {
     long window = s->retry_base_ms << (attempt - 2 < 10 ? attempt - 2 : 10);
     long ms;
@@ -298,6 +310,8 @@ static void backoff(const S3Store *s, int attempt)
     if (window > BACKOFF_MAX_MS)
         window = BACKOFF_MAX_MS;
     ms = window / 2 + rand_r(&seed) % (window / 2 + 1);
+    if (left_ms > 0 && ms > left_ms)
+        ms = left_ms;
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = (ms % 1000) * 1000000;
     nanosleep(&ts, NULL);
@@ -321,8 +335,8 @@ static char *hex_sha256(const uint8_t *data, size_t len)
 }
 
 /* One attempt.  Returns the curl result; r->status holds the HTTP status. */
-static CURLcode attempt(S3Store *s, S3Req *r, const char *payload_hash, char *curl_msg,
-                        CbfsError *err, int *ret_sign_rc)
+static CURLcode attempt(S3Store *s, S3Req *r, const char *payload_hash, long timeout_ms,
+                        char *curl_msg, CbfsError *err, int *ret_sign_rc)
 {
     char *path = object_path(s, r->key), *epath, *url, *auth = NULL, *line;
     char *host =
@@ -412,6 +426,7 @@ static CURLcode attempt(S3Store *s, S3Req *r, const char *payload_hash, char *cu
     curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
     curl.easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl.easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms); /* 0: none */
     curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     if (s->ca_file && *s->ca_file)
         curl.easy_setopt(h, CURLOPT_CAINFO, s->ca_file);
@@ -460,6 +475,13 @@ out:
     return c;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Send r, retrying what may pass.  0 with r->status set (any status the
  * caller handles: 2xx, 404, 412, 416, 501, 403...), or an error naming
  * `verb` and the object.  *ret_attempts: how many were made. */
@@ -468,11 +490,18 @@ static int request(S3Store *s, S3Req *r, const char *verb, int *ret_attempts, Cb
     char *hash = r->body ? hex_sha256(r->body, r->body_len) : cbfs_xstrdup(CBFS_SIGV4_EMPTY_SHA256);
     char curl_msg[CURL_ERROR_SIZE], code[64], last[CURL_ERROR_SIZE + 96];
     int rc = 0, n;
+    int64_t start = mono_ms(), left = 0;
 
     cbfs_buf_init(&r->err_body);
     for (n = 1;; n++) {
         int sign_rc = 0;
-        CURLcode c = attempt(s, r, hash, curl_msg, err, &sign_rc);
+        CURLcode c;
+        if (s->timeout_ms) {
+            left = s->timeout_ms - (mono_ms() - start);
+            if (left < 1)
+                left = 1;
+        }
+        c = attempt(s, r, hash, (long) left, curl_msg, err, &sign_rc);
         if (sign_rc < 0) {
             rc = sign_rc;
             break;
@@ -491,14 +520,19 @@ static int request(S3Store *s, S3Req *r, const char *verb, int *ret_attempts, Cb
                 break;
             }
         }
-        if (n >= s->max_attempts) {
+        if (s->timeout_ms ? mono_ms() - start >= s->timeout_ms : n >= s->max_attempts) {
             char *what = subject(s, verb, r->key);
-            rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO, "could not %s: %s (after %d attempts)",
-                                what, last, n);
+            if (s->timeout_ms)
+                rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO,
+                                    "could not %s: %s (after %d attempt%s in %.0f s)", what, last,
+                                    n, n == 1 ? "" : "s", (double) (mono_ms() - start) / 1000);
+            else
+                rc = cbfs_error_set(err, EIO, CBFS_EXIT_REPO,
+                                    "could not %s: %s (after %d attempts)", what, last, n);
             free(what);
             break;
         }
-        backoff(s, n + 1);
+        backoff(s, n + 1, s->timeout_ms ? (long) (s->timeout_ms - (mono_ms() - start)) : 0);
     }
     if (ret_attempts)
         *ret_attempts = n;
@@ -1069,7 +1103,7 @@ int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err)
     static const char *const env_token[] = {"AWS_SESSION_TOKEN", NULL};
     static const char *const env_ca[] = {"AWS_CA_BUNDLE", NULL};
     const char *endpoint, *region, *style, *key, *secret, *token, *ca, *why;
-    uint64_t part, attempts, base_ms;
+    uint64_t part, attempts, base_ms, timeout_s;
     S3Store *s;
     char *def_endpoint = NULL;
     int rc;
@@ -1089,8 +1123,12 @@ int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err)
         (rc = number_setting("s3_max_attempts", "CBFS_S3_MAX_ATTEMPTS", 10, 1, 100, loc->spec,
                              &attempts, err)) < 0 ||
         (rc = number_setting("s3_retry_base_ms", "CBFS_S3_RETRY_BASE_MS", 100, 1, 60000, loc->spec,
-                             &base_ms, err)) < 0)
+                             &base_ms, err)) < 0 ||
+        (rc = number_setting("s3_timeout", "CBFS_S3_TIMEOUT", timeout_default_s, 0, 86400,
+                             loc->spec, &timeout_s, err)) < 0)
         return rc;
+    if (timeout_override)
+        timeout_s = timeout_default_s;
     if (!key || !secret)
         return cbfs_error_set(err, EINVAL, CBFS_EXIT_USAGE,
                               "could not open repository \"%s\": no S3 credentials (set "
@@ -1128,8 +1166,15 @@ int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err)
     s->part_size = (size_t) part;
     s->max_attempts = (int) attempts;
     s->retry_base_ms = (long) base_ms;
+    s->timeout_ms = (long) timeout_s * 1000;
     s->conditional = 1;
     pthread_mutex_init(&s->pool_lock, NULL);
     *ret = &s->base;
     return 0;
+}
+
+void cbfs_store_s3_timeout(unsigned seconds, bool override)
+{
+    timeout_default_s = seconds;
+    timeout_override = override;
 }

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "cbfs/repo.h"
+#include "cbfs/store.h"
 #include "cbfs/util.h"
 #include "cbfs/wal.h"
 #include "cbfs/walarchive.h"
@@ -208,6 +209,25 @@ static uint32_t segment_size(const char *path)
     return size;
 }
 
+/*
+ * A failure that is not "no such file" (a store that does not answer, a
+ * corrupt object).  PostgreSQL takes any plain non-zero exit of
+ * restore_command for the end of the archive: in archive recovery it would
+ * end recovery there and promote, short of what the archive holds.  So
+ * when it runs us in archive recovery (recovery.signal in the data
+ * directory, its working directory, and no standby.signal) the exit code
+ * is one it treats as fatal instead: recovery stops, and starts again when
+ * the store answers.  A standby, which goes on streaming and asks again,
+ * gets the plain code.
+ */
+static int fetch_failed(const CbfsError *err)
+{
+    int code = cmd_fail(err);
+    if (access("recovery.signal", F_OK) == 0 && access("standby.signal", F_OK) != 0)
+        return CBFS_EXIT_STOP_RECOVERY;
+    return code;
+}
+
 int cmd_wal_fetch(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -226,6 +246,9 @@ int cmd_wal_fetch(int argc, char **argv)
     int c, rc;
 
     cbfs_error_init(&err);
+    /* PostgreSQL waits on restore_command: a store that does not answer
+     * is given a minute (s3_timeout sets another) */
+    cbfs_store_s3_timeout(60, false);
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'E':
@@ -244,6 +267,10 @@ int cmd_wal_fetch(int argc, char **argv)
                    "Restore WAL file NAME from the repository into DEST; for restore_command:\n"
                    "  restore_command = 'cbfs wal-fetch REPO %%f %%p'\n"
                    "Exits 1 without a message when the repository does not have NAME.\n"
+                   "Other failures (the store does not answer within s3_timeout, 60 s by\n"
+                   "default; a corrupt object) exit 200 when run in archive recovery (the\n"
+                   "current directory holds recovery.signal, not standby.signal), so that\n"
+                   "PostgreSQL stops recovery instead of ending it early.\n"
                    "Prefetches the next segments into cbfs-prefetch/ beside DEST.\n"
                    "--node NAME fetches that node's WAL (a repository holding several).\n"
                    "An encrypted repository's passphrase comes from --passphrase-file FILE\n"
@@ -275,7 +302,7 @@ int cmd_wal_fetch(int argc, char **argv)
     if (rc == 0 && (rc = cbfs_repo_set_node(repo, node, &err)) < 0)
         cbfs_repo_free(repo);
     if (rc < 0)
-        return cmd_fail(&err);
+        return fetch_failed(&err);
 
     dir = cbfs_xstrdup(dest);
     if (strrchr(dir, '/'))
@@ -299,5 +326,5 @@ int cmd_wal_fetch(int argc, char **argv)
     cbfs_repo_free(repo);
     if (rc == -ENOENT)
         return CBFS_EXIT_ERROR;
-    return rc < 0 ? cmd_fail(&err) : 0;
+    return rc < 0 ? fetch_failed(&err) : 0;
 }

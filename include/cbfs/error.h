@@ -15,16 +15,18 @@
 /* Exit codes: stable, documented in docs/design.md.  Never renumber. */
 enum cbfs_exit {
     CBFS_EXIT_OK = 0,
-    CBFS_EXIT_ERROR = 1,     /* generic failure; also "not found" for wal-fetch */
-    CBFS_EXIT_USAGE = 2,     /* bad command line */
-    CBFS_EXIT_REPO = 3,      /* repository missing, unreadable or not a cbfs repository */
-    CBFS_EXIT_DATABASE = 4,  /* PostgreSQL unreachable, wrong cluster, cannot back up */
-    CBFS_EXIT_CORRUPT = 5,   /* stored data failed verification */
-    CBFS_EXIT_CONFLICT = 6,  /* object exists with different content (wal-push) */
-    CBFS_EXIT_NOT_FOUND = 7, /* unknown backup label or point */
-    CBFS_EXIT_TARGET = 8,    /* restore target unusable (not empty, not writable) */
-    CBFS_EXIT_UNCHECKED = 9, /* verify: the check could not run (PostgreSQL binaries,
-                              * mount, server start, interrupted): nothing was judged */
+    CBFS_EXIT_ERROR = 1,           /* generic failure; also "not found" for wal-fetch */
+    CBFS_EXIT_USAGE = 2,           /* bad command line */
+    CBFS_EXIT_REPO = 3,            /* repository missing, unreadable or not a cbfs repository */
+    CBFS_EXIT_DATABASE = 4,        /* PostgreSQL unreachable, wrong cluster, cannot back up */
+    CBFS_EXIT_CORRUPT = 5,         /* stored data failed verification */
+    CBFS_EXIT_CONFLICT = 6,        /* object exists with different content (wal-push) */
+    CBFS_EXIT_NOT_FOUND = 7,       /* unknown backup label or point */
+    CBFS_EXIT_TARGET = 8,          /* restore target unusable (not empty, not writable) */
+    CBFS_EXIT_UNCHECKED = 9,       /* verify: the check could not run (PostgreSQL binaries,
+                                    * mount, server start, interrupted): nothing was judged */
+    CBFS_EXIT_STOP_RECOVERY = 200, /* wal-fetch failed in archive recovery: a code
+                                    * PostgreSQL takes as fatal, not as the archive's end */
 };
 
 #define CBFS_ERROR_MSG_MAX 1024

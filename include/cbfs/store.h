@@ -77,6 +77,10 @@ int cbfs_store_posix_new(const char *root, const char *display, bool create, Cbf
                          CbfsError *err);
 /* An S3 store for loc (see store_s3.c for its settings). */
 int cbfs_store_s3_new(const CbfsLocation *loc, CbfsStore **ret, CbfsError *err);
+
+/* The s3_timeout of the S3 stores made from now on, in seconds (0: none):
+ * a default the setting overrides, or with override the value itself. */
+void cbfs_store_s3_timeout(unsigned seconds, bool override);
 /* inner (owned from now on) with every object other than "config" and
  * "packs/..." sealed on put and authenticated and opened on get, under
  * crypt (borrowed; outlives the store).  See store_crypt.c. */
