@@ -74,6 +74,7 @@ typedef struct Inode {
     uint8_t *map; /* page map (base-backed files), loaded lazily */
     size_t map_bytes;
     bool map_loaded, map_dirty;
+    bool map_unsynced;  /* the map file was written and not synced since */
     CbfsBlockRef *refs; /* backup blocks, loaded lazily, then immutable */
     size_t nrefs;
     bool refs_loaded;
@@ -498,27 +499,51 @@ static bool page_upper(const Inode *in, uint64_t page)
     return in->map_loaded && page / 8 < in->map_bytes && (in->map[page / 8] >> (page % 8)) & 1;
 }
 
-/* Write the page map and make it durable.  Caller holds in->lock.  The data
- * file is synced first, so a persisted bit never points at missing data. */
+/* Make the data file's written bytes durable, through in->fd or, when the
+ * daemon has it closed, a descriptor of its own.  Caller holds in->lock. */
+static int sync_data(Fs *fs, Inode *in)
+{
+    char *path;
+    int fd, rc = 0;
+    if (in->fd >= 0)
+        return fdatasync(in->fd) < 0 ? -errno : 0;
+    path = overlay_data_path(fs->ov, in->ino);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (fdatasync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+/* Write the page map; with sync, make it durable.  Caller holds in->lock.
+ * The data file is synced first, so a persisted bit never points at
+ * missing data; a map written without sync (at release) is synced, data
+ * first, at the next fsync, even if nothing changed in between. */
 static int save_map(Fs *fs, Inode *in, bool sync)
 {
     char *path;
     int fd, rc = 0;
-    if (!in->map_dirty)
+    if (!in->map_dirty && !(sync && in->map_unsynced))
         return 0;
-    if (sync && in->fd >= 0 && fdatasync(in->fd) < 0)
-        return -errno;
+    if (sync && (rc = sync_data(fs, in)) < 0)
+        return rc;
     path = overlay_map_path(fs->ov, in->ino);
     fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     free(path);
     if (fd < 0)
         return -errno;
-    rc = cbfs_pwrite_full(fd, in->map, in->map_bytes, 0);
+    if (in->map_dirty)
+        rc = cbfs_pwrite_full(fd, in->map, in->map_bytes, 0);
     if (rc == 0 && sync && fdatasync(fd) < 0)
         rc = -errno;
     close(fd);
-    if (rc == 0)
+    if (rc == 0) {
+        in->map_unsynced = !sync && (in->map_unsynced || in->map_dirty);
         in->map_dirty = false;
+    }
     return rc;
 }
 
@@ -828,10 +853,10 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
      * (overlay.db commits each change, and the data file's size covers
      * extensions) */
     pthread_mutex_lock(&in->lock);
-    if (in->map_dirty)
+    if (in->map_dirty || in->map_unsynced)
         rc = save_map(fs, in, true); /* syncs the data before the map */
-    else if (in->fd >= 0 && fdatasync(in->fd) < 0)
-        rc = -errno;
+    else
+        rc = sync_data(fs, in);
     pthread_mutex_unlock(&in->lock);
     fuse_reply_err(req, -rc);
 }
@@ -1191,6 +1216,7 @@ static void undo_commit(Fs *fs, Undo *u)
     unlink(map);
     u->in->upper = false;
     u->in->map_dirty = false;
+    u->in->map_unsynced = false;
     pthread_mutex_unlock(&u->in->lock);
     free(data);
     free(map);

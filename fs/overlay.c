@@ -118,7 +118,10 @@ static void spare_check(Overlay *o)
                              "its records is in use",
                              o->dir);
         } else if (have < o->spare && avail > 4 * o->reserve + o->spare) {
-            (void) !posix_fallocate(fd, 0, (off_t) o->spare);
+            /* fallocate proper: where the file system has none, no spare
+             * (posix_fallocate would write it out, again and again) */
+            if (fallocate(fd, 0, 0, (off_t) o->spare) < 0 && errno == EOPNOTSUPP)
+                o->spare = 0;
         }
     }
     if (fd >= 0)

@@ -147,8 +147,10 @@ for ((i = 0; i < 120; i++)); do
 	sleep 0.5
 done
 like "$(cat "$TMP/r5.log")" "is corrupt" "recovery logged the damaged WAL object"
-like "$(cat "$TMP/r5.log")" "recovery ended before configured recovery target was reached" \
-	"and stopped instead of promoting without the rows"
+like "$(cat "$TMP/r5.log")" "FATAL:  could not restore file \"000000010000000000000003\" from archive: child process exited with exit code 200" \
+	"and stopped at it (wal-fetch's exit 200) instead of promoting without the rows"
+is "$(grep -c 'database system is ready to accept connections' "$TMP/r5.log")" 0 \
+	"... it never promoted"
 ok "no server runs on the copy" test -z "$(procs_in "$(datadir r5)")"
 ok "the copy was never promoted" bash -c "! grep -q 'archive recovery complete' '$TMP/r5.log'"
 
