@@ -95,7 +95,9 @@ while (($(date +%s) - T0 < 30)); do sleep 1; done
 kill -CONT "$FP_PID"
 diag "the store answers again after $(($(date +%s) - T0)) s"
 
+t=$(date +%s%N)
 ok "with the store back, the same read succeeds without a remount" dd if="$COLD" of=/dev/null bs=1M
+diag "first read after the store came back: $((($(date +%s%N) - t) / 1000000)) ms"
 is "$(psql_as m postgres "select md5(string_agg(h, ',' order by g)) from cold")" "$COLD_SUM" \
 	"... and the query returns the right data"
 amcheck_ok m postgres
