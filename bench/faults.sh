@@ -9,9 +9,13 @@
 #   outage    the S3 outage test with the store stopped for each of
 #             OUTAGES seconds (default "30 120 600"): time to fail a
 #             read, time to recover once the store is back;
-#   fulldisk  tests/integration/test-full-disk.sh once.
+#   fulldisk  tests/integration/test-full-disk.sh once;
+#   concurrency  tests/integration/test-concurrency.sh for CONCURRENCY
+#             seconds (default 600): two backups at once, then three
+#             servers archiving, backups, expire, gc and mounts together.
 #
-# Each trial's TAP is kept in $W/NAME.tap; the summary counts trials, data
+# REPO_TRIALS (default 20) power cuts of the repository under wal-push and
+# a backup.  Each trial's TAP is kept in $W/NAME.tap; the summary counts trials, data
 # lost (acknowledged commits or segments missing), wrong data (balances,
 # amcheck, files), hangs (a step that timed out) and failures otherwise.
 #
@@ -21,8 +25,10 @@ set -uo pipefail
 NAME=faults.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 W=${BENCH_DIR:-$HERE/work-faults}
-PARTS=${PARTS:-powercut outage fulldisk}
+PARTS=${PARTS:-powercut outage fulldisk concurrency}
 TRIALS=${TRIALS:-50}
+REPO_TRIALS=${REPO_TRIALS:-20}
+CONCURRENCY=${CONCURRENCY:-600}
 OUTAGES=${OUTAGES:-30 120 600}
 need_root_and_pg
 [[ -x $TOP/build/cli/cbfs && -x $TOP/build/tests/lazyfs ]] || die "build first (ninja -C build)"
@@ -44,11 +50,14 @@ summary() {
 if part powercut; then
 	note "power cuts: $TRIALS trials"
 	t0=$(date +%s)
-	CBFS_POWERCUT_TRIALS=$TRIALS timeout 7200 bash "$TOP/tests/integration/test-powercut.sh" >"$W/powercut.tap" 2>"$W/powercut.err"
+	CBFS_POWERCUT_TRIALS=$TRIALS CBFS_POWERCUT_REPO_TRIALS=$REPO_TRIALS timeout 7200 bash "$TOP/tests/integration/test-powercut.sh" >"$W/powercut.tap" 2>"$W/powercut.err"
 	echo "exit $? in $(($(date +%s) - t0)) s" >>"$W/powercut.tap"
 	summary powercut
-	grep -c '^ok .*every acknowledged commit is there' "$W/powercut.tap" |
-		xargs printf 'recoveries with every acknowledged commit: %s of %s\n' - "$((TRIALS + 1))"
+	printf 'recoveries with every acknowledged commit: %s of %s; repository cuts with every acknowledged segment: %s of %s\n' \
+		"$(grep -c '^ok .*every acknowledged commit is there' "$W/powercut.tap")" "$((TRIALS + 1))" \
+		"$(grep -c '^ok .*every segment wal-push acknowledged is there' "$W/powercut.tap")" "$REPO_TRIALS"
+	grep 'every segment wal-push acknowledged' "$W/powercut.tap" | sed 's/.*(\([0-9]* of 12\))/\1/' |
+		sort | uniq -c | sed 's/^/  segments acknowledged before the cut: /'
 fi
 
 if part outage; then
@@ -63,6 +72,15 @@ if part outage; then
 		summary "outage-$s"
 		grep 'store_timeout (\|within its deadline\|answers again' "$W/outage-$s.tap"
 	done
+fi
+
+if part concurrency; then
+	note "everything at once: $CONCURRENCY s"
+	t0=$(date +%s)
+	CBFS_CONCURRENCY_SECONDS=$CONCURRENCY timeout $((CONCURRENCY + 1800)) bash "$TOP/tests/integration/test-concurrency.sh" >"$W/concurrency.tap" 2>"$W/concurrency.err"
+	echo "exit $? in $(($(date +%s) - t0)) s" >>"$W/concurrency.tap"
+	summary concurrency
+	grep '^# .*runs, \|^ok .*restores and starts\|every acknowledged segment' "$W/concurrency.tap"
 fi
 
 if part fulldisk; then

@@ -9,7 +9,7 @@
 # client saw acknowledged is there, pgbench's balances agree and amcheck
 # is clean, then runs pgbench and a committing client and cuts the power
 # at a random moment: lazyfs drops what was not synced, everything is
-# killed -9, the mounts go.  CBFS_POWERCUT_TRIALS trials (default 5;
+# killed -9, the mounts go.  CBFS_POWERCUT_TRIALS trials (default 4;
 # bench/powercut.sh runs 50 and more).
 #
 # Repository: wal-push of segments one after another and a backup run on a
@@ -20,7 +20,7 @@
 source "$(dirname "$0")/lib.sh"
 need_mount
 [[ -x ${LAZYFS:-} ]] || bail "LAZYFS is not set (run through meson test)"
-TRIALS=${CBFS_POWERCUT_TRIALS:-5}
+TRIALS=${CBFS_POWERCUT_TRIALS:-4}
 
 # lazy_up NAME: lazyfs over $TMP/NAME.back on $TMP/NAME (pid in LZPID[NAME]).
 declare -A LZPID
