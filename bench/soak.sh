@@ -25,7 +25,8 @@ need_tools gnuplot-nox
 [[ -x $CBFS_BIN && -x $MOUNT_BIN ]] || die "no cbfs or mount.cbfs binary at $CBFS_BIN"
 fresh_work
 MNT=$W/mnt
-trap '"$CBFS" umount "$MNT" >/dev/null 2>&1; stop_servers; kill $(jobs -p) 2>/dev/null; true' EXIT
+# the servers first (the one on the mount keeps it busy), then the mount
+trap 'kill $(jobs -p) 2>/dev/null; stop_servers; "$CBFS" umount "$MNT" >/dev/null 2>&1; true' EXIT
 
 mkdir -p "$W/bin" "$W/cache" "$MNT"
 cp "$CBFS_BIN" "$W/bin/cbfs"
