@@ -31,6 +31,7 @@ struct Overlay {
     uint64_t next_ino;
     uint64_t reserve; /* bytes data may not take: for overlay.db and page maps */
     uint64_t spare;   /* size of the spare file (0: none, or given up) */
+    int spare_held;   /* the spare file holds its space: 1, 0, or -1 not known yet */
     pthread_mutex_t spare_lock;
     int64_t space_checked; /* atomic: when free space was last read (ns) */
     uint64_t space_free;   /* atomic: free bytes then, less what was since allocated */
@@ -104,23 +105,35 @@ static void spare_check(Overlay *o)
     struct stat st;
     int fd;
 
+    /* a statvfs on every call; the file itself is only opened to change it
+     * (and once, to learn what it holds) */
     if (!o->spare || statvfs(o->dir, &sv) < 0)
         return;
     avail = (uint64_t) sv.f_bavail * sv.f_frsize;
-    path = cbfs_xasprintf("%s/spare", o->dir);
     pthread_mutex_lock(&o->spare_lock);
+    if ((o->spare_held == 0 && avail <= 4 * o->reserve + o->spare) ||
+        (o->spare_held == 1 && avail >= SPARE_LOW)) {
+        pthread_mutex_unlock(&o->spare_lock);
+        return;
+    }
+    path = cbfs_xasprintf("%s/spare", o->dir);
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd >= 0 && fstat(fd, &st) == 0) {
         uint64_t have = (uint64_t) st.st_blocks * 512;
+        o->spare_held = have >= o->spare;
         if (avail < SPARE_LOW && have > 0) {
-            if (ftruncate(fd, 0) == 0)
+            if (ftruncate(fd, 0) == 0) {
+                o->spare_held = 0;
                 cbfs_warning("overlay \"%s\": its file system is full; the space set aside for "
                              "its records is in use",
                              o->dir);
+            }
         } else if (have < o->spare && avail > 4 * o->reserve + o->spare) {
             /* fallocate proper: where the file system has none, no spare
              * (posix_fallocate would write it out, again and again) */
-            if (fallocate(fd, 0, 0, (off_t) o->spare) < 0 && errno == EOPNOTSUPP)
+            if (fallocate(fd, 0, 0, (off_t) o->spare) == 0)
+                o->spare_held = 1;
+            else if (errno == EOPNOTSUPP)
                 o->spare = 0;
         }
     }
@@ -135,6 +148,7 @@ int overlay_open(const char *dir, const char *repo_id, const char *label, bool *
 {
     Overlay *o = cbfs_xcalloc(1, sizeof(*o));
     pthread_mutex_init(&o->spare_lock, NULL);
+    o->spare_held = -1;
     char *path, *data, *rid, *lab, *next;
     int rc;
 
