@@ -65,7 +65,7 @@ CONN="host=$SOCK,$SOCK port=${PG_PORT[n1]},${PG_PORT[n2]} user=postgres dbname=p
 writer() { # inserts ticks one by one into whichever member is leader; logs committed ids
 	local i=0
 	while [[ ! -e $TMP/stop-writer ]]; do
-		if runuser -u postgres -- "$PGBIN/psql" -X -q -d "$CONN" -c "insert into ticks (id) values ($i)" >/dev/null 2>&1; then
+		if runuser -u postgres -- timeout 30 "$PGBIN/psql" -X -q -d "$CONN" -c "insert into ticks (id) values ($i)" >/dev/null 2>&1; then
 			echo "$i" >>"$TMP/committed"
 			i=$((i + 1))
 		else
@@ -75,7 +75,7 @@ writer() { # inserts ticks one by one into whichever member is leader; logs comm
 }
 load() { # pgbench, restarted whenever the leader goes away
 	while [[ ! -e $TMP/stop-writer ]]; do
-		runuser -u postgres -- "$PGBIN/pgbench" -n -c 2 -T 5 "$CONN" >/dev/null 2>&1 || sleep 0.5
+		runuser -u postgres -- timeout 30 "$PGBIN/pgbench" -n -c 2 -T 5 "$CONN" >/dev/null 2>&1 || sleep 0.5
 	done
 }
 background writer
@@ -105,6 +105,10 @@ sql n2 postgres "create table filler as select g, repeat('x', 1000) t from gener
 DIVSEG=$(psql_as n2 postgres "select pg_walfile_name(pg_current_wal_lsn())")
 sql n2 postgres "select pg_switch_wal()" >/dev/null
 [[ -e $TMP/n2/pg_wal/archive_status/$DIVSEG.ready ]] || fail "n2 completed $DIVSEG and holds it for archiving"
+# the postmaster is stopped first so that no backend forked after the list
+# is taken outlives it (one waiting on a lock a killed process held would
+# keep the writer's client waiting for ever)
+kill -STOP "$N2PM"
 N2PROCS=$(pgrep -P "$N2PM")
 patroni_kill n2
 kill -9 "$N2PM" $N2PROCS
