@@ -1646,7 +1646,7 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
     fs->itab = cbfs_xcalloc(fs->nbuckets, sizeof(Inode *));
     pthread_mutex_init(&fs->ns_lock, NULL);
     pthread_mutex_init(&fs->itab_lock, NULL);
-    rc = cbfs_manifest_open(cfg->manifest_path, &fs->manifest, err);
+    rc = cbfs_repo_open_manifest(cfg->repo, cfg->record, cfg->cache_dir, &fs->manifest, err);
     if (rc < 0) {
         fs_free(fs);
         return rc;
@@ -1681,6 +1681,11 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
                                cfg->repo->block_size, cfg->prefetchers);
     *ret = fs;
     return 0;
+}
+
+CbfsManifest *fs_manifest(Fs *fs)
+{
+    return fs->manifest;
 }
 
 void fs_free(Fs *fs)

@@ -18,8 +18,9 @@
 struct fuse_lowlevel_ops;
 
 typedef struct FsConfig {
-    CbfsRepo *repo;            /* borrowed */
-    const char *manifest_path; /* verified local copy of the manifest */
+    CbfsRepo *repo;        /* borrowed */
+    const CbfsKv *record;  /* the backup's record: its manifest is read in place */
+    const char *cache_dir; /* where a manifest of the first layout is fetched to */
     const char *label;
     const struct CbfsTarget *target; /* recovery target written into a new overlay */
     Overlay *overlay;                /* borrowed */
@@ -34,6 +35,8 @@ typedef struct Fs Fs;
 int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err);
 /* Write every dirty page map and attribute to the overlay; then free. */
 void fs_free(Fs *fs);
+/* The manifest handle (for its counters; guarded like every use). */
+CbfsManifest *fs_manifest(Fs *fs);
 /* Files injected into a new overlay: backup_label, recovery.signal and the
  * recovery settings appended to postgresql.auto.conf (restore_command
  * runs "<self> wal-fetch <repo> %f %p"). */

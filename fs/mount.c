@@ -67,7 +67,7 @@ static void mount_usage(void)
            "Options (-o, comma-separated):\n"
            "  uid=USER, gid=GROUP   owner shown for every file (default: you)\n"
            "  overlay=DIR           keep the writable layer in DIR (survives unmount)\n"
-           "  cache_dir=DIR         where the manifest copy and temporary overlay live\n"
+           "  cache_dir=DIR         where temporary overlays (and old manifests) live\n"
            "  cache_size=SIZE       memory for decompressed blocks (default 128M)\n"
            "  allow_other           let other users in (implied when uid= is not you)\n"
            "  target_action=pause   pause at the point instead of promoting\n"
@@ -248,7 +248,7 @@ static int register_mount(CbfsRepo *repo, const char *label, CbfsHolder *reg, bo
 
 /* Everything the daemon runs; reports readiness (or the error) on ready_fd. */
 static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, const char *identity,
-                 const char *manifest_path, const char *overlay_dir, bool temp_overlay,
+                 const CbfsKv *rec, const char *cache, const char *overlay_dir, bool temp_overlay,
                  int ready_fd)
 {
     Overlay *ov = NULL;
@@ -279,7 +279,8 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
     if (rc == 0) {
         FsConfig fc = {
             .repo = repo,
-            .manifest_path = manifest_path,
+            .record = rec,
+            .cache_dir = cache,
             .label = target->label,
             .target = target,
             .overlay = ov,
@@ -347,6 +348,15 @@ report:
             }
             (void) !chdir("/");
         }
+        {
+            /* how little of the manifest a mount needs (read in place) */
+            CbfsManifest *m = fs_manifest(fs);
+            if (cbfs_manifest_object_size(m))
+                cbfs_info("mounted backup \"%s\" on \"%s\": %llu bytes of its manifest's %llu read",
+                          target->label, mo->mountpoint,
+                          (unsigned long long) cbfs_manifest_fetched(m),
+                          (unsigned long long) cbfs_manifest_object_size(m));
+        }
         memset(&cfg, 0, sizeof(cfg));
         cfg.clone_fd = 0;
         cfg.max_idle_threads = 16;
@@ -378,7 +388,7 @@ int cmd_mount(int argc, char **argv)
     CbfsRepo *repo = NULL;
     CbfsKv *rec = NULL;
     CbfsError err;
-    char *label = NULL, *cache = NULL, *manifest_path = NULL, *overlay_dir = NULL;
+    char *label = NULL, *cache = NULL, *overlay_dir = NULL;
     char mnt[PATH_MAX];
     const char *pos[2];
     int npos = 0, rc;
@@ -496,8 +506,8 @@ int cmd_mount(int argc, char **argv)
     } else if ((rc = cbfs_repo_cache_dir(repo, &cache, &err)) < 0) {
         goto fail;
     }
-    if ((rc = cbfs_repo_read_backup(repo, label, &rec, &err)) < 0 ||
-        (rc = cbfs_repo_fetch_manifest(repo, rec, cache, &manifest_path, &err)) < 0)
+    /* its manifest is read in place by the daemon, only the pages it needs */
+    if ((rc = cbfs_repo_read_backup(repo, label, &rec, &err)) < 0)
         goto fail;
     if (mo.overlay) {
         if ((rc = cbfs_mkdir_p(mo.overlay, 0700, &err)) < 0)
@@ -525,7 +535,7 @@ int cmd_mount(int argc, char **argv)
     }
 
     if (mo.foreground) {
-        rc = serve(&mo, repo, &target, identity, manifest_path, overlay_dir, temp_overlay, -1);
+        rc = serve(&mo, repo, &target, identity, rec, cache, overlay_dir, temp_overlay, -1);
     } else {
         int pipefd[2];
         pid_t pid;
@@ -537,10 +547,8 @@ int cmd_mount(int argc, char **argv)
         if (pid == 0) {
             close(pipefd[0]);
             setsid();
-            /* the parent must not lose the manifest copy: the child owns it now */
-            rc = serve(&mo, repo, &target, identity, manifest_path, overlay_dir, temp_overlay,
+            rc = serve(&mo, repo, &target, identity, rec, cache, overlay_dir, temp_overlay,
                        pipefd[1]);
-            unlink(manifest_path);
             _exit(rc);
         }
         close(pipefd[1]);
@@ -573,9 +581,7 @@ int cmd_mount(int argc, char **argv)
                 rc = 0;
             }
         }
-        /* the manifest copy, overlay and cache belong to the daemon now */
-        free(manifest_path);
-        manifest_path = NULL;
+        /* the overlay and cache belong to the daemon now */
         goto out;
     }
     goto out;
@@ -584,9 +590,6 @@ fail:
     if (temp_overlay)
         cbfs_remove_tree(overlay_dir);
 out:
-    if (manifest_path)
-        unlink(manifest_path);
-    free(manifest_path);
     free(overlay_dir);
     free(cache);
     free(label);

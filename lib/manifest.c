@@ -8,23 +8,45 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
+#include "cbfs/lazyvfs.h"
 #include "cbfs/manifest.h"
 #include "cbfs/sqlerr.h"
 #include "cbfs/util.h"
 
+#define LEN_BYTES 8 /* a run's lens entry: stored_len u32le, raw_len u32le */
+
+/* The run being built by add_blocks, stored when the next block does not
+ * extend it (or at commit). */
+typedef struct Run {
+    int64_t file; /* 0: none */
+    uint64_t blockno, next_offset;
+    int64_t pack;
+    uint64_t offset;
+    uint32_t count;
+    uint8_t ids[CBFS_MANIFEST_RUN_MAX * CBFS_BLOCK_ID_LEN];
+    uint8_t lens[CBFS_MANIFEST_RUN_MAX * LEN_BYTES];
+} Run;
+
 struct CbfsManifest {
     sqlite3 *db;
-    char *path;
-    sqlite3_stmt *ins_block;
+    char *path;           /* file, or object key */
+    int format;           /* 1: blocks, one row each; 2: runs */
+    CbfsMobject *mo;      /* read in place (lazyvfs.h), else NULL */
+    char *unlink_on_free; /* a local copy that dies with the handle */
+    sqlite3_stmt *ins_run;
     sqlite3_stmt *find_pack;
     sqlite3_stmt *ins_pack;
     char last_pack[CBFS_PACK_NAME_LEN + 1]; /* cache of the last pack looked up */
     int64_t last_pack_id;
+    Run *run;
 };
 
+/* Format 2; format 1 had blocks(file, blockno, id, pack, offset,
+ * stored_len, raw_len) with one row per block, and is still read. */
 static const char schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE files(id INTEGER PRIMARY KEY, parent INT NOT NULL, name TEXT NOT NULL,"
@@ -32,13 +54,15 @@ static const char schema[] =
     " gid INT NOT NULL, size INT NOT NULL, mtime INT NOT NULL, target TEXT,"
     " UNIQUE(parent, name));"
     "CREATE TABLE packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
-    "CREATE TABLE blocks(file INT NOT NULL, blockno INT NOT NULL, id BLOB NOT NULL,"
-    " pack INT NOT NULL, offset INT NOT NULL, stored_len INT NOT NULL, raw_len INT NOT NULL,"
+    "CREATE TABLE runs(file INT NOT NULL, blockno INT NOT NULL, count INT NOT NULL,"
+    " pack INT NOT NULL, offset INT NOT NULL, ids BLOB NOT NULL, lens BLOB NOT NULL,"
     " PRIMARY KEY(file, blockno)) WITHOUT ROWID;"
     "CREATE TABLE bad_pages(file INT NOT NULL, page INT NOT NULL, lsn INT NOT NULL);";
 
 static int db_error(CbfsManifest *m, CbfsError *err, const char *what)
 {
+    if (m->mo && cbfs_mobject_take_error(m->mo, err))
+        return -EIO;
     return cbfs_error_set(err, cbfs_sqlite_errno(m->db), CBFS_EXIT_ERROR,
                           "could not %s manifest \"%s\": %s", what, m->path,
                           cbfs_sqlite_errmsg(m->db));
@@ -79,13 +103,17 @@ int cbfs_manifest_create(const char *path, CbfsManifest **ret, CbfsError *err)
     int rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &m, err);
     if (rc < 0)
         return rc;
-    if ((rc = exec(m, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;", err)) < 0 ||
+    m->format = 2;
+    m->run = cbfs_xcalloc(1, sizeof(Run));
+    /* pages of 4 KiB: a run (CBFS_MANIFEST_RUN_MAX) fits in one */
+    if ((rc = exec(m, "PRAGMA page_size=4096; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;",
+                   err)) < 0 ||
         (rc = exec(m, schema, err)) < 0 ||
         (rc = cbfs_manifest_set_meta(m, "format", CBFS_MANIFEST_FORMAT, err)) < 0 ||
         (rc = prepare(m,
-                      "INSERT INTO blocks(file, blockno, id, pack, offset, stored_len, raw_len)"
+                      "INSERT INTO runs(file, blockno, count, pack, offset, ids, lens)"
                       " VALUES (?,?,?,?,?,?,?)",
-                      &m->ins_block, err)) < 0 ||
+                      &m->ins_run, err)) < 0 ||
         (rc = prepare(m, "SELECT id FROM packs WHERE name = ?", &m->find_pack, err)) < 0 ||
         (rc = prepare(m, "INSERT INTO packs(name) VALUES (?)", &m->ins_pack, err)) < 0) {
         cbfs_manifest_free(m);
@@ -95,35 +123,91 @@ int cbfs_manifest_create(const char *path, CbfsManifest **ret, CbfsError *err)
     return 0;
 }
 
+/* The format of a manifest just opened (m->db), else the error. */
+static int read_format(CbfsManifest *m, CbfsError *err)
+{
+    char *format = cbfs_manifest_get_meta(m, "format");
+    if (format && (strcmp(format, "1") == 0 || strcmp(format, "2") == 0)) {
+        m->format = format[0] - '0';
+        free(format);
+        return 0;
+    }
+    free(format);
+    if (m->mo && cbfs_mobject_take_error(m->mo, err))
+        return -EIO;
+    return cbfs_error_set(err, EINVAL, CBFS_EXIT_CORRUPT,
+                          "manifest \"%s\" is not a cbfs manifest of format 1 or 2", m->path);
+}
+
 int cbfs_manifest_open(const char *path, CbfsManifest **ret, CbfsError *err)
 {
     CbfsManifest *m;
-    char *format;
     int rc = open_db(path, SQLITE_OPEN_READONLY, &m, err);
     if (rc < 0)
         return rc;
-    format = cbfs_manifest_get_meta(m, "format");
-    if (!format || strcmp(format, CBFS_MANIFEST_FORMAT) != 0) {
-        rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_CORRUPT,
-                            "manifest \"%s\" is not a cbfs manifest of format %s", path,
-                            CBFS_MANIFEST_FORMAT);
-        free(format);
+    rc = read_format(m, err);
+    if (rc < 0) {
         cbfs_manifest_free(m);
         return rc;
     }
-    free(format);
     *ret = m;
     return 0;
+}
+
+int cbfs_manifest_open_object(CbfsMobject *mo, CbfsManifest **ret, CbfsError *err)
+{
+    CbfsManifest *m = cbfs_xcalloc(1, sizeof(*m));
+    int rc;
+
+    m->path = cbfs_xstrdup(cbfs_mobject_name(mo));
+    m->mo = mo;
+    rc = cbfs_lazyvfs_open(mo, &m->db, err);
+    if (rc == 0) {
+        /* the chunk cache (mobject.c) keeps pages; SQLite's own cache a few */
+        sqlite3_exec(m->db, "PRAGMA cache_size=64", NULL, NULL, NULL);
+        rc = read_format(m, err);
+    }
+    if (rc < 0) {
+        cbfs_manifest_free(m);
+        return rc;
+    }
+    *ret = m;
+    return 0;
+}
+
+void cbfs_manifest_unlink_on_free(CbfsManifest *m)
+{
+    free(m->unlink_on_free);
+    m->unlink_on_free = cbfs_xstrdup(m->path);
+}
+
+uint64_t cbfs_manifest_fetched(const CbfsManifest *m)
+{
+    return m->mo ? cbfs_mobject_fetched(m->mo) : 0;
+}
+
+uint64_t cbfs_manifest_object_size(const CbfsManifest *m)
+{
+    return m->mo ? cbfs_mobject_size(m->mo) : 0;
 }
 
 void cbfs_manifest_free(CbfsManifest *m)
 {
     if (!m)
         return;
-    sqlite3_finalize(m->ins_block);
+    sqlite3_finalize(m->ins_run);
     sqlite3_finalize(m->find_pack);
     sqlite3_finalize(m->ins_pack);
-    sqlite3_close(m->db);
+    if (m->mo)
+        cbfs_lazyvfs_close(m->db);
+    else
+        sqlite3_close(m->db);
+    cbfs_mobject_free(m->mo);
+    if (m->unlink_on_free) {
+        unlink(m->unlink_on_free);
+        free(m->unlink_on_free);
+    }
+    free(m->run);
     free(m->path);
     free(m);
 }
@@ -133,9 +217,12 @@ int cbfs_manifest_begin(CbfsManifest *m, CbfsError *err)
     return exec(m, "BEGIN", err);
 }
 
+static int flush_run(CbfsManifest *m, CbfsError *err);
+
 int cbfs_manifest_commit(CbfsManifest *m, CbfsError *err)
 {
-    return exec(m, "COMMIT", err);
+    int rc = flush_run(m, err);
+    return rc < 0 ? rc : exec(m, "COMMIT", err);
 }
 
 int cbfs_manifest_set_meta(CbfsManifest *m, const char *key, const char *value, CbfsError *err)
@@ -218,7 +305,13 @@ int cbfs_manifest_set_file_size(CbfsManifest *m, int64_t file, uint64_t size, Cb
 
 int cbfs_manifest_remove_file(CbfsManifest *m, int64_t file, CbfsError *err)
 {
-    int rc = exec_ids(m, "DELETE FROM blocks WHERE file = ?1 AND ?2 = ?2", file, 0, err);
+    int rc;
+    if (m->run && m->run->file == file)
+        m->run->file = 0; /* its run is dropped with it */
+    rc = exec_ids(m,
+                  m->format == 1 ? "DELETE FROM blocks WHERE file = ?1 AND ?2 = ?2"
+                                 : "DELETE FROM runs WHERE file = ?1 AND ?2 = ?2",
+                  file, 0, err);
     if (rc == 0)
         rc = exec_ids(m, "DELETE FROM bad_pages WHERE file = ?1 AND ?2 = ?2", file, 0, err);
     if (rc == 0)
@@ -254,24 +347,55 @@ static int pack_id(CbfsManifest *m, const char *name, int64_t *ret, CbfsError *e
     return 0;
 }
 
+static int flush_run(CbfsManifest *m, CbfsError *err)
+{
+    sqlite3_stmt *st = m->ins_run;
+    Run *r = m->run;
+    if (!r || !r->file)
+        return 0;
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, r->file);
+    sqlite3_bind_int64(st, 2, (int64_t) r->blockno);
+    sqlite3_bind_int64(st, 3, r->count);
+    sqlite3_bind_int64(st, 4, r->pack);
+    sqlite3_bind_int64(st, 5, (int64_t) r->offset);
+    sqlite3_bind_blob(st, 6, r->ids, (int) (r->count * CBFS_BLOCK_ID_LEN), SQLITE_STATIC);
+    sqlite3_bind_blob(st, 7, r->lens, (int) (r->count * LEN_BYTES), SQLITE_STATIC);
+    r->file = 0;
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return db_error(m, err, "update");
+    return 0;
+}
+
 int cbfs_manifest_add_blocks(CbfsManifest *m, const CbfsBlockRef *refs, size_t n, CbfsError *err)
 {
-    sqlite3_stmt *st = m->ins_block;
+    Run *r = m->run;
     for (size_t i = 0; i < n; i++) {
+        const CbfsBlockRef *b = &refs[i];
         int64_t pid = 0;
-        int rc = pack_id(m, refs[i].pack, &pid, err);
+        int rc = pack_id(m, b->pack, &pid, err);
         if (rc < 0)
             return rc;
-        sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, refs[i].file);
-        sqlite3_bind_int64(st, 2, (int64_t) refs[i].blockno);
-        sqlite3_bind_blob(st, 3, refs[i].id, CBFS_BLOCK_ID_LEN, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, pid);
-        sqlite3_bind_int64(st, 5, (int64_t) refs[i].offset);
-        sqlite3_bind_int64(st, 6, refs[i].stored_len);
-        sqlite3_bind_int64(st, 7, refs[i].raw_len);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            return db_error(m, err, "update");
+        if (r->file == b->file && b->blockno >= r->blockno && b->blockno < r->blockno + r->count)
+            return cbfs_error_set(err, EEXIST, CBFS_EXIT_ERROR,
+                                  "could not update manifest \"%s\": block %llu of file %lld"
+                                  " added twice",
+                                  m->path, (unsigned long long) b->blockno, (long long) b->file);
+        if (!(r->file == b->file && b->blockno == r->blockno + r->count && pid == r->pack &&
+              b->offset == r->next_offset && r->count < CBFS_MANIFEST_RUN_MAX)) {
+            if ((rc = flush_run(m, err)) < 0)
+                return rc;
+            r->file = b->file;
+            r->blockno = b->blockno;
+            r->pack = pid;
+            r->offset = b->offset;
+            r->count = 0;
+        }
+        memcpy(r->ids + r->count * CBFS_BLOCK_ID_LEN, b->id, CBFS_BLOCK_ID_LEN);
+        cbfs_put_le32(r->lens + r->count * LEN_BYTES, b->stored_len);
+        cbfs_put_le32(r->lens + r->count * LEN_BYTES + 4, b->raw_len);
+        r->count++;
+        r->next_offset = b->offset + b->stored_len;
     }
     return 0;
 }
@@ -396,16 +520,62 @@ void cbfs_file_entry_release(CbfsFileEntry *f)
     f->path = f->target = NULL;
 }
 
-/* Fill r from a row whose columns from col on are: blockno, id, pack name,
- * offset, stored_len, raw_len. */
-static int block_row(CbfsManifest *m, sqlite3_stmt *st, int col, CbfsBlockRef *r, CbfsError *err)
+/* The refs of the run in columns col on: blockno, count, ids, pack name,
+ * offset, lens; *ret (grown as needed, *cap entries) gets them at *n. */
+static int run_rows(CbfsManifest *m, sqlite3_stmt *st, int col, int64_t file, CbfsBlockRef **ret,
+                    size_t *n, size_t *cap, CbfsError *err)
+{
+    int64_t blockno = sqlite3_column_int64(st, col), count = sqlite3_column_int64(st, col + 1);
+    const uint8_t *ids = sqlite3_column_blob(st, col + 2);
+    const char *pack = (const char *) sqlite3_column_text(st, col + 3);
+    int64_t offset = sqlite3_column_int64(st, col + 4);
+    const uint8_t *lens = sqlite3_column_blob(st, col + 5);
+    uint64_t off;
+
+    if (blockno < 0 || count < 1 || count > CBFS_MANIFEST_RUN_MAX || offset < 0 || !pack ||
+        !cbfs_pack_name_valid(pack) || !ids || !lens ||
+        sqlite3_column_bytes(st, col + 2) != count * CBFS_BLOCK_ID_LEN ||
+        sqlite3_column_bytes(st, col + 5) != count * LEN_BYTES)
+        return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
+                              "manifest \"%s\" has an invalid block entry", m->path);
+    if (*n + (size_t) count > *cap) {
+        while (*n + (size_t) count > *cap)
+            *cap = *cap ? *cap * 2 : 256;
+        *ret = cbfs_xrealloc(*ret, *cap * sizeof(**ret));
+    }
+    off = (uint64_t) offset;
+    for (int64_t i = 0; i < count; i++) {
+        CbfsBlockRef *r = &(*ret)[(*n)++];
+        r->file = file;
+        r->blockno = (uint64_t) (blockno + i);
+        memcpy(r->id, ids + i * CBFS_BLOCK_ID_LEN, CBFS_BLOCK_ID_LEN);
+        strcpy(r->pack, pack);
+        r->offset = off;
+        r->stored_len = cbfs_get_le32(lens + i * LEN_BYTES);
+        r->raw_len = cbfs_get_le32(lens + i * LEN_BYTES + 4);
+        off += r->stored_len;
+    }
+    return 0;
+}
+
+/* Format 1: one block per row, columns from col on: blockno, id, pack
+ * name, offset, stored_len, raw_len. */
+static int block_row(CbfsManifest *m, sqlite3_stmt *st, int col, int64_t file, CbfsBlockRef **ret,
+                     size_t *n, size_t *cap, CbfsError *err)
 {
     const char *pack = (const char *) sqlite3_column_text(st, col + 2);
-    r->blockno = (uint64_t) sqlite3_column_int64(st, col);
+    CbfsBlockRef *r;
     if (sqlite3_column_bytes(st, col + 1) != CBFS_BLOCK_ID_LEN || !pack ||
         !cbfs_pack_name_valid(pack) || sqlite3_column_int64(st, col + 3) < 0)
         return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
                               "manifest \"%s\" has an invalid block entry", m->path);
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 256;
+        *ret = cbfs_xrealloc(*ret, *cap * sizeof(**ret));
+    }
+    r = &(*ret)[(*n)++];
+    r->file = file;
+    r->blockno = (uint64_t) sqlite3_column_int64(st, col);
     memcpy(r->id, sqlite3_column_blob(st, col + 1), CBFS_BLOCK_ID_LEN);
     strcpy(r->pack, pack);
     r->offset = (uint64_t) sqlite3_column_int64(st, col + 3);
@@ -414,27 +584,35 @@ static int block_row(CbfsManifest *m, sqlite3_stmt *st, int col, CbfsBlockRef *r
     return 0;
 }
 
+static int rows(CbfsManifest *m, sqlite3_stmt *st, int col, int64_t file, CbfsBlockRef **ret,
+                size_t *n, size_t *cap, CbfsError *err)
+{
+    return m->format == 1 ? block_row(m, st, col, file, ret, n, cap, err)
+                          : run_rows(m, st, col, file, ret, n, cap, err);
+}
+
 int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,
                               CbfsError *err)
 {
     sqlite3_stmt *st;
     CbfsBlockRef *refs = NULL;
     size_t n = 0, cap = 0;
-    int rc = prepare(m,
-                     "SELECT b.blockno, b.id, p.name, b.offset, b.stored_len, b.raw_len"
-                     " FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.file = ?"
-                     " ORDER BY b.blockno",
+    int rc = flush_run(m, err);
+    if (rc == 0)
+        rc = prepare(m,
+                     m->format == 1
+                         ? "SELECT b.blockno, b.id, p.name, b.offset, b.stored_len, b.raw_len"
+                           " FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.file = ?"
+                           " ORDER BY b.blockno"
+                         : "SELECT r.blockno, r.count, r.ids, p.name, r.offset, r.lens"
+                           " FROM runs r JOIN packs p ON p.id = r.pack WHERE r.file = ?"
+                           " ORDER BY r.blockno",
                      &st, err);
     if (rc < 0)
         return rc;
     sqlite3_bind_int64(st, 1, file);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            refs = cbfs_xrealloc(refs, cap * sizeof(*refs));
-        }
-        refs[n].file = file;
-        if (block_row(m, st, 0, &refs[n++], err) < 0) {
+        if (rows(m, st, 0, file, &refs, &n, &cap, err) < 0) {
             free(refs);
             sqlite3_finalize(st);
             return -EBADMSG;
@@ -456,27 +634,39 @@ int cbfs_manifest_foreach_block(CbfsManifest *m, cbfs_manifest_block_cb cb, void
                                 CbfsError *err)
 {
     sqlite3_stmt *st;
-    int rc = prepare(m,
-                     "SELECT f.path, b.file, b.blockno, b.id, p.name, b.offset, b.stored_len,"
-                     " b.raw_len FROM blocks b JOIN packs p ON p.id = b.pack"
-                     " JOIN files f ON f.id = b.file ORDER BY p.name, b.offset",
+    CbfsBlockRef *refs = NULL;
+    size_t cap = 0;
+    int rc = flush_run(m, err);
+    if (rc == 0)
+        rc = prepare(m,
+                     m->format == 1
+                         ? "SELECT f.path, b.file, b.blockno, b.id, p.name, b.offset,"
+                           " b.stored_len, b.raw_len FROM blocks b JOIN packs p ON p.id = b.pack"
+                           " JOIN files f ON f.id = b.file ORDER BY p.name, b.offset"
+                         : "SELECT f.path, r.file, r.blockno, r.count, r.ids, p.name, r.offset,"
+                           " r.lens FROM runs r JOIN packs p ON p.id = r.pack"
+                           " JOIN files f ON f.id = r.file ORDER BY p.name, r.offset",
                      &st, err);
     if (rc < 0)
         return rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        CbfsBlockRef r;
         const char *path = (const char *) sqlite3_column_text(st, 0);
-        r.file = sqlite3_column_int64(st, 1);
-        if (!path || block_row(m, st, 2, &r, err) < 0) {
+        size_t n = 0;
+        if (!path || rows(m, st, 2, sqlite3_column_int64(st, 1), &refs, &n, &cap, err) < 0) {
+            free(refs);
             sqlite3_finalize(st);
             return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT,
                                   "manifest \"%s\" has an invalid block entry", m->path);
         }
-        if ((rc = cb(&r, path, ctx)) != 0) {
-            sqlite3_finalize(st);
-            return rc;
+        for (size_t i = 0; i < n; i++) {
+            if ((rc = cb(&refs[i], path, ctx)) != 0) {
+                free(refs);
+                sqlite3_finalize(st);
+                return rc;
+            }
         }
     }
+    free(refs);
     rc = rc == SQLITE_DONE ? 0 : db_error(m, err, "read");
     sqlite3_finalize(st);
     return rc;

@@ -26,28 +26,6 @@ struct CbfsPackWriter {
     size_t n, cap;
 };
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t) (v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t) (v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return (uint64_t) get_le32(p) | (uint64_t) get_le32(p + 4) << 32;
-}
-
 /* The AAD of a sealed index: the pack's name and where its index lies, so
  * that an index is never read in another pack or at another place. */
 static void index_aad(const char *name, uint32_t count, uint64_t index_off,
@@ -55,8 +33,8 @@ static void index_aad(const char *name, uint32_t count, uint64_t index_off,
 {
     memcpy(aad, INDEX_AAD_LABEL, INDEX_AAD_LABEL_LEN);
     memcpy(aad + INDEX_AAD_LABEL_LEN, name, CBFS_PACK_NAME_LEN);
-    put_le32(aad + INDEX_AAD_LABEL_LEN + CBFS_PACK_NAME_LEN, count);
-    put_le64(aad + INDEX_AAD_LABEL_LEN + CBFS_PACK_NAME_LEN + 4, index_off);
+    cbfs_put_le32(aad + INDEX_AAD_LABEL_LEN + CBFS_PACK_NAME_LEN, count);
+    cbfs_put_le64(aad + INDEX_AAD_LABEL_LEN + CBFS_PACK_NAME_LEN + 4, index_off);
 }
 
 CbfsPackWriter *cbfs_pack_writer_new(void)
@@ -131,9 +109,9 @@ int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsCrypt *crypt, 
     for (size_t i = 0; i < w->n; i++) {
         uint8_t *e = index + i * CBFS_PACK_ENTRY_LEN;
         memcpy(e, w->entries[i].id, CBFS_BLOCK_ID_LEN);
-        put_le64(e + 32, w->entries[i].offset);
-        put_le32(e + 40, w->entries[i].stored_len);
-        put_le32(e + 44, w->entries[i].raw_len);
+        cbfs_put_le64(e + 32, w->entries[i].offset);
+        cbfs_put_le32(e + 40, w->entries[i].stored_len);
+        cbfs_put_le32(e + 44, w->entries[i].raw_len);
     }
     stored = index;
     if (crypt) {
@@ -144,9 +122,9 @@ int cbfs_pack_writer_finish(CbfsPackWriter *w, CbfsStore *st, CbfsCrypt *crypt, 
         free(index);
     }
     memcpy(trailer, crypt ? sealed_magic : pack_magic, 8);
-    put_le32(trailer + 8, (uint32_t) w->n);
-    put_le32(trailer + 12, 0);
-    put_le64(trailer + 16, index_off);
+    cbfs_put_le32(trailer + 8, (uint32_t) w->n);
+    cbfs_put_le32(trailer + 12, 0);
+    cbfs_put_le64(trailer + 16, index_off);
     cbfs_sha256(stored, stored_len, trailer + 24);
     cbfs_buf_append(&w->data, stored, stored_len);
     cbfs_buf_append(&w->data, trailer, sizeof(trailer));
@@ -219,8 +197,8 @@ int cbfs_pack_read_index_sized(CbfsStore *st, CbfsCrypt *crypt, const char *name
         goto out;
     if (n != CBFS_PACK_TRAILER_LEN || memcmp(trailer, crypt ? sealed_magic : pack_magic, 8) != 0)
         goto corrupt;
-    count = get_le32(trailer + 8);
-    index_off = get_le64(trailer + 16);
+    count = cbfs_get_le32(trailer + 8);
+    index_off = cbfs_get_le64(trailer + 16);
     /* bound everything by the object's size before adding (no wrap-around) */
     if (count > (size - CBFS_PACK_TRAILER_LEN - overhead) / CBFS_PACK_ENTRY_LEN)
         goto corrupt;
@@ -249,9 +227,9 @@ int cbfs_pack_read_index_sized(CbfsStore *st, CbfsCrypt *crypt, const char *name
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *e = index + (size_t) i * CBFS_PACK_ENTRY_LEN;
         memcpy(entries[i].id, e, CBFS_BLOCK_ID_LEN);
-        entries[i].offset = get_le64(e + 32);
-        entries[i].stored_len = get_le32(e + 40);
-        entries[i].raw_len = get_le32(e + 44);
+        entries[i].offset = cbfs_get_le64(e + 32);
+        entries[i].stored_len = cbfs_get_le32(e + 40);
+        entries[i].raw_len = cbfs_get_le32(e + 44);
         if (entries[i].offset > index_off || entries[i].stored_len > index_off - entries[i].offset)
             goto corrupt;
     }

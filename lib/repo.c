@@ -622,22 +622,27 @@ int cbfs_repo_resolve(CbfsRepo *r, const char *point, char **ret_label, CbfsErro
 int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest_path,
                             CbfsKv *record, CbfsError *err)
 {
-    uint8_t *data, sum[CBFS_SHA256_LEN], rnd[4];
-    char hex[2 * CBFS_SHA256_LEN + 1], rhex[9], *mkey, *ikey, *text;
-    size_t len;
+    uint8_t *data, *obj, rnd[4];
+    char isha[65], rhex[9], *mkey, *ikey, *text;
+    size_t len, olen;
     int rc;
 
     rc = cbfs_read_file(manifest_path, &data, &len, err);
     if (rc < 0)
         return rc;
-    cbfs_sha256(data, len, sum);
-    cbfs_hex_encode(sum, sizeof(sum), hex);
     cbfs_random_bytes(rnd, sizeof(rnd));
     cbfs_hex_encode(rnd, sizeof(rnd), rhex);
     /* a random part, so a retried label never collides with a dead attempt's manifest */
-    mkey = cbfs_xasprintf("backups/%s.%s.db", label, rhex);
-    rc = cbfs_store_put(r->store, mkey, data, len, err);
+    mkey = cbfs_xasprintf("backups/%s.%s" CBFS_MOBJECT_SUFFIX, label, rhex);
+    if (r->crypt && (rc = cbfs_repo_unlock(r, err)) < 0) {
+        free(data);
+        free(mkey);
+        return rc;
+    }
+    cbfs_mobject_build(r->crypt, mkey, data, len, CBFS_MOBJECT_CHUNK, &obj, &olen, isha);
     free(data);
+    rc = cbfs_store_put(r->store, mkey, obj, olen, err);
+    free(obj);
     if (rc < 0) {
         if (rc == -EEXIST)
             rc = cbfs_error_set(err, EEXIST, CBFS_EXIT_ERROR, "manifest \"%s\" already exists",
@@ -648,7 +653,8 @@ int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest
     cbfs_kv_set(record, "label", label);
     cbfs_kv_set(record, "manifest", mkey);
     cbfs_kv_set_u64(record, "manifest_size", len);
-    cbfs_kv_set(record, "manifest_sha256", hex);
+    cbfs_kv_set_u64(record, "manifest_chunk", CBFS_MOBJECT_CHUNK);
+    cbfs_kv_set(record, "manifest_index_sha256", isha);
     text = cbfs_kv_format(record);
     ikey = cbfs_xasprintf("backups/%s.info", label);
     rc = cbfs_store_put(r->store, ikey, text, strlen(text), err);
@@ -661,14 +667,16 @@ int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest
     return rc;
 }
 
-int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir, char **ret_path,
-                             CbfsError *err)
+/* A manifest of the first layout: one object, checked whole against
+ * manifest_sha256; *ret (caller frees) its bytes. */
+static int fetch_whole(CbfsRepo *r, const CbfsKv *record, uint8_t **ret, size_t *ret_len,
+                       CbfsError *err)
 {
     const char *mkey = cbfs_kv_get(record, "manifest");
     const char *want = cbfs_kv_get(record, "manifest_sha256");
     const char *label = cbfs_kv_get(record, "label");
     uint8_t *data, sum[CBFS_SHA256_LEN];
-    char hex[2 * CBFS_SHA256_LEN + 1], *path;
+    char hex[2 * CBFS_SHA256_LEN + 1];
     size_t len;
     int rc;
 
@@ -690,6 +698,41 @@ int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
                               "manifest \"%s\" of backup \"%s\" is corrupt: checksum mismatch",
                               mkey, label);
     }
+    *ret = data;
+    *ret_len = len;
+    return 0;
+}
+
+static bool paged(const CbfsKv *record)
+{
+    const char *mkey = cbfs_kv_get(record, "manifest");
+    return mkey && cbfs_mobject_key(mkey);
+}
+
+int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir, char **ret_path,
+                             CbfsError *err)
+{
+    const char *label = cbfs_kv_get(record, "label");
+    uint8_t *data = NULL;
+    char *path;
+    size_t len = 0;
+    int rc;
+
+    if (paged(record)) {
+        CbfsMobject *mo;
+        if (r->crypt && (rc = cbfs_repo_unlock(r, err)) < 0)
+            return rc;
+        rc = cbfs_mobject_open(r->store, r->crypt, record, 0, &mo, err);
+        if (rc < 0)
+            return rc;
+        rc = cbfs_mobject_read_all(mo, &data, err);
+        len = (size_t) cbfs_mobject_size(mo);
+        cbfs_mobject_free(mo);
+    } else {
+        rc = fetch_whole(r, record, &data, &len, err);
+    }
+    if (rc < 0)
+        return rc;
     path = cbfs_xasprintf("%s/manifest.%s%s%s.%d.db", dir, r->node ? r->node : "",
                           r->node ? "." : "", label, (int) getpid());
     unlink(path);
@@ -701,6 +744,31 @@ int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir,
     }
     *ret_path = path;
     return 0;
+}
+
+int cbfs_repo_open_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir, CbfsManifest **ret,
+                            CbfsError *err)
+{
+    char *path;
+    int rc;
+
+    if (paged(record)) {
+        CbfsMobject *mo;
+        if (r->crypt && (rc = cbfs_repo_unlock(r, err)) < 0)
+            return rc;
+        rc = cbfs_mobject_open(r->store, r->crypt, record, 0, &mo, err);
+        return rc < 0 ? rc : cbfs_manifest_open_object(mo, ret, err);
+    }
+    rc = cbfs_repo_fetch_manifest(r, record, dir, &path, err);
+    if (rc < 0)
+        return rc;
+    rc = cbfs_manifest_open(path, ret, err);
+    if (rc == 0)
+        cbfs_manifest_unlink_on_free(*ret);
+    else
+        unlink(path);
+    free(path);
+    return rc;
 }
 
 int cbfs_repo_cache_dir(CbfsRepo *r, char **ret, CbfsError *err)

@@ -4,9 +4,10 @@
  * authenticates and opens them on get.
  *
  * Which objects: every key but "config" (plaintext: it holds the wrapped
- * key, and must be read before any key exists) and "packs/..." (packs seal
+ * key, and must be read before any key exists), "packs/..." (packs seal
  * each block and their index themselves, so that one block is still one
- * ranged read: pack.h, codec.h).  So manifests, backup records, the cluster
+ * ranged read: pack.h, codec.h) and manifest objects "*.mdb" (sealed chunk
+ * by chunk for the same reason: mobject.h).  So manifests, backup records, the cluster
  * object, WAL objects, restore points and whatever comes later (pins, locks)
  * are sealed without knowing it.
  *
@@ -29,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cbfs/mobject.h"
 #include "cbfs/store.h"
 #include "cbfs/util.h"
 
@@ -47,7 +49,7 @@ typedef struct CryptStore {
 /* Objects stored as they are. */
 static bool passes(const char *key)
 {
-    return strcmp(key, "config") == 0 || strncmp(key, "packs/", 6) == 0;
+    return strcmp(key, "config") == 0 || strncmp(key, "packs/", 6) == 0 || cbfs_mobject_key(key);
 }
 
 /* The AAD of key (caller frees). */

@@ -31,20 +31,6 @@ char *cbfs_wal_key(const char *name)
     return cbfs_xasprintf("wal/%08X/%s", tli, name);
 }
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t) (v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 /* 0 if key holds a file with checksum sum and length len; -ENOENT if key
  * is absent; CBFS_EXIT_CONFLICT if it holds something else. */
 static int compare_stored(CbfsRepo *r, const char *key, const char *name,
@@ -56,7 +42,7 @@ static int compare_stored(CbfsRepo *r, const char *key, const char *name,
     if (rc < 0)
         return rc;
     if (got != sizeof(head) || memcmp(head, wal_magic, 8) != 0 ||
-        memcmp(head + 8, sum, CBFS_SHA256_LEN) != 0 || get_le64(head + 40) != len)
+        memcmp(head + 8, sum, CBFS_SHA256_LEN) != 0 || cbfs_get_le64(head + 40) != len)
         return cbfs_error_set(err, EEXIST, CBFS_EXIT_CONFLICT,
                               "WAL file \"%s\" already exists in repository \"%s\" with "
                               "different content",
@@ -188,7 +174,7 @@ int cbfs_wal_push_buffer(CbfsRepo *r, const char *name, const uint8_t *data, siz
     obj = cbfs_xmalloc(cap);
     memcpy(obj, wal_magic, 8);
     memcpy(obj + 8, sum, CBFS_SHA256_LEN);
-    put_le64(obj + 40, len);
+    cbfs_put_le64(obj + 40, len);
     n = ZSTD_compress(obj + CBFS_WAL_OBJECT_HEADER, cap - CBFS_WAL_OBJECT_HEADER, data, len,
                       r->compress_level < 3 ? r->compress_level : 3);
     if (ZSTD_isError(n) || n >= len) {
@@ -262,7 +248,7 @@ int cbfs_wal_read(CbfsRepo *r, const char *name, uint8_t **ret_buf, size_t *ret_
         why = "bad header";
         goto corrupt;
     }
-    plen = get_le64(obj + 40);
+    plen = cbfs_get_le64(obj + 40);
     if (plen > (1ull << 31)) {
         why = "bad header";
         goto corrupt;

@@ -283,7 +283,7 @@ static int collect_db(const char *key, uint64_t size, void *ctx)
     DbList *l = ctx;
     Gc *g = l->g;
     size_t len = strlen(key);
-    if (len < 4 || strcmp(key + len - 3, ".db") != 0)
+    if (!cbfs_mobject_key(key) && (len < 4 || strcmp(key + len - 3, ".db") != 0))
         return 0;
     g->db_keys = cbfs_xrealloc(g->db_keys, (g->ndb + 1) * sizeof(char *));
     g->db_sizes = cbfs_xrealloc(g->db_sizes, (g->ndb + 1) * sizeof(uint64_t));

@@ -1,16 +1,24 @@
 /*
  * manifest.h - the per-backup SQLite manifest (DESIGN §3.5).
  *
- * Schema (format 1):
+ * Schema (format 2, pages of 4 KiB):
  *   meta(key TEXT PRIMARY KEY, value TEXT)       backup metadata, see below
  *   files(id INTEGER PRIMARY KEY, parent INT, name TEXT, path TEXT UNIQUE,
  *         type INT, mode INT, uid INT, gid INT, size INT, mtime INT, target TEXT)
  *         UNIQUE(parent, name): parent is the id of the containing folder's
  *         entry, 0 for the data directory itself; name the last component
  *   packs(id INTEGER PRIMARY KEY, name TEXT UNIQUE)
- *   blocks(file INT, blockno INT, id BLOB, pack INT, offset INT,
- *          stored_len INT, raw_len INT, PRIMARY KEY(file, blockno)) WITHOUT ROWID
+ *   runs(file INT, blockno INT, count INT, pack INT, offset INT, ids BLOB,
+ *        lens BLOB, PRIMARY KEY(file, blockno)) WITHOUT ROWID
+ *        count (1..CBFS_MANIFEST_RUN_MAX) consecutive blocks of a file,
+ *        from blockno on, stored back to back in one pack from offset on;
+ *        ids: their ids, 32 bytes each; lens: stored_len u32le, raw_len
+ *        u32le each (block i is at offset + the stored_len of those before)
  *   bad_pages(file INT, page INT, lsn INT)
+ *
+ * Format 1 (read, no longer written) had blocks(file, blockno, id, pack,
+ * offset, stored_len, raw_len) instead of runs, one row per block: about
+ * 2.6 times the bytes.
  *
  * Paths are relative to the data directory ("base/1/1259"); tablespace
  * contents appear below "pg_tblspc/<oid>/", whose entry is a symlink whose
@@ -21,6 +29,9 @@
  * Meta keys: format, label, cbfs_version, pg_version, system_identifier,
  * timeline, start_lsn, stop_lsn, start_time, stop_time, backup_label,
  * tablespace_map, block_size, based_on, wal_segment_size, data_checksums.
+ *
+ * Blocks are added file by file in block order (add_blocks keeps the run
+ * being built until the next block does not extend it, or commit).
  *
  * Thread safety: one CbfsManifest per thread.
  */
@@ -34,9 +45,11 @@
 #include "cbfs/block.h"
 #include "cbfs/codec.h"
 #include "cbfs/error.h"
+#include "cbfs/mobject.h"
 #include "cbfs/pack.h"
 
-#define CBFS_MANIFEST_FORMAT "1"
+#define CBFS_MANIFEST_FORMAT  "2"
+#define CBFS_MANIFEST_RUN_MAX 24 /* blocks in one row of runs: 988 bytes, one page */
 
 enum cbfs_file_type { CBFS_FILE_REG = 1, CBFS_FILE_DIR = 2, CBFS_FILE_SYMLINK = 3 };
 
@@ -58,6 +71,16 @@ typedef struct CbfsManifest CbfsManifest;
 int cbfs_manifest_create(const char *path, CbfsManifest **ret, CbfsError *err);
 /* Open an existing manifest read-only; checks the format. */
 int cbfs_manifest_open(const char *path, CbfsManifest **ret, CbfsError *err);
+/* Open a stored manifest in place (lazyvfs.h): the handle owns mo, and a
+ * read that fails names the object (and chunk). */
+int cbfs_manifest_open_object(CbfsMobject *mo, CbfsManifest **ret, CbfsError *err);
+/* The local file of a handle opened with cbfs_manifest_open is removed when
+ * the handle is freed. */
+void cbfs_manifest_unlink_on_free(CbfsManifest *m);
+/* Stored bytes read so far by a handle opened in place, and the plain size
+ * of that manifest (both 0 for a file). */
+uint64_t cbfs_manifest_fetched(const CbfsManifest *m);
+uint64_t cbfs_manifest_object_size(const CbfsManifest *m);
 void cbfs_manifest_free(CbfsManifest *m);
 
 int cbfs_manifest_begin(CbfsManifest *m, CbfsError *err);
@@ -95,7 +118,8 @@ int cbfs_manifest_foreach_child(CbfsManifest *m, int64_t parent, cbfs_manifest_f
 /* All block refs of one file in block order; *ret: caller frees. */
 int cbfs_manifest_file_blocks(CbfsManifest *m, int64_t file, CbfsBlockRef **ret, size_t *ret_n,
                               CbfsError *err);
-/* Every block ref of the backup, ordered by pack and offset; path is the
+/* Every block ref of the backup, grouped by pack (by name), runs in offset
+ * order (two files may share blocks: then offsets may repeat); path is the
  * file's path, borrowed for the call.  Return non-zero to stop (returned
  * as is).  An entry that is not well formed is CBFS_EXIT_CORRUPT. */
 typedef int (*cbfs_manifest_block_cb)(const CbfsBlockRef *ref, const char *path, void *ctx);

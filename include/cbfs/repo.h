@@ -11,7 +11,8 @@
  *   cluster                         kv: system_identifier (create-once: the
  *                                   first backup or wal-push claims it)
  *   packs/XX/<name>.pack            pack.h
- *   backups/<label>.<rand>.db       a backup's SQLite manifest
+ *   backups/<label>.<rand>.mdb      a backup's SQLite manifest (mobject.h;
+ *                                   .db: the first layout, still read)
  *   backups/<label>.info            kv: the backup's record, written last:
  *                                   its existence is the backup's existence
  *   wal/<TTTTTTTT>/<name>           walarchive.h
@@ -33,6 +34,7 @@
 #include "cbfs/error.h"
 #include "cbfs/kv.h"
 #include "cbfs/location.h"
+#include "cbfs/manifest.h"
 #include "cbfs/store.h"
 
 #define CBFS_REPO_FORMAT "1"
@@ -141,15 +143,23 @@ void cbfs_repo_free_backups(CbfsKv **list, size_t n);
  * CBFS_EXIT_NOT_FOUND.  *ret_label: caller frees. */
 int cbfs_repo_resolve(CbfsRepo *r, const char *point, char **ret_label, CbfsError *err);
 
-/* Store a backup: the manifest file first, then its record (which gets the
- * keys label, manifest, manifest_size, manifest_sha256 added).  Once this
- * returns 0 the backup exists; before, it does not. */
+/* Store a backup: the manifest first (as a manifest object, mobject.h),
+ * then its record (which gets the keys label, manifest, manifest_size,
+ * manifest_chunk, manifest_index_sha256 added).  Once this
+ * returns 0 the backup is listed. */
 int cbfs_repo_commit_backup(CbfsRepo *r, const char *label, const char *manifest_path,
                             CbfsKv *record, CbfsError *err);
-/* Fetch a backup's manifest into dir (a local directory), verified against
- * the record's checksum.  *ret_path: caller frees (and unlinks when done). */
+/* Fetch a backup's manifest whole into dir (a local directory), every
+ * part checked against the record (a manifest of the first layout against
+ * manifest_sha256); *ret_path: caller frees (and removes the file).  For a
+ * reader of every block (restore, check, gc). */
 int cbfs_repo_fetch_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir, char **ret_path,
                              CbfsError *err);
+/* Open a backup's manifest for a reader of a few parts (the mount): read
+ * in place, only the pages queries touch; a manifest of the first layout
+ * is fetched whole into dir and removed when the handle is freed. */
+int cbfs_repo_open_manifest(CbfsRepo *r, const CbfsKv *record, const char *dir, CbfsManifest **ret,
+                            CbfsError *err);
 
 /* Local cache directory for this repository ($CBFS_CACHE_DIR,
  * $XDG_CACHE_HOME/cbfs or ~/.cache/cbfs, then the repository id); created.

@@ -23,6 +23,29 @@ void *cbfs_xrealloc(void *p, size_t n);
 char *cbfs_xstrdup(const char *s);
 char *cbfs_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Little-endian integers in byte buffers (the repository's formats). */
+static inline void cbfs_put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static inline void cbfs_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static inline uint32_t cbfs_get_le32(const uint8_t *p)
+{
+    return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
+}
+
+static inline uint64_t cbfs_get_le64(const uint8_t *p)
+{
+    return (uint64_t) cbfs_get_le32(p) | (uint64_t) cbfs_get_le32(p + 4) << 32;
+}
+
 /* SHA-256 of a buffer. */
 void cbfs_sha256(const void *data, size_t len, uint8_t out[CBFS_SHA256_LEN]);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */

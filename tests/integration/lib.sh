@@ -369,6 +369,13 @@ pg_stop() {
 	unset "PG_PID[$name]"
 }
 
+# mq REPO LABEL SQL: one query on LABEL's manifest, rows tab-separated;
+# block references can be read from table blocks (manifest.py)
+mq() { /usr/bin/python3 "$CBFS_SRCDIR/tests/integration/manifest.py" query "$@"; }
+# medit REPO LABEL SQL: runs SQL on LABEL's manifest (blocks may be changed)
+# and stores it back with a record that matches
+medit() { /usr/bin/python3 "$CBFS_SRCDIR/tests/integration/manifest.py" edit "$@"; }
+
 # _pg_kill NAME: stops NAME immediately; kill -9 of its postmaster when
 # pg_ctl cannot.  Only a pid read from NAME's postmaster.pid that is a
 # postgres process running in NAME's data directory is killed.

@@ -45,22 +45,11 @@ print("%s%08X%08X" % (n[:8], s // 256, s % 256))' "$1" "$2"
 # with_tli NAME TLI: NAME on another timeline
 with_tli() { printf '%08X%s' "$2" "${1:8}"; }
 
-# manifest LABEL: a private copy of LABEL's manifest; prints its path
-manifest() {
-	local key
-	key=$(sed -n 's/^manifest = //p' "$REPO/backups/$1.info")
-	cp "$REPO/$key" "$TMP/$1.db" && echo "$TMP/$1.db"
-}
-
 # first_block LABEL PATH: "blockno pack offset stored_len" of PATH's first stored block
 first_block() {
-	/usr/bin/python3 -c '
-import sqlite3, sys
-con = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
-print(*con.execute("""select b.blockno, p.name, b.offset, b.stored_len from blocks b
-    join files f on f.id = b.file join packs p on p.id = b.pack
-    where f.path = ? order by b.blockno limit 1""", (sys.argv[2],)).fetchone())' \
-		"$(manifest "$1")" "$2"
+	mq "$REPO" "$1" "select b.blockno, p.name, b.offset, b.stored_len from blocks b
+		join files f on f.id = b.file join packs p on p.id = b.pack
+		where f.path = '$2' order by b.blockno limit 1" | tr '\t' ' '
 }
 
 # copy NAME: a copy of the repository to damage; prints its path
@@ -92,13 +81,11 @@ cmp_ok "$(json_get "$OUT" 'j["backups"][0]["blocks"]')" -gt 10 "--json: b1's blo
 cmp_ok "$(json_get "$OUT" 'j["packs"]["used"]')" -ge 1 "--json: packs used"
 
 # every distinct block of both backups, by pack and offset
-distinct=$(/usr/bin/python3 -c '
-import sqlite3, sys
-s = set()
-for db in sys.argv[1:]:
-    con = sqlite3.connect("file:" + db + "?mode=ro", uri=True)
-    s |= set(con.execute("select p.name, b.offset from blocks b join packs p on p.id = b.pack"))
-print(len(s))' "$(manifest b1)" "$(manifest "$B2")")
+distinct=$({
+	for l in b1 "$B2"; do
+		mq "$REPO" "$l" "select p.name, b.offset from blocks b join packs p on p.id = b.pack"
+	done
+} | sort -u | wc -l)
 cbfs check "$REPO" --read-data --json --metrics-file "$TMP/check.prom"
 is "$RC" 0 "check --read-data of a sound repository exits 0"
 is "$(json_get "$OUT" 'j["read_data"]["blocks"], j["read_data"]["bad_blocks"], j["read_data"]["percent"]')" \
@@ -163,31 +150,13 @@ mkey=$(sed -n 's/^manifest = //p' "$D/backups/b1.info")
 flip_byte "$D/$mkey" 5000
 cbfs check "$D"
 is "$RC" 5 "a damaged manifest: check exits 5"
-like "$OUT" "backup \"b1\": 1 problem$NL  manifest \"$mkey\" of backup \"b1\" is corrupt: checksum mismatch" \
+like "$OUT" "backup \"b1\": 1 problem$NL  manifest \"$mkey\" of backup \"b1\" is corrupt: chunk 0: checksum mismatch" \
 	"... a problem of b1 naming the manifest"
 like "$OUT" "backup \"$B2\": ok" "... the other backup is ok"
 
-# edit_manifest DIR LABEL SQL: runs SQL on LABEL's manifest in repository
-# DIR and makes its record's size and SHA-256 match again
-edit_manifest() {
-	local key
-	key=$(sed -n 's/^manifest = //p' "$1/backups/$2.info")
-	/usr/bin/python3 -c '
-import hashlib, sqlite3, sys
-db, info, sql = sys.argv[1:]
-con = sqlite3.connect(db)
-con.executescript(sql)
-con.close()
-data = open(db, "rb").read()
-lines = [l for l in open(info).read().splitlines()
-         if not l.startswith(("manifest_size =", "manifest_sha256 ="))]
-lines += ["manifest_size = %d" % len(data), "manifest_sha256 = " + hashlib.sha256(data).hexdigest()]
-open(info, "w").write("\n".join(lines) + "\n")' "$1/$key" "$1/backups/$2.info" "$3"
-}
-
 # a manifest naming paths a restore refuses
 D=$(copy badpath)
-edit_manifest "$D" b1 "update files set path = '../escape' where path = 'PG_VERSION';
+medit "$D" b1 "update files set path = '../escape' where path = 'PG_VERSION';
 	update files set path = '/etc/passwd' where path = 'postgresql.conf'"
 cbfs check "$D" --json
 is "$RC" 5 "a manifest with a path outside the data directory: check exits 5"
@@ -198,7 +167,7 @@ like "$OUT" "  the manifest names an invalid path \"\.\./escape\"" "... in the r
 
 # a block the pack's index does not list at that offset
 D=$(copy badref)
-edit_manifest "$D" b1 "update blocks set offset = offset + 1
+medit "$D" b1 "update blocks set offset = offset + 1
 	where file = (select id from files where path = '$relpath') and blockno = $blockno"
 cbfs check "$D" --read-data --json
 is "$RC" 5 "a block ref its pack's index does not list: check exits 5"

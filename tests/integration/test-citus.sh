@@ -238,13 +238,15 @@ is "$(json_get "$OUT" 'j["result"] + " " + str(len(j["nodes"])) + " " + str(j["c
 # a flipped byte in a block of w1's alone
 BAD=$TMP/bad
 cp -a "$REPO" "$BAD"
-target=$(/usr/bin/python3 - "$BAD" <<'PY'
-import glob, os, sqlite3, sys
+target=$(/usr/bin/python3 - "$BAD" "$CBFS_SRCDIR/tests/integration" <<'PY'
+import glob, os, sys
+sys.path.insert(0, sys.argv[2])
+import manifest
 repo = sys.argv[1]
 def refs(node):
     out = {}
-    for db in glob.glob(f"{repo}/node/{node}/backups/*.db"):
-        c = sqlite3.connect(db)
+    for info in glob.glob(f"{repo}/node/{node}/backups/*.info"):
+        c = manifest.open_backup(f"{repo}/node/{node}", os.path.basename(info)[:-5])
         for bid, pack, off, ln, path in c.execute(
                 "select b.id, p.name, b.offset, b.stored_len, f.path from blocks b "
                 "join packs p on p.id = b.pack join files f on f.id = b.file"):

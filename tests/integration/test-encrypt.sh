@@ -103,8 +103,10 @@ is "$(grep -r -a -l -F -e "$TABLE" "$REPO")" "" "no file of it holds the table's
 is "$(grep -r -a -l -F -e "pgbench_accounts" "$REPO")" "" "nor pgbench_accounts"
 is "$(grep -r -a -l -e 'SQLite format' -e 'CBFSWAL1' -e 'stop_lsn' -e 'system_identifier' "$REPO")" "" \
 	"nor a manifest, WAL or record header"
-is "$(find "$REPO/backups" "$REPO/wal" "$REPO/cluster" -type f -exec head -c 8 {} \; -exec echo \; | sort -u)" \
-	CBFSENC1 "every object but config and the packs starts with CBFSENC1"
+is "$(find "$REPO/backups" "$REPO/wal" "$REPO/cluster" -type f ! -name '*.mdb' -exec head -c 8 {} \; -exec echo \; | sort -u)" \
+	CBFSENC1 "every object but config, the packs and the manifests starts with CBFSENC1"
+cmp_ok "$(find "$REPO/backups" -name '*.mdb' | wc -l)" -ge 1 \
+	"the manifests, sealed chunk by chunk, are there too (and hold no header in the clear, above)"
 is "$(for p in "$REPO"/packs/*/*.pack; do tail -c 56 "$p" | head -c 8; echo; done | sort -u)" \
 	CBFSPKE1 "every pack ends with an encrypted pack's trailer"
 
@@ -297,17 +299,19 @@ check_error "... and of the other one" 5 \
 
 # the manifests of b1 and b2 swapped
 D=$(copy manifestswap)
-m1=$(cd "$D/backups" && ls b1.*.db)
-m2=$(cd "$D/backups" && ls b2.*.db)
+m1=$(cd "$D/backups" && ls b1.*.mdb)
+m2=$(cd "$D/backups" && ls b2.*.mdb)
 mv "$D/backups/$m1" "$D/backups/swap.tmp" && mv "$D/backups/$m2" "$D/backups/$m1" &&
 	mv "$D/backups/swap.tmp" "$D/backups/$m2"
 cbfs restore "$D@b2" "$TMP/r-swapped" --passphrase-file "$PASS"
-check_error "restore of a backup whose manifest was swapped" 5 \
-	"cbfs: object \"backups/$m2\" in repository \"$D\" is corrupt: authentication failed"
+is "$RC" 5 "restore of a backup whose manifest was swapped: exit 5"
+like "$ERR" "^cbfs: manifest \"backups/$m2\" of backup \"b2\" is corrupt: (index: authentication failed|[0-9]+ bytes short)$" \
+	"... naming the object"
 ok "the failed restore left no data directory behind" test ! -e "$TMP/r-swapped/PG_VERSION"
 cbfs_mount "$D@b1" "$MNT" -o "uid=postgres,gid=postgres,passphrase_file=$PASS"
-check_error "a mount of a backup whose manifest was swapped" 5 \
-	"mount.cbfs: object \"backups/$m1\" in repository \"$D\" is corrupt: authentication failed"
+is "$RC" 5 "a mount of a backup whose manifest was swapped: exit 5"
+like "$ERR" "^mount.cbfs: manifest \"backups/$m1\" of backup \"b1\" is corrupt: (index: authentication failed|[0-9]+ bytes short)$" \
+	"... naming the object"
 ok "and nothing is mounted" test "$(mount_count "$MNT")" = 0
 
 # the records of b1 and b2 swapped

@@ -221,21 +221,11 @@ fi
 # ================================================================ (d) a corrupt block
 COPY=$TMP/repo-copy
 cp -a "$REPO" "$COPY"
-MANIFEST=$(ls "$COPY"/backups/b1.*.db)
-# mq SQL: one query on the manifest, rows tab-separated.
-mq() {
-	/usr/bin/python3 -c '
-import sqlite3, sys
-db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
-for r in db.execute(sys.argv[2]):
-    print("\t".join(str(x) for x in r))
-' "$MANIFEST" "$1"
-}
-BS=$(mq "select value from meta where key = 'block_size'")
+BS=$(mq "$COPY" b1 "select value from meta where key = 'block_size'")
 # block 2 of the largest relation file, stored compressed or not, that no
 # other block of the backup shares, in a pack that holds another file too
 # (which pack a block lands in depends on the backup's threads)
-IFS=$'\t' read -r BAD_FILE BAD_ID BAD_BLOCK PACK BAD_PACKNAME OFFSET STORED < <(mq "
+IFS=$'\t' read -r BAD_FILE BAD_ID BAD_BLOCK PACK BAD_PACKNAME OFFSET STORED < <(mq "$COPY" b1 "
 	select f.path, f.id, b.blockno, b.pack, p.name, b.offset, b.stored_len
 	from blocks b join files f on f.id = b.file join packs p on p.id = b.pack
 	where f.path like 'base/%' and b.blockno = 2 and b.stored_len > 64
@@ -245,7 +235,7 @@ IFS=$'\t' read -r BAD_FILE BAD_ID BAD_BLOCK PACK BAD_PACKNAME OFFSET STORED < <(
 	                and f2.size >= 3 * $BS)
 	order by f.size desc, f.path limit 1")
 # another file with blocks in the same pack
-IFS=$'\t' read -r GOOD_FILE GOOD_SIZE < <(mq "
+IFS=$'\t' read -r GOOD_FILE GOOD_SIZE < <(mq "$COPY" b1 "
 	select f.path, f.size from files f
 	where f.path like 'base/%' and f.id <> $BAD_ID and f.size >= 3 * $BS
 	  and exists (select 1 from blocks b where b.file = f.id and b.pack = $PACK)

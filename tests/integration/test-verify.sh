@@ -98,18 +98,13 @@ like "$OUT" 'relation "no_such_table" does not exist' "... with the server's mes
 
 # ---------------------------------------------------------------- a flipped byte in a pack
 # the pack block holding block 0 of a relation's file: NAME PACK OFFSET LENGTH
-manifest=$(ls "$REPO"/backups/b1.*.db)
 pack_block() {
 	local relpath
 	relpath=$(psql_as src app "select pg_relation_filepath('$1')")
 	echo -n "$1 "
-	/usr/bin/python3 -c '
-import sqlite3, sys
-db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
-print(*db.execute("""select p.name, b.offset, b.stored_len from blocks b
-    join files f on f.id = b.file join packs p on p.id = b.pack
-    where f.path = ? and b.blockno = 0""", (sys.argv[2],)).fetchone())
-' "$manifest" "$relpath"
+	mq "$REPO" b1 "select p.name, b.offset, b.stored_len from blocks b
+		join files f on f.id = b.file join packs p on p.id = b.pack
+		where f.path = '$relpath' and b.blockno = 0" | tr '\t' ' '
 }
 # shapes has no B-tree index: only the table read can see its heap, and a
 # plain count(*) would be answered from its GiST index

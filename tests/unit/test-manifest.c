@@ -393,7 +393,7 @@ static void sqlite_file(const char *path, const char *sql)
 static void test_not_manifest(void)
 {
     char *garbage = tmp_path("garbage.db"), *empty = tmp_path("empty.db");
-    char *other = tmp_path("other.db"), *fmt2 = tmp_path("format2.db");
+    char *other = tmp_path("other.db"), *fmt2 = tmp_path("format3.db");
     char *missing = tmp_path("missing.db"), *exists = tmp_path("m1.db");
     CbfsManifest *m = NULL;
     CbfsError err;
@@ -405,12 +405,12 @@ static void test_not_manifest(void)
     write_text(empty, "", 0);
     sqlite_file(other, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
     sqlite_file(fmt2, "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                      "INSERT INTO meta VALUES ('format', '2');");
+                      "INSERT INTO meta VALUES ('format', '3');");
 
     check_open_fails(garbage, "is not a cbfs manifest", "garbage file");
     check_open_fails(empty, "is not a cbfs manifest", "empty file");
     check_open_fails(other, "is not a cbfs manifest", "another SQLite database");
-    check_open_fails(fmt2, "is not a cbfs manifest of format 1", "a manifest of format 2");
+    check_open_fails(fmt2, "is not a cbfs manifest of format 1 or 2", "a manifest of format 3");
     check_open_fails(missing, "could not open manifest", "a missing file");
     ok(access(missing, F_OK) != 0, "opening a missing manifest does not create it");
 
@@ -483,17 +483,20 @@ static void test_damaged(void)
     long page_size = 0, root = 0;
 
     check_bad_entry("UPDATE packs SET name = 'not-a-pack-' || id", "a pack name that is not one");
-    check_bad_entry("UPDATE blocks SET id = x'0011' WHERE blockno = 2", "a block id of 2 bytes");
-    check_bad_entry("UPDATE blocks SET offset = -1 WHERE blockno = 1", "a negative offset");
+    check_bad_entry("UPDATE runs SET ids = x'0011' WHERE blockno = 2", "a block id of 2 bytes");
+    check_bad_entry("UPDATE runs SET offset = -1 WHERE blockno = 1", "a negative offset");
+    check_bad_entry("UPDATE runs SET count = 0 WHERE blockno = 1", "a run of no block");
+    check_bad_entry("UPDATE runs SET count = 2 WHERE blockno = 1", "a count its ids do not match");
+    check_bad_entry("UPDATE runs SET lens = x'00' WHERE blockno = 1", "lens of 1 byte");
 
-    /* the blocks table's root page overwritten: open works (meta is elsewhere),
+    /* the runs table's root page overwritten: open works (meta is elsewhere),
      * quick_check finds it */
     copy_file(m1, path);
     free(m1);
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
         sqlite3_prepare_v2(db,
                            "SELECT rootpage, (SELECT page_size FROM pragma_page_size())"
-                           " FROM sqlite_master WHERE name = 'blocks'",
+                           " FROM sqlite_master WHERE name = 'runs'",
                            -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW) {
         root = sqlite3_column_int(st, 0);
@@ -501,7 +504,7 @@ static void test_damaged(void)
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
-    ok(root > 1 && page_size >= 512, "blocks table: root page %ld of %ld bytes", root, page_size);
+    ok(root > 1 && page_size >= 512, "runs table: root page %ld of %ld bytes", root, page_size);
     {
         int fd = open(path, O_WRONLY);
         char *junk = malloc((size_t) page_size);
@@ -526,6 +529,166 @@ static void test_damaged(void)
     free(path);
 }
 
+/* ---- runs: consecutive blocks in one pack are one row ---- */
+
+static int64_t count_rows(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t n = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* 1000 blocks of one file: runs broken by the 24-block limit, a change of
+ * pack at 300, a hole (an all-zero block) at 600, an offset jump at 700,
+ * and the blocks of 800.. added before those of 750..799 (two workers) */
+static CbfsBlockRef run_ref(int64_t file, uint64_t b)
+{
+    CbfsBlockRef r = make_ref(file, b);
+    snprintf(r.pack, sizeof(r.pack), "%s", pack_names[b >= 300 && b < 400 ? 1 : 0]);
+    r.stored_len = (uint32_t) (1000 + b % 7);
+    r.offset = 0;
+    for (uint64_t i = 0; i < b; i++)
+        r.offset += 1000 + i % 7;
+    if (b >= 700)
+        r.offset += 5;
+    return r;
+}
+
+static void test_runs(void)
+{
+    char *path = tmp_path("runs.db");
+    CbfsManifest *m = NULL;
+    CbfsError err;
+    CbfsFileEntry f = {.path = "base/1/16384", .type = CBFS_FILE_REG, .mode = 0600, .size = 1};
+    int64_t id = 0;
+    CbfsBlockRef *refs = calloc(1000, sizeof(*refs)), *got = NULL, dup;
+    size_t n = 0, k = 0, ngot = 0;
+    int bad = 0;
+
+    cbfs_error_init(&err);
+    is_int(cbfs_manifest_create(path, &m, &err), 0, "runs: create");
+    cbfs_manifest_begin(m, &err);
+    cbfs_manifest_add_file(m, &f, &id, &err);
+    for (uint64_t b = 0; b < 1000; b++)
+        if (b != 600)
+            refs[n++] = run_ref(id, b);
+    /* 0..749 in batches of 100, then 800..999, then 750..799 */
+    for (k = 0; k < n && refs[k].blockno < 750; k += 100) {
+        size_t m_ = 100;
+        while (k + m_ > n || (m_ && refs[k + m_ - 1].blockno >= 750))
+            m_--;
+        is_int(cbfs_manifest_add_blocks(m, refs + k, m_, &err), 0, "runs: add %zu blocks", m_);
+        if (m_ < 100) {
+            k += m_;
+            break;
+        }
+    }
+    {
+        size_t at800 = k + 50;
+        is_int(cbfs_manifest_add_blocks(m, refs + at800, n - at800, &err), 0, "runs: add 800..999");
+        is_int(cbfs_manifest_add_blocks(m, refs + k, 50, &err), 0, "runs: then 750..799");
+    }
+    dup = refs[k + 49]; /* block 799: in the run being built */
+    is_int(cbfs_manifest_add_blocks(m, &dup, 1, &err), -EEXIST, "runs: a block added twice");
+    ok(strstr(err.msg, "block 799 of file") && strstr(err.msg, "added twice"), "... says so: %s",
+       err.msg);
+    cbfs_error_init(&err);
+    is_int(cbfs_manifest_commit(m, &err), 0, "runs: commit");
+    cbfs_manifest_free(m);
+    m = NULL;
+
+    /* 0-299: 13 rows (12 of 24, 12 blocks) | 300-399: 5 | 400-599: 9 | 601-699: 5 |
+     * 700-749: 3 | 800-999: 9 | 750-799: 3 */
+    is_int(count_rows(path, "SELECT count(*) FROM runs"), 47, "runs: 999 blocks in 47 rows");
+    is_int(count_rows(path, "SELECT max(count) FROM runs"), CBFS_MANIFEST_RUN_MAX,
+           "runs: at most %d blocks a row", CBFS_MANIFEST_RUN_MAX);
+    is_int(count_rows(path, "PRAGMA page_size"), 4096, "runs: pages of 4 KiB");
+    is_int(count_rows(path,
+                      "SELECT count(*) FROM dbstat WHERE name = 'runs' AND pagetype = 'overflow'"),
+           0, "runs: no row overflows its page");
+    is_int(cbfs_manifest_open(path, &m, &err), 0, "runs: reopen");
+    if (m) {
+        is_int(cbfs_manifest_file_blocks(m, id, &got, &ngot, &err), 0, "runs: file_blocks");
+        is_int(ngot, n, "runs: every block back");
+        for (size_t i = 0; i < ngot && i < n; i++)
+            if (got[i].file != refs[i].file || got[i].blockno != refs[i].blockno ||
+                memcmp(got[i].id, refs[i].id, CBFS_BLOCK_ID_LEN) != 0 ||
+                strcmp(got[i].pack, refs[i].pack) != 0 || got[i].offset != refs[i].offset ||
+                got[i].stored_len != refs[i].stored_len || got[i].raw_len != refs[i].raw_len)
+                bad++;
+        is_int(bad, 0, "runs: each in block order, every field as added");
+        free(got);
+    }
+    cbfs_manifest_free(m);
+    free(refs);
+    free(path);
+}
+
+/* ---- format 1: one row per block, written by earlier versions, read ---- */
+
+static int collect_ref(const CbfsBlockRef *r, const char *path, void *ctx)
+{
+    CbfsBuf *b = ctx;
+    cbfs_buf_printf(b, "%s:%llu@%.4s+%llu/%u;", path, (unsigned long long) r->blockno, r->pack,
+                    (unsigned long long) r->offset, r->stored_len);
+    return 0;
+}
+
+static void test_format1(void)
+{
+    char *path = tmp_path("format1.db");
+    CbfsManifest *m = NULL;
+    CbfsError err;
+    CbfsBlockRef *refs = NULL;
+    size_t n = 0;
+    CbfsBuf seen;
+    char sql[4096];
+
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+             "CREATE TABLE files(id INTEGER PRIMARY KEY, parent INT NOT NULL, name TEXT NOT NULL,"
+             " path TEXT NOT NULL UNIQUE, type INT NOT NULL, mode INT NOT NULL, uid INT NOT NULL,"
+             " gid INT NOT NULL, size INT NOT NULL, mtime INT NOT NULL, target TEXT,"
+             " UNIQUE(parent, name));"
+             "CREATE TABLE packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+             "CREATE TABLE blocks(file INT NOT NULL, blockno INT NOT NULL, id BLOB NOT NULL,"
+             " pack INT NOT NULL, offset INT NOT NULL, stored_len INT NOT NULL,"
+             " raw_len INT NOT NULL, PRIMARY KEY(file, blockno)) WITHOUT ROWID;"
+             "CREATE TABLE bad_pages(file INT NOT NULL, page INT NOT NULL, lsn INT NOT NULL);"
+             "INSERT INTO meta VALUES ('format', '1');"
+             "INSERT INTO files VALUES (1, 0, 'a', 'a', 1, 384, 0, 0, 3, 0, NULL);"
+             "INSERT INTO files VALUES (2, 0, 'b', 'b', 1, 384, 0, 0, 1, 0, NULL);"
+             "INSERT INTO packs VALUES (1, '%s'), (2, '%s');"
+             "INSERT INTO blocks VALUES (1, 0, zeroblob(32), 2, 10, 5, 8192),"
+             " (1, 2, zeroblob(32), 1, 20, 6, 8192), (2, 0, zeroblob(32), 1, 0, 7, 8192);",
+             pack_names[0], pack_names[1]);
+    sqlite_file(path, sql);
+    cbfs_error_init(&err);
+    is_int(cbfs_manifest_open(path, &m, &err), 0, "format 1: opens");
+    if (!m) {
+        free(path);
+        return;
+    }
+    is_int(cbfs_manifest_file_blocks(m, 1, &refs, &n, &err), 0, "format 1: file_blocks");
+    ok(n == 2 && refs[0].blockno == 0 && refs[0].offset == 10 && refs[1].blockno == 2 &&
+           refs[1].stored_len == 6 && strcmp(refs[1].pack, pack_names[0]) == 0,
+       "format 1: its rows read back");
+    free(refs);
+    cbfs_buf_init(&seen);
+    is_int(cbfs_manifest_foreach_block(m, collect_ref, &seen, &err), 0, "format 1: foreach_block");
+    is_str(seen.data, "b:0@0011+0/7;a:2@0011+20/6;a:0@ffee+10/5;",
+           "format 1: every block, by pack and offset");
+    cbfs_buf_release(&seen);
+    cbfs_manifest_free(m);
+    free(path);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -536,6 +699,8 @@ int main(void)
     test_manifest();
     test_not_manifest();
     test_damaged();
+    test_runs();
+    test_format1();
     rm_rf(tmpdir);
     ok(access(tmpdir, F_OK) != 0, "temp directory removed");
     return done_testing();

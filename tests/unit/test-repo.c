@@ -443,14 +443,33 @@ static void test_backups(void)
         is_str(cbfs_kv_get(rec, "label"), "b1", "record: label");
         is_str(cbfs_kv_get(rec, "stop_time"), "2024-01-02T00:00:00Z", "record: caller's keys kept");
         is_str(cbfs_kv_get(rec, "note"), "multi\nline", "record: multi-line value kept");
-        ok(mkey && strncmp(mkey, "backups/b1.", 11) == 0 && strlen(mkey) > 14 &&
-               strcmp(mkey + strlen(mkey) - 3, ".db") == 0,
+        uint64_t chunk = 0;
+        ok(mkey && strncmp(mkey, "backups/b1.", 11) == 0 && strlen(mkey) > 15 &&
+               strcmp(mkey + strlen(mkey) - 4, ".mdb") == 0,
            "record: manifest key \"%s\"", mkey ? mkey : "(null)");
         ok(mkey && cbfs_store_stat(r->store, mkey, &size, NULL) == 0, "the manifest is stored");
-        ok(cbfs_kv_get_u64(rec, "manifest_size", &msize) == 0 && msize == size,
-           "record: manifest_size is its size");
-        ok(cbfs_kv_get(rec, "manifest_sha256") && strlen(cbfs_kv_get(rec, "manifest_sha256")) == 64,
-           "record: manifest_sha256");
+        ok(cbfs_kv_get_u64(rec, "manifest_chunk", &chunk) == 0 && chunk == CBFS_MOBJECT_CHUNK,
+           "record: manifest_chunk");
+        ok(cbfs_kv_get_u64(rec, "manifest_size", &msize) == 0 && msize > 0 &&
+               size == msize + 32 * ((msize + chunk - 1) / chunk),
+           "record: manifest_size is its plain size (the object: that and an index of chunks)");
+        ok(cbfs_kv_get(rec, "manifest_index_sha256") &&
+               strlen(cbfs_kv_get(rec, "manifest_index_sha256")) == 64,
+           "record: manifest_index_sha256");
+        {
+            /* read in place */
+            CbfsManifest *m = NULL;
+            char *v = NULL;
+            is_int(cbfs_repo_open_manifest(r, rec, fetch_dir, &m, &err), 0,
+                   "open the manifest in place");
+            if (m)
+                v = cbfs_manifest_get_meta(m, "label");
+            is_str(v, "b1", "... and it is b1's");
+            ok(m && cbfs_manifest_fetched(m) > 0 && cbfs_manifest_fetched(m) <= size,
+               "... read from the store, no more than the object");
+            free(v);
+            cbfs_manifest_free(m);
+        }
 
         /* fetch it back, verified */
         is_int(cbfs_repo_fetch_manifest(r, rec, fetch_dir, &mpath, &err), 0, "fetch the manifest");
@@ -477,9 +496,39 @@ static void test_backups(void)
             is_int(cbfs_repo_fetch_manifest(r, rec, fetch_dir, &mpath, &err), -EBADMSG,
                    "a tampered manifest is refused");
             is_int(err.code, CBFS_EXIT_CORRUPT, "tampered: CBFS_EXIT_CORRUPT");
-            want = cbfs_xasprintf("manifest \"%s\" of backup \"b1\" is corrupt: checksum mismatch",
-                                  mkey);
+            want = cbfs_xasprintf(
+                "manifest \"%s\" of backup \"b1\" is corrupt: chunk 0: checksum mismatch", mkey);
             is_str(err.msg, want, "tampered: message");
+            {
+                CbfsManifest *m = NULL;
+                char *v = NULL;
+                cbfs_error_init(&err);
+                is_int(cbfs_repo_open_manifest(r, rec, fetch_dir, &m, &err), -EIO,
+                       "tampered: opened in place, refused at the first read of the chunk");
+                is_str(err.msg, want, "tampered in place: the same message");
+                is_int(err.code, CBFS_EXIT_CORRUPT, "tampered in place: CBFS_EXIT_CORRUPT");
+                if (m)
+                    v = cbfs_manifest_get_meta(m, "label");
+                free(v);
+                cbfs_manifest_free(m);
+            }
+            free(want);
+            is_int(flip_byte(file, 100), 0, "mend it");
+            is_int(flip_byte(file, (long) size - 1), 0, "tamper with the index of chunks");
+            cbfs_error_init(&err);
+            is_int(cbfs_repo_fetch_manifest(r, rec, fetch_dir, &mpath, &err), -EBADMSG,
+                   "a tampered index is refused");
+            want = cbfs_xasprintf(
+                "manifest \"%s\" of backup \"b1\" is corrupt: index: checksum mismatch", mkey);
+            is_str(err.msg, want, "tampered index: message");
+            free(want);
+            is_int(truncate(file, (off_t) size - 10), 0, "cut the object short");
+            cbfs_error_init(&err);
+            is_int(cbfs_repo_fetch_manifest(r, rec, fetch_dir, &mpath, &err), -EBADMSG,
+                   "a short object is refused");
+            want =
+                cbfs_xasprintf("manifest \"%s\" of backup \"b1\" is corrupt: 10 bytes short", mkey);
+            is_str(err.msg, want, "short object: message");
             free(want);
             /* missing manifest object */
             unlink(file);
@@ -1080,6 +1129,19 @@ static int sealed_on_disk(const char *path, const char *key, const char *needle)
     return yes;
 }
 
+/* A manifest object: not plain (needle absent) and not sealed whole. */
+static int chunks_sealed_on_disk(const char *path, const char *key, const char *needle)
+{
+    char *file = cbfs_xasprintf("%s/%s", path, key);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int yes = cbfs_read_file(file, &buf, &len, NULL) == 0 && len >= 8 &&
+              memcmp(buf, "CBFSENC1", 8) != 0 && !memmem(buf, len, needle, strlen(needle));
+    free(buf);
+    free(file);
+    return yes;
+}
+
 static void test_encrypted(void)
 {
     char *path = tmp_path("enc"), *plain_path = tmp_path("plainconf"), *want, *file;
@@ -1212,7 +1274,8 @@ static void test_encrypted(void)
     is_int(cbfs_repo_read_backup(r, "b2", &rec, &err), 0, "read b2's record");
     if (rec) {
         const char *mkey = cbfs_kv_get(rec, "manifest");
-        ok(mkey && sealed_on_disk(path, mkey, "SQLite format"), "its manifest is sealed");
+        ok(mkey && chunks_sealed_on_disk(path, mkey, "SQLite format"),
+           "its manifest is sealed, chunk by chunk");
         is_int(cbfs_repo_fetch_manifest(r, rec, fetch_dir, &mpath, &err), 0,
                "and fetched, opened and verified");
         if (mpath) {
@@ -1267,9 +1330,9 @@ static void test_encrypted(void)
         ok(rename(from, to) == 0, "rename b1's manifest over b2's");
         is_int(cbfs_repo_fetch_manifest(r, rec, fetch_dir, &mpath, &err), -EBADMSG,
                "fetching b2's manifest fails");
-        want = cbfs_xasprintf("object \"%s\" in repository \"%s\" is corrupt: authentication "
-                              "failed",
-                              cbfs_kv_get(rec, "manifest"), path);
+        want = cbfs_xasprintf("manifest \"%s\" of backup \"b2\" is corrupt: index: "
+                              "authentication failed",
+                              cbfs_kv_get(rec, "manifest"));
         is_str(err.msg, want, "naming the object");
         is_int(err.code, CBFS_EXIT_CORRUPT, "CBFS_EXIT_CORRUPT");
         free(want);
