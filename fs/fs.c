@@ -16,6 +16,27 @@
  * data file, others below base_limit from the backup (block cache),
  * anything else from the data file (holes read as zeros).
  *
+ * Passthrough (libfuse 3.16 and later, a kernel with FUSE_PASSTHROUGH,
+ * the daemon as root): a regular file whose bytes all live in its data
+ * file (created here, truncated to nothing, or every backup page brought
+ * up) is opened with the data file as its backing file, so the kernel
+ * serves its reads and writes without us.  The decision is made when the
+ * inode has no open handle; while it has a backing file every further
+ * open shares it, and when it has handles without one, every further open
+ * goes without (the kernel allows no mix).  Writes that bypass us change
+ * the data file's size and mtime: they are taken from the data file
+ * (fstat) whenever the inode's attributes are read, set, synced or its
+ * last handle closed, and fsync makes the size durable in overlay.db
+ * before it answers.  The kernel keeps passthrough and its writeback cache
+ * apart: a mount with passthrough writes through (each write a request)
+ * for files still partly in the backup.  Writes that bypass us bypass the
+ * overlay's reserve too (overlay_make_room): a backing file is only set up
+ * while the overlay's file system has room (overlay_headroom); below that,
+ * new opens go through us.  Files already open with one may still write
+ * the file system full; then the overlay's spare file keeps its records
+ * going for a while, and a change of names may fail with ENOSPC (never
+ * EIO) until there is room again.
+ *
  * Locks, in the order they may be taken:
  *   fs->ns_lock     namespace: the overlay database and the manifest handle
  *   fs->itab_lock   the inode table (held only to find or add an entry)
@@ -50,6 +71,7 @@
 #define PGWAL_INO        (TSROOT_INO - 1)
 #define TSROOT_NAME      ".cbfs_tablespaces"
 #define READAHEAD_BLOCKS 256
+#define FH_PASSTHROUGH   1 /* a file handle opened with a backing file */
 #define TIMEOUT          60.0
 
 typedef struct Inode {
@@ -79,6 +101,8 @@ typedef struct Inode {
     size_t nrefs;
     bool refs_loaded;
     uint64_t next_seq; /* offset a sequential reader asks for next */
+    int backing_id;    /* passthrough: the kernel's id of the data file, 0 none */
+    int pt_opens;      /* handles open with it */
 } Inode;
 
 struct Fs {
@@ -98,6 +122,9 @@ struct Fs {
     char *pgwal_target; /* absolute path of OVERLAY/pg_wal */
     char *label;
     const CbfsTarget *target; /* borrowed from the config */
+    bool want_passthrough;    /* asked for (and possible in this build) */
+    bool passthrough;         /* granted by the kernel at init */
+    uint64_t headroom;        /* free space passthrough needs (overlay_headroom) */
 };
 
 static int64_t now_ns(void)
@@ -421,6 +448,23 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     reply_entry(req, fs, in);
 }
 
+/* Passthrough writes went straight to the data file: take its size and
+ * mtime.  Caller holds in->lock. */
+static void backing_refresh(Inode *in)
+{
+    struct stat st;
+    int64_t mt;
+    if (!in->backing_id || in->fd < 0 || fstat(in->fd, &st) < 0)
+        return;
+    mt = (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    if ((uint64_t) st.st_size != in->size || mt > in->mtime_ns) {
+        in->size = (uint64_t) st.st_size;
+        if (mt > in->mtime_ns)
+            in->mtime_ns = in->ctime_ns = mt;
+        in->attr_dirty = true;
+    }
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     Fs *fs = fuse_req_userdata(req);
@@ -433,6 +477,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     pthread_mutex_lock(&in->lock);
+    backing_refresh(in);
     fill_stat(fs, in, &st);
     pthread_mutex_unlock(&in->lock);
     fuse_reply_attr(req, &st, TIMEOUT);
@@ -641,6 +686,78 @@ static int read_upper(Inode *in, char *buf, uint64_t off, size_t len)
     return 0;
 }
 
+/* Do all of the file's bytes live in its data file?  Caller holds
+ * in->lock.  (Unused in a build without passthrough.) */
+__attribute__((unused)) static bool whole(Fs *fs, Inode *in)
+{
+    uint64_t pages;
+    if (in->type != CBFS_FILE_REG)
+        return false;
+    if (!based(in) || in->base_limit == 0)
+        return true;
+    load_map(fs, in);
+    pages = (in->base_limit + OVERLAY_PAGE - 1) / OVERLAY_PAGE;
+    for (uint64_t b = 0; b < pages / 8; b++)
+        if (in->map[b] != 0xff)
+            return false;
+    for (uint64_t page = pages / 8 * 8; page < pages; page++)
+        if (!page_upper(in, page))
+            return false;
+    return true;
+}
+
+/* Open with the data file as backing file when the rules above allow;
+ * otherwise leave fi as it is.  Caller holds in->lock and has counted
+ * this open in in->opens (and opened the data file if it is whole). */
+static void passthrough_open(fuse_req_t req, Fs *fs, Inode *in, struct fuse_file_info *fi)
+{
+#if CBFS_FUSE_PASSTHROUGH
+    struct stat st;
+    if (!fs->passthrough || (!in->backing_id && in->opens > 1) || in->fd < 0 || !whole(fs, in))
+        return;
+    if (!in->backing_id) {
+        /* passthrough writes bypass overlay_make_room: only with room */
+        if (!overlay_headroom(fs->ov, fs->headroom))
+            return;
+        /* the data file holds the whole file, holes and all */
+        if (fstat(in->fd, &st) < 0 ||
+            ((uint64_t) st.st_size < in->size && ftruncate(in->fd, (off_t) in->size) < 0))
+            return;
+        in->backing_id = fuse_passthrough_open(req, in->fd);
+        if (in->backing_id <= 0) {
+            cbfs_warning("passthrough is off for this mount: the kernel refused a backing file");
+            in->backing_id = 0;
+            fs->passthrough = false;
+            return;
+        }
+    }
+    fi->backing_id = in->backing_id;
+    fi->keep_cache = 0;      /* the file's page cache is the data file's now */
+    fi->fh = FH_PASSTHROUGH; /* release gets fh back, not backing_id */
+    in->pt_opens++;
+#else
+    (void) req, (void) fs, (void) in, (void) fi;
+#endif
+}
+
+/* A handle closed: its share of the backing file goes with it.  Caller
+ * holds in->lock. */
+static void passthrough_release(fuse_req_t req, Inode *in, struct fuse_file_info *fi)
+{
+#if CBFS_FUSE_PASSTHROUGH
+    if (fi->fh != FH_PASSTHROUGH || !in->backing_id)
+        return;
+    backing_refresh(in);
+    if (--in->pt_opens <= 0) {
+        fuse_passthrough_close(req, in->backing_id);
+        in->backing_id = 0;
+        in->pt_opens = 0;
+    }
+#else
+    (void) req, (void) in, (void) fi;
+#endif
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     Fs *fs = fuse_req_userdata(req);
@@ -661,13 +778,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = open_data(fs, in);
     if (rc < 0)
         in->opens--;
+    /* the kernel's page cache stays valid: every change comes through us */
+    fi->keep_cache = 1;
+    if (rc == 0 && in->upper)
+        passthrough_open(req, fs, in, fi);
     pthread_mutex_unlock(&in->lock);
     if (rc < 0) {
         fuse_reply_err(req, -rc);
         return;
     }
-    /* the kernel's page cache stays valid: every change comes through us */
-    fi->keep_cache = 1;
     fuse_reply_open(req, fi);
 }
 
@@ -852,6 +971,23 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     /* the data, then the page map; names and sizes are already durable
      * (overlay.db commits each change, and the data file's size covers
      * extensions) */
+    if (in->backing_id) {
+        /* passthrough writes may have extended the file: its size must be
+         * durable with its data (overlay.db commits it) */
+        pthread_mutex_lock(&fs->ns_lock);
+        pthread_mutex_lock(&in->lock);
+        backing_refresh(in);
+        rc = sync_data(fs, in);
+        /* a map written at an earlier release is made durable too */
+        if (rc == 0 && (in->map_dirty || in->map_unsynced))
+            rc = save_map(fs, in, true);
+        if (rc == 0 && in->attr_dirty && in->nlink > 0)
+            rc = persist_locked(fs, in);
+        pthread_mutex_unlock(&in->lock);
+        pthread_mutex_unlock(&fs->ns_lock);
+        fuse_reply_err(req, -rc);
+        return;
+    }
     pthread_mutex_lock(&in->lock);
     if (in->map_dirty || in->map_unsynced)
         rc = save_map(fs, in, true); /* syncs the data before the map */
@@ -874,10 +1010,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     Fs *fs = fuse_req_userdata(req);
     Inode *in;
-    (void) fi;
     if (inode_get(fs, ino, &in) == 0) {
         pthread_mutex_lock(&fs->ns_lock);
         pthread_mutex_lock(&in->lock);
+        passthrough_release(req, in, fi);
         save_map(fs, in, false);
         if (in->attr_dirty && in->nlink > 0)
             persist_locked(fs, in);
@@ -935,6 +1071,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     }
     pthread_mutex_lock(&fs->ns_lock);
     pthread_mutex_lock(&in->lock);
+    backing_refresh(in);
     if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
         (((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != fs->uid) ||
          ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != fs->gid)))
@@ -1331,12 +1468,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     e.generation = 1;
     e.attr_timeout = e.entry_timeout = TIMEOUT;
     fill_stat(fs, in, &e.attr);
+    fi->keep_cache = 1;
+    if (rc == 0)
+        passthrough_open(req, fs, in, fi); /* a new file is whole */
     pthread_mutex_unlock(&in->lock);
     if (rc < 0) {
         fuse_reply_err(req, -rc);
         return;
     }
-    fi->keep_cache = 1;
     fuse_reply_create(req, &e, fi);
 }
 
@@ -1557,12 +1696,26 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void) userdata;
+    Fs *fs = userdata;
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
     conn->max_readahead = 1u << 20;
-    if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+#if CBFS_FUSE_PASSTHROUGH
+    if (fs->want_passthrough && (conn->capable & FUSE_CAP_PASSTHROUGH)) {
+        conn->want |= FUSE_CAP_PASSTHROUGH;
+        /* the overlay may itself sit on a stacked file system (overlayfs) */
+        conn->max_backing_stack_depth = 1;
+        fs->passthrough = true;
+    }
+#endif
+    /* the kernel does not combine passthrough with its writeback cache */
+    if ((conn->capable & FUSE_CAP_WRITEBACK_CACHE) && !fs->passthrough)
         conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    cbfs_info("FUSE passthrough %s",
+              fs->passthrough          ? "on"
+              : !CBFS_FUSE_PASSTHROUGH ? "off (this build's libfuse has none)"
+              : !fs->want_passthrough  ? "off (nopassthrough, or not running as root)"
+                                       : "off (the kernel does not offer it)");
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
         conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 }
@@ -1642,6 +1795,8 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
     fs->block_size = cfg->repo->block_size;
     fs->label = cbfs_xstrdup(cfg->label);
     fs->target = cfg->target;
+    fs->want_passthrough = CBFS_FUSE_PASSTHROUGH && cfg->passthrough && geteuid() == 0;
+    fs->headroom = cfg->headroom ? cfg->headroom : OVERLAY_HEADROOM;
     fs->nbuckets = 16381;
     fs->itab = cbfs_xcalloc(fs->nbuckets, sizeof(Inode *));
     pthread_mutex_init(&fs->ns_lock, NULL);
@@ -1686,6 +1841,11 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
 CbfsManifest *fs_manifest(Fs *fs)
 {
     return fs->manifest;
+}
+
+bool fs_passthrough(const Fs *fs)
+{
+    return fs->passthrough;
 }
 
 void fs_free(Fs *fs)

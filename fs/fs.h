@@ -28,6 +28,8 @@ typedef struct FsConfig {
     gid_t gid;
     size_t cache_size; /* bytes of decompressed blocks kept in memory */
     int prefetchers;   /* read-ahead threads */
+    bool passthrough;  /* serve whole files from their data file (fs.c) */
+    uint64_t headroom; /* ... while this much is free (0: OVERLAY_HEADROOM) */
 } FsConfig;
 
 typedef struct Fs Fs;
@@ -37,6 +39,8 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err);
 void fs_free(Fs *fs);
 /* The manifest handle (for its counters; guarded like every use). */
 CbfsManifest *fs_manifest(Fs *fs);
+/* Did the kernel grant passthrough (known once the session started)? */
+bool fs_passthrough(const Fs *fs);
 /* Files injected into a new overlay: backup_label, recovery.signal and the
  * recovery settings appended to postgresql.auto.conf (restore_command
  * runs "<self> wal-fetch <repo> %f %p"). */

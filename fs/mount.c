@@ -46,6 +46,8 @@ typedef struct MountOptions {
     char *overlay; /* persistent overlay, or NULL for a temporary one */
     char *cache_dir;
     uint64_t cache_size;
+    bool nopassthrough;
+    uint64_t headroom;
     bool allow_other;
     bool debug;
     bool foreground;
@@ -70,6 +72,12 @@ static void mount_usage(void)
            "  cache_dir=DIR         where temporary overlays (and old manifests) live\n"
            "  cache_size=SIZE       memory for decompressed blocks (default 128M)\n"
            "  allow_other           let other users in (implied when uid= is not you)\n"
+           "  nopassthrough         serve every read and write through the daemon (by\n"
+           "                        default files wholly in the overlay are served by the\n"
+           "                        kernel from it: FUSE passthrough, as root, when the\n"
+           "                        kernel and this build allow; \"passthrough\" asks for it)\n"
+           "  headroom=SIZE         free space the overlay's file system must have for a\n"
+           "                        file to be opened with passthrough (default 512M)\n"
            "  target_action=pause   pause at the point instead of promoting\n"
            "  node=NAME             a node of a repository that holds several (also\n"
            "                        --node NAME)\n"
@@ -185,6 +193,15 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
             mo->pause = strcmp(v, "pause") == 0;
             continue;
         }
+        if (strcmp(o, "headroom") == 0 && v) {
+            if (cbfs_parse_size(v, &mo->headroom) < 0 || mo->headroom < (1u << 20))
+                rc = cmd_usage_error(cmd, "invalid headroom \"%s\" (at least 1M)", v);
+            continue;
+        }
+        if ((strcmp(o, "passthrough") == 0 || strcmp(o, "nopassthrough") == 0) && !v) {
+            mo->nopassthrough = o[0] == 'n';
+            continue;
+        }
         if (strcmp(o, "allow_other") == 0 && !v) {
             mo->allow_other = true;
             continue;
@@ -288,6 +305,8 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
             .gid = mo->gid,
             .cache_size = mo->cache_size,
             .prefetchers = 4,
+            .passthrough = !mo->nopassthrough,
+            .headroom = mo->headroom,
         };
         rc = fs_new(&fc, &fs, &err);
     }

@@ -60,6 +60,10 @@ const char *overlay_dir(const Overlay *o);
  * fails with ENOSPC while unlink, rename, fsync and the bookkeeping of
  * writes that fit still succeed. */
 int overlay_make_room(Overlay *o, uint64_t len);
+/* Is there room enough to let writes bypass overlay_make_room (FUSE
+ * passthrough)?  At least headroom bytes free, and 8 reserves. */
+#define OVERLAY_HEADROOM (512ull << 20) /* the default */
+bool overlay_headroom(Overlay *o, uint64_t headroom);
 
 int overlay_begin(Overlay *o);
 int overlay_commit(Overlay *o);

@@ -172,10 +172,17 @@ CD=$TMP/cachefs
 small_fs "$CD" 4m
 fill "$CD"
 mkdir -p "$TMP/m2"
+# the manifest is read in place: with its overlay elsewhere, a mount
+# writes nothing into cache_dir
 cbfs_mount "$REPO@b1" "$TMP/m2" -o "cache_dir=$CD,overlay=$TMP/ov2"
-like "$RC/$ERR" "^1/mount.cbfs: could not write file \"$CD/[^\"]+\": No space left on device\$" \
-	"mount with a full cache_dir: one line"
+is "$RC/$ERR" "0/" "mount with a full cache_dir and the overlay elsewhere: nothing to write there"
+cbfs_umount "$TMP/m2"
+# ... but a temporary overlay goes there
+cbfs_mount "$REPO@b1" "$TMP/m2" -o "cache_dir=$CD"
+like "$RC/$ERR" "^1/mount.cbfs: could not open overlay \"$CD/cbfs-overlay-[^\"]+/overlay.db\": No space left on device\$" \
+	"mount with its temporary overlay in a full cache_dir: one line"
 ok "... and nothing mounted" test "$(mount_count "$TMP/m2")" = 0
+ok "... nor its temporary overlay left behind" test -z "$(ls "$CD" | grep cbfs-overlay)"
 CBFS_CACHE_DIR=$CD/c cbfs backup "$REPO" --pgdata "$(datadir src)" --dbname "$(conninfo src)" --label c1
 like "$RC/$(tail -n 1 <<<"$ERR")" "^1/cbfs: could not .*\"$CD/c/[^\"]+\".*: No space left on device\$" \
 	"backup with a full local cache: one line naming it"
