@@ -968,9 +968,9 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
         fuse_reply_err(req, -rc);
         return;
     }
-    /* the data, then the page map; names and sizes are already durable
-     * (overlay.db commits each change, and the data file's size covers
-     * extensions) */
+    /* the data, then the page map, then overlay.db (names and rows are
+     * committed at each change and made durable here; a size left out of
+     * a row is covered by the data file's size, read at the next mount) */
     if (in->backing_id) {
         /* passthrough writes may have extended the file: its size must be
          * durable with its data (overlay.db commits it) */
@@ -985,6 +985,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
             rc = persist_locked(fs, in);
         pthread_mutex_unlock(&in->lock);
         pthread_mutex_unlock(&fs->ns_lock);
+        if (rc == 0)
+            rc = overlay_sync(fs->ov); /* its name and size with it */
         fuse_reply_err(req, -rc);
         return;
     }
@@ -994,6 +996,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     else
         rc = sync_data(fs, in);
     pthread_mutex_unlock(&in->lock);
+    if (rc == 0)
+        rc = overlay_sync(fs->ov); /* the file's name (and row) with it */
     fuse_reply_err(req, -rc);
 }
 
@@ -1282,11 +1286,11 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    /* every name change was committed (synchronous=FULL) before its reply */
+    /* every name change was committed before its reply: made durable now */
     (void) ino;
     (void) datasync;
     (void) fi;
-    fuse_reply_err(req, 0);
+    fuse_reply_err(req, -overlay_sync(((Fs *) fuse_req_userdata(req))->ov));
 }
 
 /* ---- namespace changes (all under ns_lock, one overlay transaction) ---- */
@@ -1933,6 +1937,8 @@ int fs_inject(Fs *fs, const char *self, CbfsError *err)
         rc = inject_file(fs, "recovery.signal", "", false);
     if (rc == 0)
         rc = inject_file(fs, "postgresql.auto.conf", conf, true);
+    if (rc == 0)
+        rc = overlay_sync(fs->ov);
     if (rc < 0)
         cbfs_error_set(err, -rc, CBFS_EXIT_ERROR,
                        "could not prepare the mount's recovery files: %s", strerror(-rc));

@@ -1,9 +1,13 @@
 /*
  * overlay.c - persistent state of the writable layer.  See overlay.h.
  *
- * overlay.db runs with synchronous=FULL: a namespace change (create,
- * unlink, rename, chmod, truncate) is durable when the FUSE request that made
- * it is answered, which is what PostgreSQL's fsync of a directory expects.
+ * overlay.db runs in WAL mode with synchronous=NORMAL: a namespace change
+ * (create, unlink, rename, chmod, truncate) is atomic when the FUSE request
+ * that made it is answered, and durable after overlay_sync (an fdatasync
+ * of the WAL file), which fsync of a file or a folder calls: what
+ * PostgreSQL's fsync of a file, then of its folder, expects.  (SQLite syncs
+ * the WAL before a checkpoint and the database after it, and the WAL's
+ * header before it is reused, so a synced WAL is all a commit needs.)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +32,9 @@ struct Overlay {
     int lock_fd; /* flock held while mounted: one mount per overlay */
     sqlite3 *db;
     char *dir;
+    pthread_mutex_t sync_lock;
+    int wal_fd;     /* overlay.db-wal, opened at the first sync */
+    int64_t synced; /* sqlite3_total_changes64 at the last sync */
     uint64_t next_ino;
     uint64_t reserve; /* bytes data may not take: for overlay.db and page maps */
     uint64_t spare;   /* size of the spare file (0: none, or given up) */
@@ -151,6 +158,8 @@ int overlay_open(const char *dir, const char *repo_id, const char *label, bool *
 {
     Overlay *o = cbfs_xcalloc(1, sizeof(*o));
     pthread_mutex_init(&o->spare_lock, NULL);
+    pthread_mutex_init(&o->sync_lock, NULL);
+    o->wal_fd = -1;
     o->spare_held = -1;
     char *path, *data, *rid, *lab, *next;
     int rc;
@@ -179,8 +188,10 @@ int overlay_open(const char *dir, const char *repo_id, const char *label, bool *
     }
     path = cbfs_xasprintf("%s/overlay.db", dir);
     if (sqlite3_open_v2(path, &o->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) ||
-        sqlite3_exec(o->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL,
-                     NULL) ||
+        sqlite3_exec(o->db,
+                     "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL;"
+                     " PRAGMA synchronous=NORMAL;",
+                     NULL, NULL, NULL) ||
         sqlite3_exec(o->db, schema, NULL, NULL, NULL)) {
         rc = cbfs_error_set(err, EIO, CBFS_EXIT_ERROR, "could not open overlay \"%s\": %s", path,
                             o->db ? cbfs_sqlite_errmsg(o->db) : "out of memory");
@@ -270,8 +281,11 @@ void overlay_close(Overlay *o)
 {
     if (!o)
         return;
-    sqlite3_close(o->db);
+    sqlite3_close(o->db); /* a last checkpoint, synced */
+    if (o->wal_fd >= 0)
+        close(o->wal_fd);
     pthread_mutex_destroy(&o->spare_lock);
+    pthread_mutex_destroy(&o->sync_lock);
     if (o->lock_fd >= 0)
         close(o->lock_fd);
     free(o->dir);
@@ -292,6 +306,27 @@ int overlay_begin(Overlay *o)
 int overlay_commit(Overlay *o)
 {
     return sqlite3_exec(o->db, "COMMIT", NULL, NULL, NULL) ? ov_errno(o) : 0;
+}
+
+int overlay_sync(Overlay *o)
+{
+    int64_t want = sqlite3_total_changes64(o->db);
+    int rc = 0;
+
+    pthread_mutex_lock(&o->sync_lock);
+    if (want > o->synced) {
+        if (o->wal_fd < 0) {
+            char *path = cbfs_xasprintf("%s/overlay.db-wal", o->dir);
+            o->wal_fd = open(path, O_RDWR | O_CLOEXEC);
+            free(path);
+        }
+        if (o->wal_fd < 0 || fdatasync(o->wal_fd) < 0)
+            rc = errno == ENOSPC || errno == EDQUOT ? -ENOSPC : -EIO;
+        else
+            o->synced = want;
+    }
+    pthread_mutex_unlock(&o->sync_lock);
+    return rc;
 }
 
 void overlay_rollback(Overlay *o)

@@ -19,7 +19,10 @@
  * (a truncation hides them for good); names are resolved upper first
  * (dirents), then whiteouts, then the backup.
  *
- * Thread safety: none; the caller serializes (fs.c holds its namespace lock).
+ * Changes are atomic when committed and durable after overlay_sync.
+ *
+ * Thread safety: none but overlay_sync; the caller serializes (fs.c holds
+ * its namespace lock).
  */
 #ifndef CBFS_FS_OVERLAY_H
 #define CBFS_FS_OVERLAY_H
@@ -64,6 +67,10 @@ int overlay_make_room(Overlay *o, uint64_t len);
  * passthrough)?  At least headroom bytes free, and 8 reserves. */
 #define OVERLAY_HEADROOM (512ull << 20) /* the default */
 bool overlay_headroom(Overlay *o, uint64_t headroom);
+
+/* Make every change committed so far durable (fsync and fsyncdir call it).
+ * Thread-safe: no serialization needed.  0, -ENOSPC or -EIO. */
+int overlay_sync(Overlay *o);
 
 int overlay_begin(Overlay *o);
 int overlay_commit(Overlay *o);
