@@ -29,6 +29,9 @@ int cmd_restore(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_restore_point(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
+int cmd_hydrate(int argc, char **argv);
+/* cbfs umount MOUNTPOINT --materialize TARGET (fs/control.c) */
+int control_materialize(const char *mnt, const char *target, CbfsError *err);
 int cmd_verify(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_pin(int argc, char **argv);

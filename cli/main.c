@@ -24,6 +24,7 @@ static const struct {
     {"restore", cmd_restore, "restore a backup into a new data directory"},
     {"mount", cmd_mount, "mount a backup as a data directory (as mount.cbfs)"},
     {"umount", cmd_umount_any, "unmount a mounted backup (or cluster)"},
+    {"hydrate", cmd_hydrate, "copy a mounted backup into its overlay, in the background"},
     {"verify", cmd_verify, "test a backup: start PostgreSQL on it and run amcheck"},
     {"check", cmd_check, "check the repository's objects, WAL and (optionally) data"},
     {"pin", cmd_pin, "keep a backup whatever the retention policy says"},

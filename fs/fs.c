@@ -125,7 +125,15 @@ struct Fs {
     bool want_passthrough;    /* asked for (and possible in this build) */
     bool passthrough;         /* granted by the kernel at init */
     uint64_t headroom;        /* free space passthrough needs (overlay_headroom) */
+    int64_t last_fg_ns;       /* monotonic time of the last read that needed the backup */
 };
+
+static int64_t mono_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int64_t now_ns(void)
 {
@@ -845,6 +853,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             uint64_t base_end = page_end < in->base_limit ? page_end : in->base_limit;
             /* backup fetches may block: do them without the inode lock */
             pthread_mutex_unlock(&in->lock);
+            __atomic_store_n(&fs->last_fg_ns, mono_now_ns(), __ATOMIC_RELAXED);
             rc = read_base(fs, in, buf + (pos - (uint64_t) off), pos, (size_t) (base_end - pos),
                            "read");
             pthread_mutex_lock(&in->lock);
@@ -1724,8 +1733,27 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 }
 
+/* The mount's root answers one extended attribute, FS_XATTR_OVERLAY: the
+ * overlay folder, where `cbfs hydrate` and `cbfs umount --materialize`
+ * leave their requests (hydrate.h).  Nothing else has any. */
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    Fs *fs = fuse_req_userdata(req);
+    const char *v = overlay_dir(fs->ov);
+    size_t len = strlen(v);
+    if (ino != FUSE_ROOT_ID || strcmp(name, FS_XATTR_OVERLAY) != 0)
+        fuse_reply_err(req, ENODATA);
+    else if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (size < len)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, v, len);
+}
+
 static const struct fuse_lowlevel_ops ops = {
     .init = op_init,
+    .getxattr = op_getxattr,
     .lookup = op_lookup,
     .getattr = op_getattr,
     .setattr = op_setattr,
@@ -1754,6 +1782,191 @@ static const struct fuse_lowlevel_ops ops = {
 const struct fuse_lowlevel_ops *fs_ops(void)
 {
     return &ops;
+}
+
+/* ---- the whole tree: hydration and materialize (fs.h) ---- */
+
+int fs_walk(Fs *fs, fs_walk_cb cb, void *ctx)
+{
+    typedef struct Frame {
+        uint64_t ino;
+        char *path;
+    } Frame;
+    Frame *stack = cbfs_xmalloc(sizeof(Frame));
+    size_t n = 1;
+    int rc = 0;
+
+    stack[0] = (Frame){FUSE_ROOT_ID, cbfs_xstrdup("")};
+    while (n > 0 && rc == 0) {
+        Frame f = stack[--n];
+        Inode *dir;
+        DirList *dl = NULL;
+        pthread_mutex_lock(&fs->ns_lock);
+        rc = inode_get_locked(fs, f.ino, &dir);
+        if (rc == 0)
+            rc = list_locked(fs, dir, &dl);
+        pthread_mutex_unlock(&fs->ns_lock);
+        for (size_t i = 0; rc == 0 && i < dl->n; i++) {
+            DirEntry *e = &dl->e[i];
+            char *path = *f.path ? cbfs_xasprintf("%s/%s", f.path, e->name) : cbfs_xstrdup(e->name);
+            rc = cb(path, e->ino, e->type, ctx);
+            if (rc == 0 && e->type == CBFS_FILE_DIR) {
+                stack = cbfs_xrealloc(stack, (n + 1) * sizeof(Frame));
+                stack[n++] = (Frame){e->ino, path};
+            } else {
+                free(path);
+            }
+        }
+        if (dl)
+            dl_free(dl);
+        free(f.path);
+    }
+    while (n > 0)
+        free(stack[--n].path);
+    free(stack);
+    return rc;
+}
+
+int fs_entry(Fs *fs, uint64_t ino, FsEntry *ret)
+{
+    Inode *in;
+    int rc = inode_get(fs, ino, &in);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&in->lock);
+    backing_refresh(in);
+    *ret = (FsEntry){
+        .type = in->type,
+        .mode = in->mode,
+        .size = in->size,
+        .mtime_ns = in->mtime_ns,
+        .nlink = in->nlink,
+        .target = in->target ? cbfs_xstrdup(in->target) : NULL,
+        .data = overlay_data_path(fs->ov, ino),
+        .pg_wal = ino == PGWAL_INO,
+        .based = based(in),
+        .base_bytes = based(in) ? in->base_limit : 0,
+    };
+    if (ret->based) {
+        uint64_t pages = (in->base_limit + OVERLAY_PAGE - 1) / OVERLAY_PAGE, up = 0;
+        load_map(fs, in);
+        for (uint64_t p = 0; p < pages; p++)
+            up += page_upper(in, p);
+        ret->upper_bytes = up * OVERLAY_PAGE < in->base_limit ? up * OVERLAY_PAGE : in->base_limit;
+    }
+    pthread_mutex_unlock(&in->lock);
+    return 0;
+}
+
+void fs_entry_release(FsEntry *e)
+{
+    free(e->target);
+    free(e->data);
+    e->target = e->data = NULL;
+}
+
+int fs_hydrate_file(Fs *fs, uint64_t ino, fs_hydrate_throttle throttle, void *ctx,
+                    uint64_t *ret_copied)
+{
+    Inode *in;
+    char *buf = NULL;
+    uint64_t since_sync = 0;
+    int rc = inode_get(fs, ino, &in);
+
+    *ret_copied = 0;
+    if (rc < 0 || !based(in))
+        return rc;
+    if ((rc = load_refs(fs, in)) < 0 || (rc = ensure_upper(fs, in)) < 0)
+        return rc;
+    /* held like a handle: the data file stays open, passthrough waits */
+    pthread_mutex_lock(&in->lock);
+    in->opens++;
+    rc = open_data(fs, in);
+    if (rc == 0)
+        load_map(fs, in);
+    pthread_mutex_unlock(&in->lock);
+    buf = cbfs_xmalloc(fs->block_size);
+    for (uint64_t b = 0; rc == 0; b++) {
+        uint64_t start = b * fs->block_size, end, first, last, missing = 0;
+        pthread_mutex_lock(&in->lock);
+        end = start + fs->block_size < in->base_limit ? start + fs->block_size : in->base_limit;
+        if (start >= in->base_limit) {
+            pthread_mutex_unlock(&in->lock);
+            break;
+        }
+        first = start / OVERLAY_PAGE;
+        last = (end + OVERLAY_PAGE - 1) / OVERLAY_PAGE;
+        for (uint64_t p = first; p < last; p++)
+            missing += !page_upper(in, p);
+        pthread_mutex_unlock(&in->lock);
+        if (!missing)
+            continue;
+        if ((rc = throttle(ctx, end - start)) < 0)
+            break;
+        rc = read_base(fs, in, buf, start, (size_t) (end - start), "hydration");
+        pthread_mutex_lock(&in->lock);
+        if (rc == 0)
+            rc = overlay_make_room(fs->ov, missing * OVERLAY_PAGE);
+        /* pages PostgreSQL wrote meanwhile, or cut off by a truncation,
+         * are left as they are */
+        for (uint64_t p = first; rc == 0 && p < last; p++) {
+            uint64_t ps = p * OVERLAY_PAGE, pe = ps + OVERLAY_PAGE;
+            if (page_upper(in, p) || ps >= in->base_limit)
+                continue;
+            if (pe > in->base_limit)
+                pe = in->base_limit;
+            rc = cbfs_pwrite_full(in->fd, buf + (ps - start), (size_t) (pe - ps), (off_t) ps);
+            if (rc == 0) {
+                in->map[p / 8] |= (uint8_t) (1u << (p % 8));
+                in->map_dirty = true;
+                *ret_copied += pe - ps;
+                since_sync += pe - ps;
+            }
+        }
+        /* durable in steps: the data, then the map (save_map) */
+        if (rc == 0 && since_sync >= (64u << 20)) {
+            rc = save_map(fs, in, true);
+            since_sync = 0;
+        }
+        pthread_mutex_unlock(&in->lock);
+    }
+    free(buf);
+    pthread_mutex_lock(&fs->ns_lock);
+    pthread_mutex_lock(&in->lock);
+    if (rc == 0)
+        rc = save_map(fs, in, true);
+    else
+        save_map(fs, in, false);
+    if (--in->opens <= 0) {
+        in->opens = 0;
+        if (in->fd >= 0)
+            close(in->fd);
+        in->fd = -1;
+    }
+    pthread_mutex_unlock(&in->lock);
+    pthread_mutex_unlock(&fs->ns_lock);
+    return rc;
+}
+
+int64_t fs_last_foreground(const Fs *fs)
+{
+    return __atomic_load_n(&fs->last_fg_ns, __ATOMIC_RELAXED);
+}
+
+void fs_owner(const Fs *fs, uid_t *uid, gid_t *gid)
+{
+    *uid = fs->uid;
+    *gid = fs->gid;
+}
+
+bool fs_has_tablespaces(const Fs *fs)
+{
+    return fs->has_tablespaces;
+}
+
+const char *fs_overlay_dir(const Fs *fs)
+{
+    return overlay_dir(fs->ov);
 }
 
 /* ---- setup ---- */

@@ -17,6 +17,8 @@
 
 struct fuse_lowlevel_ops;
 
+#define FS_XATTR_OVERLAY "user.cbfs.overlay" /* on the root: the overlay folder */
+
 typedef struct FsConfig {
     CbfsRepo *repo;        /* borrowed */
     const CbfsKv *record;  /* the backup's record: its manifest is read in place */
@@ -46,5 +48,43 @@ bool fs_passthrough(const Fs *fs);
  * runs "<self> wal-fetch <repo> %f %p"). */
 int fs_inject(Fs *fs, const char *self, CbfsError *err);
 const struct fuse_lowlevel_ops *fs_ops(void);
+
+/* The tree as PostgreSQL sees it (hydration, materialize): every name
+ * below the data directory, folders before what they hold, path relative
+ * ("base/5/1259").  cb runs without any lock; non-zero stops the walk and
+ * is returned. */
+typedef int (*fs_walk_cb)(const char *path, uint64_t ino, int type, void *ctx);
+int fs_walk(Fs *fs, fs_walk_cb cb, void *ctx);
+
+typedef struct FsEntry {
+    int type; /* enum cbfs_file_type */
+    uint32_t mode;
+    uint64_t size;
+    int64_t mtime_ns;
+    uint32_t nlink;
+    char *target;         /* symlinks */
+    char *data;           /* its overlay data file (may not exist) */
+    bool pg_wal;          /* the pg_wal link (to the overlay's pg_wal folder) */
+    bool based;           /* a regular file backed by the backup */
+    uint64_t base_bytes;  /* ... its bytes still from the backup's file */
+    uint64_t upper_bytes; /* ... of which already in the data file */
+} FsEntry;
+int fs_entry(Fs *fs, uint64_t ino, FsEntry *ret);
+void fs_entry_release(FsEntry *e);
+
+/* Bring every backup page of ino up into its data file, block by block,
+ * each checked on the way (read_base), leaving pages PostgreSQL wrote
+ * alone; durable in steps of 64 MB and at the end (data, then page map).
+ * throttle(ctx, bytes) is called before each block is fetched; a negative
+ * return stops (and is returned).  *ret_copied: bytes written. */
+typedef int (*fs_hydrate_throttle)(void *ctx, uint64_t bytes);
+int fs_hydrate_file(Fs *fs, uint64_t ino, fs_hydrate_throttle throttle, void *ctx,
+                    uint64_t *ret_copied);
+/* Monotonic ns of the last read that needed the backup (0: none). */
+int64_t fs_last_foreground(const Fs *fs);
+bool fs_has_tablespaces(const Fs *fs);
+/* The owner every file shows. */
+void fs_owner(const Fs *fs, uid_t *uid, gid_t *gid);
+const char *fs_overlay_dir(const Fs *fs);
 
 #endif

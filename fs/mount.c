@@ -36,6 +36,7 @@
 #include "cbfs/util.h"
 #include "commands.h"
 #include "fs.h"
+#include "hydrate.h"
 #include "overlay.h"
 
 typedef struct MountOptions {
@@ -48,6 +49,8 @@ typedef struct MountOptions {
     uint64_t cache_size;
     bool nopassthrough;
     uint64_t headroom;
+    bool hydrate;
+    uint64_t hydrate_rate;
     bool allow_other;
     bool debug;
     bool foreground;
@@ -78,6 +81,10 @@ static void mount_usage(void)
            "                        kernel and this build allow; \"passthrough\" asks for it)\n"
            "  headroom=SIZE         free space the overlay's file system must have for a\n"
            "                        file to be opened with passthrough (default 512M)\n"
+           "  hydrate[=RATE]        copy every block of the backup into the overlay in the\n"
+           "                        background, behind PostgreSQL's reads, at most RATE\n"
+           "                        bytes a second (50M); goes on at every mount of this\n"
+           "                        overlay until done (cbfs hydrate MOUNTPOINT --status)\n"
            "  target_action=pause   pause at the point instead of promoting\n"
            "  node=NAME             a node of a repository that holds several (also\n"
            "                        --node NAME)\n"
@@ -193,6 +200,12 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
             mo->pause = strcmp(v, "pause") == 0;
             continue;
         }
+        if (strcmp(o, "hydrate") == 0) {
+            mo->hydrate = true;
+            if (v && (cbfs_parse_size(v, &mo->hydrate_rate) < 0 || mo->hydrate_rate == 0))
+                rc = cmd_usage_error(cmd, "invalid hydrate rate \"%s\" (bytes a second: 50M)", v);
+            continue;
+        }
         if (strcmp(o, "headroom") == 0 && v) {
             if (cbfs_parse_size(v, &mo->headroom) < 0 || mo->headroom < (1u << 20))
                 rc = cmd_usage_error(cmd, "invalid headroom \"%s\" (at least 1M)", v);
@@ -270,13 +283,14 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
 {
     Overlay *ov = NULL;
     Fs *fs = NULL;
+    Hydrator *hy = NULL;
     struct fuse_session *se = NULL;
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     struct fuse_loop_config cfg;
     CbfsError err;
     char self[PATH_MAX], *opts;
     CbfsHolder reg;
-    bool created, registered = false;
+    bool created, registered = false, materialized = false;
     int rc;
 
     cbfs_error_init(&err);
@@ -367,6 +381,7 @@ report:
             }
             (void) !chdir("/");
         }
+        hy = hydrator_start(fs, mo->hydrate, mo->hydrate_rate);
         {
             /* how little of the manifest a mount needs (read in place) */
             CbfsManifest *m = fs_manifest(fs);
@@ -381,6 +396,8 @@ report:
         cfg.max_idle_threads = 16;
         rc = fuse_session_loop_mt(se, &cfg);
         fuse_session_unmount(se);
+        materialized = hydrator_materialized(hy);
+        hydrator_stop(hy);
     }
     if (se) {
         fuse_remove_signal_handlers(se);
@@ -395,7 +412,8 @@ report:
     }
     fs_free(fs);
     overlay_close(ov);
-    if (temp_overlay)
+    /* an overlay whose files were moved out is spent */
+    if (temp_overlay || materialized)
         cbfs_remove_tree(overlay_dir);
     return rc < 0 ? cbfs_error_exit_code(&err) : 0;
 }
@@ -630,9 +648,23 @@ int cmd_umount(int argc, char **argv)
 
     cbfs_error_init(&err);
     if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        printf("Usage: cbfs umount MOUNTPOINT\n\nUnmount a backup mounted with mount.cbfs "
-               "(also after its daemon died).\n");
+        printf("Usage: cbfs umount MOUNTPOINT [--materialize TARGET]\n\nUnmount a backup "
+               "mounted with mount.cbfs (also after its daemon died).\n"
+               "  --materialize TARGET  first make the mount an ordinary data directory at\n"
+               "                        TARGET by moving its overlay's files there: after\n"
+               "                        PostgreSQL stopped, once hydration is done (cbfs\n"
+               "                        hydrate), TARGET absent or empty and on the overlay's\n"
+               "                        file system; the overlay is used up\n");
         return 0;
+    }
+    if (argc == 4 && strcmp(argv[2], "--materialize") == 0) {
+        if (control_materialize(argv[1], argv[3], &err) < 0)
+            return cmd_fail(&err);
+        argc = 2;
+    } else if (argc == 3 && strncmp(argv[2], "--materialize=", 14) == 0) {
+        if (control_materialize(argv[1], argv[2] + 14, &err) < 0)
+            return cmd_fail(&err);
+        argc = 2;
     }
     if (argc != 2)
         return cmd_usage_error("umount", argc < 2 ? "no mount point given" : "too many arguments");
