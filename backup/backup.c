@@ -555,7 +555,8 @@ static int walk_dir(Backup *b, int64_t parent, const char *src, const char *rel,
         names[n++] = cbfs_xstrdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof(char *), cmp_name);
+    if (n > 1) /* an empty folder has no list at all (qsort wants one) */
+        qsort(names, n, sizeof(char *), cmp_name);
     for (size_t i = 0; i < n && rc == 0; i++) {
         char *s = cbfs_xasprintf("%s/%s", src, names[i]);
         char *r = rel[0] ? cbfs_xasprintf("%s/%s", rel, names[i]) : cbfs_xstrdup(names[i]);

@@ -576,7 +576,8 @@ int cbfs_repo_list_backups(CbfsRepo *r, CbfsKv ***ret, size_t *ret_n, CbfsError 
         cbfs_repo_free_backups(list, n);
         return rc;
     }
-    qsort(list, n, sizeof(CbfsKv *), cmp_record);
+    if (n > 1)
+        qsort(list, n, sizeof(CbfsKv *), cmp_record);
     *ret = list;
     *ret_n = n;
     return 0;

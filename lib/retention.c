@@ -74,7 +74,8 @@ void cbfs_retention_apply(const CbfsRetention *p, time_t now, CbfsRetainItem *it
         items[i].keep =
             (items[i].pinned ? CBFS_KEEP_PINNED : 0u) | (items[i].mounted ? CBFS_KEEP_MOUNTED : 0u);
     }
-    qsort(sorted, n, sizeof(*sorted), cmp_newest);
+    if (n > 1)
+        qsort(sorted, n, sizeof(*sorted), cmp_newest);
     sorted[0]->keep |= CBFS_KEEP_NEWEST;
     for (size_t i = 0; i < n; i++) {
         if ((long) i < p->keep_last)

@@ -127,7 +127,8 @@ static int repack_one(Repack *rp, GcPack *p, uint8_t *raw, CbfsError *err)
 
     if (rc < 0)
         return rc;
-    qsort(entries, n, sizeof(*entries), cmp_entry);
+    if (n > 1)
+        qsort(entries, n, sizeof(*entries), cmp_entry);
     live = cbfs_xcalloc(n ? n : 1, sizeof(*live));
     for (size_t i = 0; i < n; i++)
         if (gc_pack_live(p, entries[i].offset))

@@ -232,7 +232,8 @@ static void load_task(Worker *w, size_t i)
         p->n = 0;
         return;
     }
-    qsort(p->entries, p->n, sizeof(CbfsPackEntry), cmp_entry);
+    if (p->n > 1)
+        qsort(p->entries, p->n, sizeof(CbfsPackEntry), cmp_entry);
     if (c->percent)
         p->marks = cbfs_xcalloc(p->n ? p->n : 1, 1);
 }

@@ -266,7 +266,8 @@ static void build_queue(DbCheck *c)
         if (i != files && c->tasks[i].kind != TASK_SQL && !c->tasks[i].read_by_index)
             c->queue[c->nqueue++] = &c->tasks[i];
     qsort(c->queue + 1, c->nqueue - 1, sizeof(*c->queue), cmp_task);
-    qsort(c->covered, c->ncovered, sizeof(*c->covered), cmp_str);
+    if (c->ncovered > 1)
+        qsort(c->covered, c->ncovered, sizeof(*c->covered), cmp_str);
     /* the user's SQL last: it may rely on a healthy database */
     for (size_t i = 0; i < c->ntasks; i++)
         if (c->tasks[i].kind == TASK_SQL)

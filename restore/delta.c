@@ -164,7 +164,8 @@ int delta_prune(const char *dir, DeltaEntry *entries, size_t n, uint64_t *ret_re
     Prune p = {entries, n, 0, err};
     int rc;
 
-    qsort(entries, n, sizeof(DeltaEntry), entry_cmp);
+    if (n > 1)
+        qsort(entries, n, sizeof(DeltaEntry), entry_cmp);
     rc = prune_dir(&p, dir, "");
     *ret_removed = p.removed;
     return rc;
