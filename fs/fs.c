@@ -1890,7 +1890,7 @@ int fs_hydrate_file(Fs *fs, uint64_t ino, fs_hydrate_throttle throttle, void *ct
         uint64_t start = b * fs->block_size, end, first, last, missing = 0;
         pthread_mutex_lock(&in->lock);
         end = start + fs->block_size < in->base_limit ? start + fs->block_size : in->base_limit;
-        if (start >= in->base_limit) {
+        if (start >= in->base_limit || in->nlink == 0) { /* done, or removed meanwhile */
             pthread_mutex_unlock(&in->lock);
             break;
         }
@@ -1933,7 +1933,9 @@ int fs_hydrate_file(Fs *fs, uint64_t ino, fs_hydrate_throttle throttle, void *ct
     free(buf);
     pthread_mutex_lock(&fs->ns_lock);
     pthread_mutex_lock(&in->lock);
-    if (rc == 0)
+    if (in->nlink == 0)
+        in->map_dirty = false; /* removed meanwhile: no map for it */
+    else if (rc == 0)
         rc = save_map(fs, in, true);
     else
         save_map(fs, in, false);
