@@ -152,26 +152,18 @@ int cbfs_parse_size(const char *s, uint64_t *ret)
     v = strtoull(s, &end, 10);
     if (errno || end == s)
         return -EINVAL;
-    switch (*end) {
-    case '\0':
-        break;
-    case 'k':
-    case 'K':
-        v <<= 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        v <<= 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        v <<= 30;
-        end++;
-        break;
-    default:
-        return -EINVAL;
+    {
+        static const char units[] = "kmgt";
+        const char *u = *end ? strchr(units, *end | 0x20) : NULL;
+        if (*end && !u)
+            return -EINVAL;
+        if (u) {
+            int shift = 10 * (int) (u - units + 1);
+            if (v > (UINT64_MAX >> shift))
+                return -EINVAL; /* does not fit */
+            v <<= shift;
+            end++;
+        }
     }
     if (*end == 'B' || *end == 'b')
         end++;

@@ -55,7 +55,7 @@ int cbfs_hex_decode(const char *in, uint8_t *out, size_t n);
 /* n random bytes from the OS. */
 void cbfs_random_bytes(void *buf, size_t n);
 
-/* "64k", "64K", "65536", "1M", "2G": 0 or -EINVAL. */
+/* "64k", "64K", "65536", "1M", "2G", "1T" (optionally with B): 0 or -EINVAL. */
 int cbfs_parse_size(const char *s, uint64_t *ret);
 /* true/yes/on/1 or false/no/off/0, any case: 0, else -1. */
 int cbfs_parse_bool(const char *s, bool *ret);

@@ -2,7 +2,7 @@
  * test-kv.c - unit tests for lib/kv.c: the "key = value" metadata text of
  * config, cluster and backup records.  Values survive a format/parse round
  * trip whatever they hold; malformed lines are refused with their line
- * number.
+ * number.  Also the sizes settings and options are given in (util.h).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -228,8 +228,34 @@ static void test_u64(void)
     cbfs_kv_free(kv);
 }
 
+/* Sizes (util.h), as settings and options give them. */
+static void test_sizes(void)
+{
+    static const struct {
+        const char *in;
+        int rc;
+        uint64_t want;
+    } cases[] = {
+        {"65536", 0, 65536},       {"64k", 0, 65536},
+        {"64K", 0, 65536},         {"1M", 0, 1u << 20},
+        {"50MB", 0, 50ull << 20},  {"2G", 0, 2ull << 30},
+        {"1T", 0, 1ull << 40},     {"1024g", 0, 1ull << 40},
+        {"16777216T", -EINVAL, 0}, /* 2^64: does not fit */
+        {"1X", -EINVAL, 0},        {"", -EINVAL, 0},
+        {"M", -EINVAL, 0},         {"1MM", -EINVAL, 0},
+        {"-1", -EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t v = 0;
+        int rc = cbfs_parse_size(cases[i].in, &v);
+        ok(rc == cases[i].rc && (rc < 0 || v == cases[i].want), "size \"%s\": %d, %llu",
+           cases[i].in, rc, (unsigned long long) v);
+    }
+}
+
 int main(void)
 {
+    test_sizes();
     test_round_trip();
     test_format();
     test_parse();
