@@ -1727,7 +1727,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     cbfs_info("FUSE passthrough %s",
               fs->passthrough          ? "on"
               : !CBFS_FUSE_PASSTHROUGH ? "off (this build's libfuse has none)"
-              : !fs->want_passthrough  ? "off (nopassthrough, or not running as root)"
+              : !fs->want_passthrough  ? "off (not asked for, or not running as root)"
                                        : "off (the kernel does not offer it)");
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
         conn->want |= FUSE_CAP_CACHE_SYMLINKS;

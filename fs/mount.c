@@ -47,7 +47,7 @@ typedef struct MountOptions {
     char *overlay; /* persistent overlay, or NULL for a temporary one */
     char *cache_dir;
     uint64_t cache_size;
-    bool nopassthrough;
+    int passthrough; /* -1: the default (see serve), 0: no, 1: yes */
     uint64_t headroom;
     bool hydrate;
     uint64_t hydrate_rate;
@@ -75,10 +75,13 @@ static void mount_usage(void)
            "  cache_dir=DIR         where temporary overlays (and old manifests) live\n"
            "  cache_size=SIZE       memory for decompressed blocks (default 128M)\n"
            "  allow_other           let other users in (implied when uid= is not you)\n"
-           "  nopassthrough         serve every read and write through the daemon (by\n"
-           "                        default files wholly in the overlay are served by the\n"
-           "                        kernel from it: FUSE passthrough, as root, when the\n"
-           "                        kernel and this build allow; \"passthrough\" asks for it)\n"
+           "  passthrough           files wholly in the overlay are served by the kernel\n"
+           "                        from it (FUSE passthrough: as root, where the kernel and\n"
+           "                        this build allow), and the kernel's writeback cache is\n"
+           "                        off; the default for a mount that hydrates (hydrate, or\n"
+           "                        an overlay cbfs hydrate was run on)\n"
+           "  nopassthrough         every read and write through the daemon, with the\n"
+           "                        writeback cache; the default otherwise\n"
            "  headroom=SIZE         free space the overlay's file system must have for a\n"
            "                        file to be opened with passthrough (default 512M)\n"
            "  hydrate[=RATE]        copy every block of the backup into the overlay in the\n"
@@ -212,7 +215,7 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
             continue;
         }
         if ((strcmp(o, "passthrough") == 0 || strcmp(o, "nopassthrough") == 0) && !v) {
-            mo->nopassthrough = o[0] == 'n';
+            mo->passthrough = o[0] != 'n';
             continue;
         }
         if (strcmp(o, "allow_other") == 0 && !v) {
@@ -291,7 +294,7 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
     char self[PATH_MAX], *opts;
     CbfsHolder reg;
     bool created, registered = false, materialized = false;
-    int rc;
+    int rc, passthrough = mo->passthrough;
 
     cbfs_error_init(&err);
     /* many FUSE threads each with its own malloc arena fragment memory that
@@ -307,6 +310,17 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
         }
     }
     rc = overlay_open(overlay_dir, repo->id, identity, &created, &ov, &err);
+    /* The kernel takes passthrough or its writeback cache for the whole
+     * mount, at its start.  Passthrough pays where files are whole in the
+     * overlay, which is what hydration makes; until then the writeback
+     * cache is worth more (PostgreSQL's writes of backup pages reach the
+     * daemon in batches, not one request each).  So: on for a mount that
+     * hydrates (-o hydrate, or an overlay cbfs hydrate was run on). */
+    if (passthrough < 0) {
+        char *want = cbfs_xasprintf("%s/hydrate.want", overlay_dir);
+        passthrough = mo->hydrate || access(want, F_OK) == 0;
+        free(want);
+    }
     if (rc == 0) {
         FsConfig fc = {
             .repo = repo,
@@ -319,7 +333,7 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
             .gid = mo->gid,
             .cache_size = mo->cache_size,
             .prefetchers = 4,
-            .passthrough = !mo->nopassthrough,
+            .passthrough = passthrough,
             .headroom = mo->headroom,
         };
         rc = fs_new(&fc, &fs, &err);
@@ -420,7 +434,8 @@ report:
 
 int cmd_mount(int argc, char **argv)
 {
-    MountOptions mo = {.uid = getuid(), .gid = getgid(), .cache_size = 128u << 20};
+    MountOptions mo = {
+        .uid = getuid(), .gid = getgid(), .cache_size = 128u << 20, .passthrough = -1};
     CbfsLocation loc;
     CbfsRepo *repo = NULL;
     CbfsKv *rec = NULL;
