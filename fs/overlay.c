@@ -98,13 +98,12 @@ static int meta_set(Overlay *o, const char *key, const char *value)
  * leaves o->reserve free (overlay_make_room), but what PostgreSQL writes
  * into the overlay's pg_wal, or anything else on that file system, can
  * take the last byte; then a rename, an unlink or the row of a new file
- * would fail.  So when free space runs out, the spare file gives up a
- * step of its space before the next change of overlay.db (a step at a
- * time: a writer that takes what was freed leaves the rest for the next
- * change), and is made whole again once there is plenty of room.
+ * would fail.  So when free space runs out, the spare file is emptied
+ * before the next change of overlay.db (all of it at once: a writer that
+ * keeps going, PostgreSQL's WAL, takes a part, the records have the rest),
+ * and made again once there is plenty of room.
  */
-#define SPARE_LOW  (256u << 10) /* free bytes below which the spare is used */
-#define SPARE_STEP (256u << 10) /* what it gives up at a time */
+#define SPARE_LOW (256u << 10) /* free bytes below which the spare is used */
 
 static void spare_check(Overlay *o)
 {
@@ -131,12 +130,11 @@ static void spare_check(Overlay *o)
         uint64_t have = (uint64_t) st.st_blocks * 512;
         o->spare_held = have >= o->spare;
         if (avail < SPARE_LOW && have > 0) {
-            if (ftruncate(fd, (off_t) (have > SPARE_STEP ? have - SPARE_STEP : 0)) == 0) {
-                if (o->spare_held)
-                    cbfs_warning("overlay \"%s\": its file system is full; the space set aside "
-                                 "for its records is in use",
-                                 o->dir);
+            if (ftruncate(fd, 0) == 0) {
                 o->spare_held = 0;
+                cbfs_warning("overlay \"%s\": its file system is full; the space set aside for "
+                             "its records is in use",
+                             o->dir);
             }
         } else if (have < o->spare && avail > 4 * o->reserve + o->spare) {
             /* fallocate proper: where the file system has none, no spare
