@@ -132,7 +132,11 @@ static int throttle(void *ctx, uint64_t bytes)
         h->bucket_ns = now;
         if (h->tokens >= (double) bytes || h->tokens >= (double) h->rate)
             break;
-        usleep((useconds_t) (((double) bytes - h->tokens) * 1e6 / (double) h->rate) + 1000);
+        {
+            /* a while, but back to the stop flag at least every 100 ms */
+            double us = ((double) bytes - h->tokens) * 1e6 / (double) h->rate + 1000;
+            usleep((useconds_t) (us < 100000 ? us : 100000));
+        }
     }
     h->tokens -= (double) bytes;
     if (now - h->status_ns >= STATUS_NS) {

@@ -46,8 +46,10 @@ DONE1=$(status 'j["bytes_done"]')
 cmp_ok "$TOTAL" -gt 30000000 "--status: $TOTAL bytes to hydrate in all"
 cmp_ok "$DONE1" -gt 0 "--status: it is under way ($DONE1 bytes)"
 cmp_ok "$DONE1" -lt "$TOTAL" "... not done at 8 MB/s yet"
+DPID=$(mount_daemon_pid "$MNT")
 cbfs_umount "$MNT"
 is "$RC/$ERR" "0/" "umount in the middle of it"
+ok "... the daemon ends at once, its hydration stopped" wait_gone "$DPID" 5
 like "$(cat "$OV/hydrate.status")" "state = (stopped|running)" "the status file says it did not finish"
 cbfs_mount "$REPO@b1" "$MNT" -o "$OWNER,overlay=$OV"
 is "$RC/$ERR" "0/" "remount the same overlay"

@@ -38,25 +38,36 @@ mount_as() { # NAME MODE(on|off)
 	is "$RC/$ERR" "0/" "mount $name (passthrough $mode)"
 }
 
+# pt_line OVERLAY: the daemon's passthrough line (logged at FUSE's init,
+# just after the mount returns)
+pt_line() {
+	local i
+	for ((i = 0; i < 50; i++)); do
+		grep -q 'FUSE passthrough' "$1/mount.log" 2>/dev/null && break
+		sleep 0.1
+	done
+	grep 'FUSE passthrough' "$1/mount.log" | tail -n 1
+}
+
 # ---------------------------------------------------------------- the default
 # a mount that does not hydrate keeps the writeback cache; one that does
 # (or whose overlay was hydrated) gets passthrough
 mkdir -p "$(datadir d)"
 cbfs_mount "$REPO@b1" "$(datadir d)" -o "$OWNER,overlay=$TMP/ov-d"
-like "$(grep -m 1 'FUSE passthrough' "$TMP/ov-d/mount.log")" "FUSE passthrough off \(not asked for, or not running as root\)$" \
+like "$(pt_line "$TMP/ov-d")" "FUSE passthrough off \(not asked for, or not running as root\)$" \
 	"by default, a mount keeps the writeback cache"
 cbfs_umount "$(datadir d)"
 echo "rate = 1" >"$TMP/ov-d/hydrate.want"
+: >"$TMP/ov-d/mount.log"
 cbfs_mount "$REPO@b1" "$(datadir d)" -o "$OWNER,overlay=$TMP/ov-d"
-like "$(grep 'FUSE passthrough' "$TMP/ov-d/mount.log" | tail -n 1)" "FUSE passthrough (on|off \(this build's libfuse has none\)|off \(the kernel does not offer it\))$" \
+like "$(pt_line "$TMP/ov-d")" "FUSE passthrough (on|off \(this build's libfuse has none\)|off \(the kernel does not offer it\))$" \
 	"a mount of an overlay that hydrates asks for passthrough"
 cbfs_umount "$(datadir d)"
 
 # ---------------------------------------------------------------- is it there?
 mount_as f on
 F=$(datadir f)
-sleep 0.5
-line=$(grep -m 1 'FUSE passthrough' "$TMP/ov-f/mount.log")
+line=$(pt_line "$TMP/ov-f")
 # PT=1: the kernel serves whole files; PT=0 (a build against an older
 # libfuse, a kernel without it): every check below still holds, with the
 # bytes going through the daemon instead
