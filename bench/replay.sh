@@ -16,8 +16,9 @@
 # and that point is recovered, the page cache dropped first, by:
 #   pg_wal     a restored copy with every segment already in pg_wal
 #   restored   a restored copy fetching with cbfs wal-fetch
-#   mount      mount.cbfs (passthrough where the kernel has it)
-#   mount-np   mount.cbfs -o nopassthrough (FUSE writeback cache)
+#   mount      mount.cbfs -o passthrough (where the kernel has it)
+#   mount-np   mount.cbfs -o nopassthrough (FUSE writeback cache: the
+#              default for a mount that does not hydrate)
 # PostgreSQL's own "redo done ... elapsed" is the figure.
 # Environment: WORKLOADS, SCALE (20), SEGMENTS (about 40 per workload).
 set -uo pipefail
@@ -117,7 +118,7 @@ for kind in $WORKLOADS; do
 		mount*)
 			DIR=$MNT
 			opts="uid=postgres,gid=postgres,overlay=$W/ov-$kind-$how"
-			[[ $how == mount-np ]] && opts+=",nopassthrough"
+			if [[ $how == mount-np ]]; then opts+=",nopassthrough"; else opts+=",passthrough"; fi
 			"$W/bin/mount.cbfs" "$REPO@bench_end" "$MNT" -o "$opts" || die "mount failed"
 			;;
 		esac
