@@ -340,16 +340,6 @@ static int mount_finish(const Cluster *c, const ClusterNode *nd, pid_t pid, Cbfs
     return 0;
 }
 
-static bool is_mount_point(const char *path)
-{
-    struct stat a, b;
-    char *parent = cbfs_xasprintf("%s/..", path);
-    bool yes = stat(path, &a) == 0 && stat(parent, &b) == 0 &&
-               (a.st_dev != b.st_dev || a.st_ino == b.st_ino);
-    free(parent);
-    return yes;
-}
-
 /* Unmount path: gently, then lazily. */
 static void unmount_path(const char *path)
 {
@@ -452,7 +442,7 @@ int cluster_mount_nodes(const ClusterMountSpec *s, Cluster *c, CbfsError *err)
     for (size_t i = 0; i < c->n; i++) {
         ClusterNode *nd = &c->nodes[i];
         nd->datadir = cbfs_xasprintf("%s/%s", real, nd->name);
-        if (mkdir(nd->datadir, 0700) < 0 && (errno != EEXIST || is_mount_point(nd->datadir))) {
+        if (mkdir(nd->datadir, 0700) < 0 && (errno != EEXIST || cbfs_is_mount_point(nd->datadir))) {
             rc = cbfs_error_set(err, errno, CBFS_EXIT_USAGE, "could not mount on \"%s\": %s",
                                 nd->datadir,
                                 errno == EEXIST ? "it is already a mount point" : strerror(errno));

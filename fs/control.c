@@ -4,7 +4,6 @@
  * overlay folder (hydrate.h), which the mount's root names in its extended
  * attribute FS_XATTR_OVERLAY.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -22,35 +21,6 @@
 #include "cbfs/util.h"
 #include "commands.h"
 #include "fs.h"
-
-static bool is_mount_point(const char *path)
-{
-    char rp[PATH_MAX], line[4096];
-    FILE *f;
-    bool yes = false;
-    if (!realpath(path, rp) || !(f = fopen("/proc/self/mountinfo", "r")))
-        return false;
-    while (!yes && fgets(line, sizeof(line), f)) {
-        char mp[PATH_MAX];
-        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && strcmp(mp, rp) == 0)
-            yes = true;
-    }
-    fclose(f);
-    return yes;
-}
-
-static bool dir_empty(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *e;
-    bool empty = true;
-    if (!d)
-        return false;
-    while (empty && (e = readdir(d)))
-        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
-    closedir(d);
-    return empty;
-}
 
 /* The overlay folder of the mount at mnt (caller frees). */
 static int overlay_of(const char *mnt, const char *what, char **ret, CbfsError *err)
@@ -228,7 +198,7 @@ int cmd_hydrate(int argc, char **argv)
             return ok ? 0 : CBFS_EXIT_ERROR;
         }
         cbfs_kv_free(st);
-        if (!is_mount_point(argv[optind])) {
+        if (!cbfs_is_mount_point(argv[optind])) {
             free(ov);
             cbfs_error_set(&err, EIO, CBFS_EXIT_ERROR,
                            "could not hydrate \"%s\": it was unmounted before hydration ended",
@@ -288,12 +258,10 @@ int control_materialize(const char *mnt, const char *target_arg, CbfsError *err)
         target =
             cbfs_xasprintf("%s/%s", strcmp(rp, "/") == 0 ? "" : rp, slash ? slash + 1 : target_arg);
     free(parent);
-    if (rc == 0 && stat(target, &st) == 0) {
-        if (!S_ISDIR(st.st_mode) || !dir_empty(target))
-            rc = cbfs_error_set(err, ENOTEMPTY, CBFS_EXIT_TARGET,
-                                "could not materialize \"%s\" into \"%s\": it is not empty", mnt,
-                                target_arg);
-    }
+    if (rc == 0 && !cbfs_dir_empty(target, NULL))
+        rc = cbfs_error_set(err, ENOTEMPTY, CBFS_EXIT_TARGET,
+                            "could not materialize \"%s\" into \"%s\": it is not empty", mnt,
+                            target_arg);
     if (rc == 0 && stat(ov, &so) == 0 && stat(rp, &st) == 0 && so.st_dev != st.st_dev)
         rc = cbfs_error_set(err, EXDEV, CBFS_EXIT_TARGET,
                             "could not materialize \"%s\" into \"%s\": it is not on the file "
@@ -325,7 +293,7 @@ int control_materialize(const char *mnt, const char *target_arg, CbfsError *err)
             free(data);
             break;
         }
-        if (!is_mount_point(mnt)) {
+        if (!cbfs_is_mount_point(mnt)) {
             rc = cbfs_error_set(err, EIO, CBFS_EXIT_ERROR,
                                 "could not materialize \"%s\": its daemon is gone", mnt);
             break;

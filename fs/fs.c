@@ -128,13 +128,6 @@ struct Fs {
     int64_t last_fg_ns;       /* monotonic time of the last read that needed the backup */
 };
 
-static int64_t mono_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int64_t now_ns(void)
 {
     struct timespec ts;
@@ -853,7 +846,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             uint64_t base_end = page_end < in->base_limit ? page_end : in->base_limit;
             /* backup fetches may block: do them without the inode lock */
             pthread_mutex_unlock(&in->lock);
-            __atomic_store_n(&fs->last_fg_ns, mono_now_ns(), __ATOMIC_RELAXED);
+            __atomic_store_n(&fs->last_fg_ns, cbfs_now_ns(), __ATOMIC_RELAXED);
             rc = read_base(fs, in, buf + (pos - (uint64_t) off), pos, (size_t) (base_end - pos),
                            "read");
             pthread_mutex_lock(&in->lock);

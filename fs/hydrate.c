@@ -27,7 +27,6 @@ struct Hydrator {
     pthread_cond_t cond;
     bool stop;
     bool materialized;
-    bool want;
     uint64_t rate;
     bool finished; /* done or failed in this mount: not started again unless asked anew */
     /* progress */
@@ -38,13 +37,6 @@ struct Hydrator {
     char state[16];
     char error[CBFS_ERROR_MSG_MAX];
 };
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static char *in_overlay(Hydrator *h, const char *name)
 {
@@ -117,7 +109,7 @@ static int throttle(void *ctx, uint64_t bytes)
             return -EINTR;
         }
         pthread_mutex_unlock(&h->lock);
-        now = mono_ns();
+        now = cbfs_now_ns();
         /* behind foreground reads */
         if (now - fs_last_foreground(h->fs) < QUIET_NS) {
             usleep(20000);
@@ -195,7 +187,7 @@ static void progress(Hydrator *h)
 static void hydrate_all(Hydrator *h)
 {
     Walk w = {h, NULL, 0, 0};
-    int64_t t0 = mono_ns();
+    int64_t t0 = cbfs_now_ns();
     uint64_t copied_all = 0;
     int rc = 0;
 
@@ -203,7 +195,7 @@ static void hydrate_all(Hydrator *h)
     h->started = time(NULL);
     h->error[0] = '\0';
     h->last_tenth = -1;
-    h->bucket_ns = mono_ns();
+    h->bucket_ns = cbfs_now_ns();
     h->tokens = 0;
     snprintf(h->state, sizeof(h->state), "running");
     rc = fs_walk(h->fs, collect, &w);
@@ -249,7 +241,7 @@ static void hydrate_all(Hydrator *h)
         h->bytes_done = h->bytes_total;
         snprintf(h->state, sizeof(h->state), "done");
         cbfs_info("hydration done: %llu bytes brought up in %.1f s; every file is in the overlay",
-                  (unsigned long long) copied_all, (double) (mono_ns() - t0) / 1e9);
+                  (unsigned long long) copied_all, (double) (cbfs_now_ns() - t0) / 1e9);
         h->finished = true;
     }
     write_status(h);
@@ -325,7 +317,6 @@ Hydrator *hydrator_start(Fs *fs, bool want, uint64_t rate)
 {
     Hydrator *h = cbfs_xcalloc(1, sizeof(*h));
     h->fs = fs;
-    h->want = want;
     h->rate = rate;
     snprintf(h->state, sizeof(h->state), "idle");
     pthread_mutex_init(&h->lock, NULL);

@@ -241,16 +241,9 @@ int overlay_open(const char *dir, const char *repo_id, const char *label, bool *
     return 0;
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int overlay_make_room(Overlay *o, uint64_t len)
 {
-    int64_t now = mono_ns(), then = __atomic_load_n(&o->space_checked, __ATOMIC_RELAXED);
+    int64_t now = cbfs_now_ns(), then = __atomic_load_n(&o->space_checked, __ATOMIC_RELAXED);
     uint64_t free_now = __atomic_load_n(&o->space_free, __ATOMIC_RELAXED);
 
     /* free space is read again every 100 ms, and on every call once it

@@ -1,6 +1,7 @@
 /*
  * util.c - allocation, hashing, hex, parsing, durable file writes.
  */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -210,11 +211,44 @@ void cbfs_format_time(time_t t, char *buf, size_t len)
     strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-double cbfs_now(void)
+int64_t cbfs_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+double cbfs_now(void)
+{
+    return (double) cbfs_now_ns() / 1e9;
+}
+
+bool cbfs_dir_empty(const char *path, bool *ret_exists)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    bool empty = true;
+    if (ret_exists)
+        *ret_exists = d != NULL || errno != ENOENT;
+    if (!d)
+        return errno == ENOENT;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            empty = false;
+            break;
+        }
+    closedir(d);
+    return empty;
+}
+
+bool cbfs_is_mount_point(const char *path)
+{
+    struct stat a, b;
+    char *parent = cbfs_xasprintf("%s/..", path);
+    bool yes = stat(path, &a) == 0 && stat(parent, &b) == 0 &&
+               (a.st_dev != b.st_dev || a.st_ino == b.st_ino);
+    free(parent);
+    return yes;
 }
 
 int cbfs_mkdir_p(const char *path, mode_t mode, CbfsError *err)

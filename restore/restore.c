@@ -348,23 +348,6 @@ static int collect_cb(const CbfsFileEntry *f, void *ctx)
     return -EBADMSG;
 }
 
-static bool dir_is_empty_or_absent(const char *path, bool *ret_exists)
-{
-    DIR *d = opendir(path);
-    struct dirent *de;
-    bool empty = true;
-    *ret_exists = d != NULL || errno != ENOENT;
-    if (!d)
-        return errno == ENOENT;
-    while ((de = readdir(d)) != NULL)
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-            empty = false;
-            break;
-        }
-    closedir(d);
-    return empty;
-}
-
 /* How the copy recovers: to a target (recovery.signal), or as a standby
  * (standby.signal). */
 typedef struct Recovery {
@@ -663,7 +646,7 @@ int cmd_restore(int argc, char **argv)
     {
         const char *d = dir;
         bool exists;
-        if (!dir_is_empty_or_absent(d, &exists)) {
+        if (!cbfs_dir_empty(d, &exists)) {
             struct stat st;
             if (stat(d, &st) == 0 && !S_ISDIR(st.st_mode))
                 cbfs_error_set(&err, ENOTDIR, CBFS_EXIT_TARGET,
@@ -826,7 +809,7 @@ int cmd_restore(int argc, char **argv)
                 else
                     unlink(link);
             }
-        } else if (!dir_is_empty_or_absent(t->target, &exists)) {
+        } else if (!cbfs_dir_empty(t->target, &exists)) {
             cbfs_error_set(&err, ENOTEMPTY, CBFS_EXIT_TARGET,
                            "could not restore tablespace %s into \"%s\": directory is not empty",
                            t->name ? t->name : t->oid, t->target);

@@ -67,9 +67,17 @@ void cbfs_format_size(uint64_t bytes, char *buf, size_t len);
 void cbfs_format_time(time_t t, char *buf, size_t len);
 /* Monotonic seconds. */
 double cbfs_now(void);
+/* The same in nanoseconds. */
+int64_t cbfs_now_ns(void);
 
 /* Local files.  All return 0 or -errno and set err naming the path. */
 int cbfs_mkdir_p(const char *path, mode_t mode, CbfsError *err);
+/* Is path an empty folder?  An absent one counts as empty; *ret_exists
+ * (unless NULL) tells which. */
+bool cbfs_dir_empty(const char *path, bool *ret_exists);
+/* Is something mounted on path (its device differs from its parent's)?
+ * False when path cannot be read, as a mount whose daemon died. */
+bool cbfs_is_mount_point(const char *path);
 int cbfs_read_file(const char *path, uint8_t **ret_buf, size_t *ret_len, CbfsError *err);
 /* Write data to path through a temp file in the same directory, fsync, rename,
  * fsync the directory.  The file is either absent or complete. */
