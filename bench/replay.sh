@@ -19,6 +19,9 @@
 #   mount      mount.cbfs -o passthrough (where the kernel has it)
 #   mount-np   mount.cbfs -o nopassthrough (FUSE writeback cache: the
 #              default for a mount that does not hydrate)
+#   mount-ur, mount-np-ur  the same two over io_uring (the kernel's
+#              fuse.enable_uring turned on for them, then set back), where
+#              the kernel has it
 # PostgreSQL's own "redo done ... elapsed" is the figure.
 # Environment: WORKLOADS, SCALE (20), SEGMENTS (about 40 per workload).
 set -uo pipefail
@@ -32,7 +35,11 @@ need_root_and_pg
 [[ -x $TOP/build/cli/cbfs ]] || die "build first (ninja -C build)"
 fresh_work
 MNT=$W/mnt
-trap 'stop_servers; "$CBFS" umount "$MNT" >/dev/null 2>&1; true' EXIT
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_WAS=$(cat "$URING_PARAM" 2>/dev/null || true)
+HOWS="pg_wal restored mount mount-np"
+[[ -w $URING_PARAM ]] && HOWS+=" mount-ur mount-np-ur"
+trap 'stop_servers; "$CBFS" umount "$MNT" >/dev/null 2>&1; [[ -n $URING_WAS ]] && echo "$URING_WAS" >"$URING_PARAM"; true' EXIT
 mkdir -p "$W/bin" "$W/cache" "$MNT"
 cp "$TOP/build/cli/cbfs" "$TOP/build/cli/mount.cbfs" "$W/bin/"
 chmod 755 "$W/bin" "$W/bin/"*
@@ -101,7 +108,7 @@ for kind in $WORKLOADS; do
 		--wait 600 >/dev/null || die "restore point failed"
 	pg_down "$SRC"
 
-	for how in pg_wal restored mount mount-np; do
+	for how in $HOWS; do
 		DIR=$W/r-$kind-$how
 		case $how in
 		pg_wal | restored)
@@ -118,7 +125,13 @@ for kind in $WORKLOADS; do
 		mount*)
 			DIR=$MNT
 			opts="uid=postgres,gid=postgres,overlay=$W/ov-$kind-$how"
-			if [[ $how == mount-np ]]; then opts+=",nopassthrough"; else opts+=",passthrough"; fi
+			if [[ $how == mount-np* ]]; then opts+=",nopassthrough"; else opts+=",passthrough"; fi
+			if [[ $how == *-ur ]]; then
+				echo Y >"$URING_PARAM"
+				opts+=",io_uring"
+			else
+				opts+=",noio_uring"
+			fi
 			"$W/bin/mount.cbfs" "$REPO@bench_end" "$MNT" -o "$opts" || die "mount failed"
 			;;
 		esac
@@ -129,7 +142,11 @@ for kind in $WORKLOADS; do
 		cp "$W/log/$(basename "$DIR").log" "$W/log/$kind-$how.log"
 		R[$kind/$how]=$(redo "$W/log/$kind-$how.log")
 		pg_down "$DIR"
-		[[ $how == mount* ]] && { "$CBFS" umount "$MNT" >/dev/null || die "umount failed"; }
+		if [[ $how == mount* ]]; then
+			grep -h 'FUSE' "$W/ov-$kind-$how/mount.log" | sed "s/^/   $how: /"
+			"$CBFS" umount "$MNT" >/dev/null || die "umount failed"
+			[[ -n $URING_WAS ]] && echo "$URING_WAS" >"$URING_PARAM"
+		fi
 		: >"$W/log/$(basename "$DIR").log"
 		note "$kind/$how: redo ${R[$kind/$how]} s"
 	done
@@ -139,9 +156,11 @@ done
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b }'; }
 echo
 echo "## replay: $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r); redo elapsed (s), PostgreSQL's figure"
-printf '| workload | segments | pg_wal | restored (wal-fetch) | mount | mount, nopassthrough | mount vs pg_wal | mount vs restored |\n|---|---:|---:|---:|---:|---:|---:|---:|\n'
+best() { printf '%s\n' "$@" | awk 'NF && (b == "" || $1 < b) { b = $1 } END { print b }'; }
+printf '| workload | segments | pg_wal | restored (wal-fetch) | mount, passthrough | mount, writeback cache | passthrough, io_uring | writeback cache, io_uring | best mount vs pg_wal | best mount vs restored |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for kind in $WORKLOADS; do
-	printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$kind" "${R[$kind/segs]}" "${R[$kind/pg_wal]}" \
-		"${R[$kind/restored]}" "${R[$kind/mount]}" "${R[$kind/mount-np]}" \
-		"$(pct "${R[$kind/pg_wal]}" "${R[$kind/mount]}")" "$(pct "${R[$kind/restored]}" "${R[$kind/mount]}")"
+	b=$(best "${R[$kind/mount]}" "${R[$kind/mount-np]}" "${R[$kind/mount-ur]:-}" "${R[$kind/mount-np-ur]:-}")
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$kind" "${R[$kind/segs]}" "${R[$kind/pg_wal]}" \
+		"${R[$kind/restored]}" "${R[$kind/mount]}" "${R[$kind/mount-np]}" "${R[$kind/mount-ur]:--}" \
+		"${R[$kind/mount-np-ur]:--}" "$(pct "${R[$kind/pg_wal]}" "$b")" "$(pct "${R[$kind/restored]}" "$b")"
 done

@@ -38,6 +38,14 @@
 #   BENCH_DIR=...    work directory (default bench/work-verify/); wiped at
 #                    the start, big directories removed at the end
 #   KEEP_WORK=1      keep the cluster and repositories at the end
+#   MEM_LIMIT=2G     run the timed runs in a memory cgroup of this size
+#                    (cgroup v2 memory.max, or v1 memory.limit_in_bytes): the
+#                    page cache they may use is what is left of it after the
+#                    processes (the server's shared_buffers, the mount's block
+#                    cache); set with DROP_CACHES=1 so that nothing cached
+#                    outside it helps.  A database larger than that is then
+#                    read from disk as it would be on a server whose data
+#                    does not fit in memory
 #   DROP_CACHES=1    sync and drop the page cache before each timed run
 #                    (cold reads); default 0 (repositories warm)
 #   QUIET_WAIT=60    before each timed run wait up to this many seconds for
@@ -57,6 +65,7 @@ JOBS=${JOBS:-2}
 RUNS=${RUNS:-2}
 FIRST=${FIRST:-cbfs}
 DROP_CACHES=${DROP_CACHES:-0}
+MEM_LIMIT=${MEM_LIMIT:-}
 KEEP_WORK=${KEEP_WORK:-0}
 SAMPLE=${SAMPLE:-0.5}
 GO_FILE=${GO_FILE:-}
@@ -676,6 +685,26 @@ run_pgbr() {  # RUN
     json "$W/log/$n.json" "'            result %s: %s; bytes_checked %d; files %d (%d bytes)' % (j['result'], ', '.join('%s %d idx %d tbl %.1f s' % (d['name'], d['indexes'], d['tables'], d['seconds']) for d in j['databases']), j['bytes_checked'], j['files']['count'], j['files']['bytes'])"
 }
 
+# the timed runs (this shell and everything it starts from here) in a memory cgroup
+if [[ -n $MEM_LIMIT ]]; then
+    limit=$(numfmt --from=iec "$MEM_LIMIT")
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        CG=/sys/fs/cgroup/cbfs-bench-verify
+        mkdir -p "$CG"
+        echo "$limit" >"$CG/memory.max"
+        echo 0 >"$CG/memory.swap.max" 2>/dev/null || true
+        echo $$ >"$CG/cgroup.procs"
+    elif [[ -d /sys/fs/cgroup/memory ]]; then
+        CG=/sys/fs/cgroup/memory/cbfs-bench-verify
+        mkdir -p "$CG"
+        echo "$limit" >"$CG/memory.limit_in_bytes"
+        echo $$ >"$CG/tasks"
+    else
+        die "MEM_LIMIT: no memory cgroup here"
+    fi
+    note "timed runs in memory cgroup $CG, limit $MEM_LIMIT ($limit bytes)"
+fi
+
 ORDER=()
 for ((r = 1; r <= RUNS; r++)); do
     first=$FIRST
@@ -694,7 +723,7 @@ iec() { numfmt --to=iec --format=%.2f "$1"; }
 
 {
     echo
-    echo "SCALE=$SCALE JOBS=$JOBS RUNS=$RUNS FIRST=$FIRST DROP_CACHES=$DROP_CACHES; databases $DBSIZE bytes ($(iec "$DBSIZE")), sum of pg_database_size"
+    echo "SCALE=$SCALE JOBS=$JOBS RUNS=$RUNS FIRST=$FIRST DROP_CACHES=$DROP_CACHES MEM_LIMIT=${MEM_LIMIT:-none}; databases $DBSIZE bytes ($(iec "$DBSIZE")), sum of pg_database_size"
     echo "cbfs $(sha256sum "$CBFS" | cut -c1-16); $("$PGBIN/postgres" --version); $(pgbackrest version)"
     [[ -z $GO_FILE ]] || echo "$GO_NOTE"
     echo "full backups (information): cbfs $T_CBFS_BACKUP s, pgBackRest $T_PGBR_BACKUP s"

@@ -124,6 +124,7 @@ struct Fs {
     const CbfsTarget *target; /* borrowed from the config */
     bool want_passthrough;    /* asked for (and possible in this build) */
     bool passthrough;         /* granted by the kernel at init */
+    bool want_uring;          /* FUSE over io_uring asked for */
     uint64_t headroom;        /* free space passthrough needs (overlay_headroom) */
     int64_t last_fg_ns;       /* monotonic time of the last read that needed the backup */
 };
@@ -166,6 +167,16 @@ static Inode *itab_add(Fs *fs, Inode *in)
         return old;
     }
     return in;
+}
+
+/* The permission bits a node keeps.  A regular file never keeps set-user-ID
+ * or set-group-ID (a data directory has no use for them): so there is
+ * nothing for a write, a truncate or a chown to clear, which lets the mount
+ * take on that duty (FUSE_CAP_HANDLE_KILLPRIV_V2, op_init) and spares the
+ * kernel a GETXATTR of security.capability before every write. */
+static uint32_t kept_mode(int type, uint32_t mode)
+{
+    return mode & (type == CBFS_FILE_REG ? 01777u : 07777u);
 }
 
 static Inode *inode_alloc(uint64_t ino)
@@ -282,7 +293,7 @@ static int inode_get_locked(Fs *fs, uint64_t ino, Inode **ret)
         }
         in->base_id = f.id;
         in->type = f.type;
-        in->mode = f.mode & 07777;
+        in->mode = kept_mode(f.type, f.mode);
         in->size = f.size;
         in->base_limit = f.size;
         in->mtime_ns = in->ctime_ns = f.mtime * 1000000000;
@@ -1091,7 +1102,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
             rc = save_map(fs, in, true);
     }
     if (rc == 0 && (to_set & FUSE_SET_ATTR_MODE))
-        in->mode = attr->st_mode & 07777;
+        in->mode = kept_mode(in->type, attr->st_mode);
     if (rc == 0 && (to_set & FUSE_SET_ATTR_MTIME))
         in->mtime_ns = (to_set & FUSE_SET_ATTR_MTIME_NOW)
                            ? now_ns()
@@ -1433,7 +1444,7 @@ static int make_node(Fs *fs, uint64_t parent, const char *name, int type, mode_t
         }
         in = inode_alloc(ino);
         in->type = type;
-        in->mode = mode & 07777;
+        in->mode = kept_mode(type, mode);
         in->nlink = type == CBFS_FILE_DIR ? 2 : 1;
         in->mtime_ns = in->ctime_ns = now_ns();
         in->target = target ? cbfs_xstrdup(target) : NULL;
@@ -1706,6 +1717,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
     conn->max_readahead = 1u << 20;
+    /* PostgreSQL's recovery prefetches with posix_fadvise(WILLNEED): each a
+     * background read; the kernel's default of 12 in flight made it wait */
+    conn->max_background = 64;
+    conn->congestion_threshold = 48;
 #if CBFS_FUSE_PASSTHROUGH
     if (fs->want_passthrough && (conn->capable & FUSE_CAP_PASSTHROUGH)) {
         conn->want |= FUSE_CAP_PASSTHROUGH;
@@ -1724,6 +1739,21 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
                                        : "off (the kernel does not offer it)");
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
         conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+#if CBFS_FUSE_URING
+    cbfs_info("FUSE over io_uring %s",
+              !fs->want_uring ? "off (not asked for, or the kernel's fuse.enable_uring is off)"
+              : (conn->capable_ext & FUSE_CAP_OVER_IO_URING)
+                  ? "on"
+                  : "off (the kernel does not offer it)");
+#else
+    cbfs_info("FUSE over io_uring off (this build's libfuse has none)");
+#endif
+#ifdef FUSE_CAP_HANDLE_KILLPRIV_V2
+    /* see kept_mode(); without it (libfuse before 3.16) the kernel asks for
+     * security.capability before every write into its cache */
+    if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
+        conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
+#endif
 }
 
 /* The mount's root answers one extended attribute, FS_XATTR_OVERLAY: the
@@ -2008,6 +2038,7 @@ int fs_new(const FsConfig *cfg, Fs **ret, CbfsError *err)
     fs->label = cbfs_xstrdup(cfg->label);
     fs->target = cfg->target;
     fs->want_passthrough = CBFS_FUSE_PASSTHROUGH && cfg->passthrough && geteuid() == 0;
+    fs->want_uring = cfg->io_uring;
     fs->headroom = cfg->headroom ? cfg->headroom : OVERLAY_HEADROOM;
     fs->nbuckets = 16381;
     fs->itab = cbfs_xcalloc(fs->nbuckets, sizeof(Inode *));

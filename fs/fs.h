@@ -31,6 +31,7 @@ typedef struct FsConfig {
     size_t cache_size; /* bytes of decompressed blocks kept in memory */
     int prefetchers;   /* read-ahead threads */
     bool passthrough;  /* serve whole files from their data file (fs.c) */
+    bool io_uring;     /* FUSE over io_uring asked for (mount.c passes it to libfuse) */
     uint64_t headroom; /* ... while this much is free (0: OVERLAY_HEADROOM) */
 } FsConfig;
 

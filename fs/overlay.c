@@ -28,6 +28,43 @@
 #include "cbfs/util.h"
 #include "overlay.h"
 
+/* The statements the mount runs on every namespace change, prepared once
+ * (parsing them each time was a fifth of the daemon's CPU replaying
+ * DDL-heavy WAL). */
+enum {
+    ST_META_GET,
+    ST_META_SET,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_GET_INODE,
+    ST_PUT_INODE,
+    ST_DELETE_INODE,
+    ST_LOOKUP,
+    ST_ADD_DIRENT,
+    ST_REMOVE_DIRENT,
+    ST_ADD_WHITEOUT,
+    ST_REMOVE_WHITEOUT,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_META_GET] = "SELECT value FROM meta WHERE key = ?",
+    [ST_META_SET] = "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_GET_INODE] = "SELECT base_id, type, mode, size, mtime_ns, ctime_ns, nlink, target,"
+                     " base_limit FROM inodes WHERE ino = ?",
+    [ST_PUT_INODE] = "INSERT OR REPLACE INTO inodes(ino, base_id, type, mode, size, mtime_ns,"
+                     " ctime_ns, nlink, target, base_limit) VALUES (?,?,?,?,?,?,?,?,?,?)",
+    [ST_DELETE_INODE] = "DELETE FROM inodes WHERE ino = ?",
+    [ST_LOOKUP] = "SELECT ino, 0 FROM dirents WHERE parent = ?1 AND name = ?2"
+                  " UNION ALL SELECT 0, 1 FROM whiteouts WHERE parent = ?1 AND name = ?2",
+    [ST_ADD_DIRENT] = "INSERT OR REPLACE INTO dirents(parent, name, ino) VALUES (?,?,?)",
+    [ST_REMOVE_DIRENT] = "DELETE FROM dirents WHERE parent = ? AND name = ?",
+    [ST_ADD_WHITEOUT] = "INSERT OR IGNORE INTO whiteouts(parent, name) VALUES (?,?)",
+    [ST_REMOVE_WHITEOUT] = "DELETE FROM whiteouts WHERE parent = ? AND name = ?",
+};
+
 struct Overlay {
     int lock_fd; /* flock held while mounted: one mount per overlay */
     sqlite3 *db;
@@ -42,6 +79,8 @@ struct Overlay {
     pthread_mutex_t spare_lock;
     int64_t space_checked; /* atomic: when free space was last read (ns) */
     uint64_t space_free;   /* atomic: free bytes then, less what was since allocated */
+    pthread_mutex_t stmt_lock;
+    sqlite3_stmt *stmts[ST_COUNT];
 };
 
 #define FIRST_OVERLAY_INO (1ull << 40)
@@ -65,30 +104,74 @@ static int ov_errno(Overlay *o)
     return e == ENOSPC ? -ENOSPC : -EIO;
 }
 
+/* Statement `which`, prepared at its first use, with o->stmt_lock held
+ * (NULL if it would not prepare: the lock is held all the same).  Every
+ * stmt_take is followed by one stmt_give. */
+static sqlite3_stmt *stmt_take(Overlay *o, int which)
+{
+    pthread_mutex_lock(&o->stmt_lock);
+    if (!o->stmts[which] && sqlite3_prepare_v3(o->db, stmt_sql[which], -1,
+                                               SQLITE_PREPARE_PERSISTENT, &o->stmts[which], NULL))
+        o->stmts[which] = NULL;
+    return o->stmts[which];
+}
+
+static void stmt_give(Overlay *o, sqlite3_stmt *st)
+{
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    pthread_mutex_unlock(&o->stmt_lock);
+}
+
+/* Run statement `which`, which returns no rows, with up to three
+ * parameters: an integer, a text and an integer (nparams says how many). */
+static int stmt_exec(Overlay *o, int which, uint64_t a, const char *b, uint64_t c, int nparams)
+{
+    sqlite3_stmt *st = stmt_take(o, which);
+    int rc;
+    if (!st) {
+        rc = ov_errno(o);
+        stmt_give(o, st);
+        return rc;
+    }
+    if (nparams >= 1)
+        sqlite3_bind_int64(st, 1, (int64_t) a);
+    if (nparams >= 2)
+        sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+    if (nparams >= 3)
+        sqlite3_bind_int64(st, 3, (int64_t) c);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ov_errno(o);
+    stmt_give(o, st);
+    return rc;
+}
+
 static char *meta_get(Overlay *o, const char *key)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = stmt_take(o, ST_META_GET);
     char *v = NULL;
-    if (sqlite3_prepare_v2(o->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL))
-        return NULL;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        v = cbfs_xstrdup((const char *) sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    if (st) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            v = cbfs_xstrdup((const char *) sqlite3_column_text(st, 0));
+    }
+    stmt_give(o, st);
     return v;
 }
 
 static int meta_set(Overlay *o, const char *key, const char *value)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = stmt_take(o, ST_META_SET);
     int rc;
-    if (sqlite3_prepare_v2(o->db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", -1, &st,
-                           NULL))
-        return ov_errno(o);
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ov_errno(o);
-    sqlite3_finalize(st);
+    if (!st) {
+        rc = ov_errno(o);
+    } else {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ov_errno(o);
+    }
+    stmt_give(o, st);
     return rc;
 }
 
@@ -157,6 +240,7 @@ int overlay_open(const char *dir, const char *repo_id, const char *label, bool *
     Overlay *o = cbfs_xcalloc(1, sizeof(*o));
     pthread_mutex_init(&o->spare_lock, NULL);
     pthread_mutex_init(&o->sync_lock, NULL);
+    pthread_mutex_init(&o->stmt_lock, NULL);
     o->wal_fd = -1;
     o->spare_held = -1;
     char *path, *data, *rid, *lab, *next;
@@ -272,11 +356,14 @@ void overlay_close(Overlay *o)
 {
     if (!o)
         return;
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(o->stmts[i]);
     sqlite3_close(o->db); /* a last checkpoint, synced */
     if (o->wal_fd >= 0)
         close(o->wal_fd);
     pthread_mutex_destroy(&o->spare_lock);
     pthread_mutex_destroy(&o->sync_lock);
+    pthread_mutex_destroy(&o->stmt_lock);
     if (o->lock_fd >= 0)
         close(o->lock_fd);
     free(o->dir);
@@ -291,12 +378,12 @@ const char *overlay_dir(const Overlay *o)
 int overlay_begin(Overlay *o)
 {
     spare_check(o);
-    return sqlite3_exec(o->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) ? ov_errno(o) : 0;
+    return stmt_exec(o, ST_BEGIN, 0, NULL, 0, 0);
 }
 
 int overlay_commit(Overlay *o)
 {
-    return sqlite3_exec(o->db, "COMMIT", NULL, NULL, NULL) ? ov_errno(o) : 0;
+    return stmt_exec(o, ST_COMMIT, 0, NULL, 0, 0);
 }
 
 int overlay_sync(Overlay *o)
@@ -327,13 +414,13 @@ void overlay_rollback(Overlay *o)
 
 int overlay_get_inode(Overlay *o, uint64_t ino, OvInode *ret)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = stmt_take(o, ST_GET_INODE);
     int rc;
-    if (sqlite3_prepare_v2(o->db,
-                           "SELECT base_id, type, mode, size, mtime_ns, ctime_ns, nlink, target,"
-                           " base_limit FROM inodes WHERE ino = ?",
-                           -1, &st, NULL))
-        return ov_errno(o);
+    if (!st) {
+        rc = ov_errno(o);
+        stmt_give(o, st);
+        return rc;
+    }
     sqlite3_bind_int64(st, 1, (int64_t) ino);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -352,20 +439,20 @@ int overlay_get_inode(Overlay *o, uint64_t ino, OvInode *ret)
     } else {
         rc = rc == SQLITE_DONE ? -ENOENT : ov_errno(o);
     }
-    sqlite3_finalize(st);
+    stmt_give(o, st);
     return rc;
 }
 
 int overlay_put_inode(Overlay *o, const OvInode *in)
 {
     spare_check(o);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = stmt_take(o, ST_PUT_INODE);
     int rc;
-    if (sqlite3_prepare_v2(o->db,
-                           "INSERT OR REPLACE INTO inodes(ino, base_id, type, mode, size, mtime_ns,"
-                           " ctime_ns, nlink, target, base_limit) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                           -1, &st, NULL))
-        return ov_errno(o);
+    if (!st) {
+        rc = ov_errno(o);
+        stmt_give(o, st);
+        return rc;
+    }
     sqlite3_bind_int64(st, 1, (int64_t) in->ino);
     sqlite3_bind_int64(st, 2, in->base_id);
     sqlite3_bind_int(st, 3, in->type);
@@ -380,30 +467,13 @@ int overlay_put_inode(Overlay *o, const OvInode *in)
         sqlite3_bind_null(st, 9);
     sqlite3_bind_int64(st, 10, (int64_t) in->base_limit);
     rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ov_errno(o);
-    sqlite3_finalize(st);
-    return rc;
-}
-
-static int exec_u64_text(Overlay *o, const char *sql, uint64_t a, const char *b, uint64_t c,
-                         int nparams)
-{
-    sqlite3_stmt *st;
-    int rc;
-    if (sqlite3_prepare_v2(o->db, sql, -1, &st, NULL))
-        return ov_errno(o);
-    sqlite3_bind_int64(st, 1, (int64_t) a);
-    if (nparams >= 2)
-        sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
-    if (nparams >= 3)
-        sqlite3_bind_int64(st, 3, (int64_t) c);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ov_errno(o);
-    sqlite3_finalize(st);
+    stmt_give(o, st);
     return rc;
 }
 
 int overlay_delete_inode(Overlay *o, uint64_t ino)
 {
-    return exec_u64_text(o, "DELETE FROM inodes WHERE ino = ?", ino, NULL, 0, 1);
+    return stmt_exec(o, ST_DELETE_INODE, ino, NULL, 0, 1);
 }
 
 int overlay_new_ino(Overlay *o, uint64_t *ret)
@@ -418,13 +488,13 @@ int overlay_new_ino(Overlay *o, uint64_t *ret)
 
 int overlay_lookup(Overlay *o, uint64_t parent, const char *name, uint64_t *ret_ino)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = stmt_take(o, ST_LOOKUP);
     int rc;
-    if (sqlite3_prepare_v2(o->db,
-                           "SELECT ino, 0 FROM dirents WHERE parent = ?1 AND name = ?2"
-                           " UNION ALL SELECT 0, 1 FROM whiteouts WHERE parent = ?1 AND name = ?2",
-                           -1, &st, NULL))
-        return ov_errno(o);
+    if (!st) {
+        rc = ov_errno(o);
+        stmt_give(o, st);
+        return rc;
+    }
     sqlite3_bind_int64(st, 1, (int64_t) parent);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
     rc = -ENOENT;
@@ -437,32 +507,28 @@ int overlay_lookup(Overlay *o, uint64_t parent, const char *name, uint64_t *ret_
         }
         rc = 1;
     }
-    sqlite3_finalize(st);
+    stmt_give(o, st);
     return rc;
 }
 
 int overlay_add_dirent(Overlay *o, uint64_t parent, const char *name, uint64_t ino)
 {
-    return exec_u64_text(o, "INSERT OR REPLACE INTO dirents(parent, name, ino) VALUES (?,?,?)",
-                         parent, name, ino, 3);
+    return stmt_exec(o, ST_ADD_DIRENT, parent, name, ino, 3);
 }
 
 int overlay_remove_dirent(Overlay *o, uint64_t parent, const char *name)
 {
-    return exec_u64_text(o, "DELETE FROM dirents WHERE parent = ? AND name = ?", parent, name, 0,
-                         2);
+    return stmt_exec(o, ST_REMOVE_DIRENT, parent, name, 0, 2);
 }
 
 int overlay_add_whiteout(Overlay *o, uint64_t parent, const char *name)
 {
-    return exec_u64_text(o, "INSERT OR IGNORE INTO whiteouts(parent, name) VALUES (?,?)", parent,
-                         name, 0, 2);
+    return stmt_exec(o, ST_ADD_WHITEOUT, parent, name, 0, 2);
 }
 
 int overlay_remove_whiteout(Overlay *o, uint64_t parent, const char *name)
 {
-    return exec_u64_text(o, "DELETE FROM whiteouts WHERE parent = ? AND name = ?", parent, name, 0,
-                         2);
+    return stmt_exec(o, ST_REMOVE_WHITEOUT, parent, name, 0, 2);
 }
 
 int overlay_list(Overlay *o, uint64_t parent, overlay_entry_cb cb, void *ctx)

@@ -27,10 +27,10 @@ OWNER=uid=postgres,gid=postgres
 # daemon_io DIR FIELD: rchar or wchar of DIR's mount daemon
 daemon_io() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$(mount_daemon_pid "$1")/io"; }
 
-mount_as() { # NAME MODE(on|off)
+mount_as() { # NAME MODE(on|off) [MORE-OPTIONS]
 	local name=$1 mode=$2 dir opts
 	dir=$(datadir "$name")
-	opts="$OWNER,overlay=$TMP/ov-$name"
+	opts="$OWNER,overlay=$TMP/ov-$name${3:-}"
 	[[ $mode == off ]] && opts+=",nopassthrough"
 	[[ $mode == on ]] && opts+=",passthrough"
 	mkdir -p "$dir"
@@ -121,6 +121,14 @@ exec 8<"$F/t/two"
 printf 'first' >&7
 is "$(cat <&8)" first "two handles: one sees what the other wrote"
 exec 7>&- 8<&-
+# files keep no set-user-ID or set-group-ID bit, so a write has none to
+# clear (and the kernel need not ask for security.capability first)
+touch "$F/t/suid"
+chmod 6755 "$F/t/suid"
+is "$(stat -c %a "$F/t/suid")" 755 "a file keeps no set-user-ID or set-group-ID bit"
+mkdir "$F/t/sgid"
+chmod 2750 "$F/t/sgid"
+is "$(stat -c %a "$F/t/sgid")" 2750 "... a directory keeps set-group-ID"
 # a file of the backup is not whole: served through the daemon
 r0=$(daemon_io "$F" rchar)
 dd if="$F/$ACCOUNTS" of=/dev/null bs=1M count=8 status=none
@@ -212,9 +220,41 @@ fi
 cbfs_umount "$F"
 
 # ---------------------------------------------------------------- PostgreSQL, on and off
-for mode in on off; do
+# and with FUSE over io_uring, which the kernel allows only while its
+# fuse.enable_uring is on: turned on here for the test, then set back
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+MODES="on off"
+if [[ -w $URING_PARAM ]]; then
+	URING_WAS=$(cat "$URING_PARAM")
+	at_exit eval 'echo "$URING_WAS" >"$URING_PARAM"'
+	MODES+=" uring"
+else
+	diag "this kernel has no FUSE over io_uring ($URING_PARAM): not tried"
+fi
+# ur_line OVERLAY: the daemon's io_uring line
+ur_line() {
+	local i
+	for ((i = 0; i < 50; i++)); do
+		grep -q 'FUSE over io_uring' "$1/mount.log" 2>/dev/null && break
+		sleep 0.1
+	done
+	grep 'FUSE over io_uring' "$1/mount.log" | tail -n 1
+}
+for mode in $MODES; do
 	name=pg$mode
-	mount_as "$name" "$mode"
+	if [[ $mode == uring ]]; then
+		# the default, with the kernel's consent (and the writeback cache)
+		echo Y >"$URING_PARAM"
+		mkdir -p "$(datadir "$name")"
+		cbfs_mount "$REPO@b1" "$(datadir "$name")" -o "$OWNER,overlay=$TMP/ov-$name"
+		is "$RC/$ERR" "0/" "mount $name (fuse.enable_uring on, no option)"
+		like "$(ur_line "$TMP/ov-$name")" "FUSE over io_uring (on|off \(this build's libfuse has none\))$" \
+			"$name: with fuse.enable_uring on, a mount uses io_uring by default where the build has it"
+	else
+		mount_as "$name" "$mode" ,noio_uring
+		like "$(ur_line "$TMP/ov-$name")" "FUSE over io_uring off \((not asked for, or the kernel's fuse.enable_uring is off|this build's libfuse has none)\)$" \
+			"$name: -o noio_uring: requests through /dev/fuse"
+	fi
 	if pg_start "$name" && pg_wait_promoted "$name"; then
 		pass "$name: PostgreSQL starts on the mount"
 	else
@@ -246,6 +286,7 @@ for mode in on off; do
 done
 ok "the same transactions with and without passthrough: identical tables" \
 	diff "$TMP/pgon.tables" "$TMP/pgoff.tables"
+[[ $MODES == *uring* ]] && ok "... and over io_uring" diff "$TMP/pgon.tables" "$TMP/pguring.tables"
 cmp_ok "$(grep -c . "$TMP/pgon.tables")" -ge 5 "... ($(grep -c . "$TMP/pgon.tables") tables compared)"
 
 done_testing
