@@ -32,6 +32,7 @@
 #include "cbfs/log.h"
 #include "cbfs/manifest.h"
 #include "cbfs/pack.h"
+#include "cbfs/ratelimit.h"
 #include "cbfs/pgfile.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
@@ -46,6 +47,8 @@
 #define OPT_STANDBY_TIMEOUT 0x2001
 #define OPT_PATRONI         0x2002
 #define OPT_PATRONI_MAX_LAG 0x2003
+#define OPT_MAX_RATE        0x2004
+#define OPT_IO_NICE         0x2005
 
 typedef struct BackupFile {
     int64_t id;      /* manifest file id */
@@ -306,6 +309,7 @@ static int process_unit(Worker *w, WorkUnit *u)
         if (n < want)
             memset(w->buf + n, 0, want - n);
         __atomic_add_fetch(&b->bytes_read, want, __ATOMIC_RELAXED);
+        cbfs_ratelimit_take(cbfs_ratelimit_global(), want);
         if (f->relation && b->checksums)
             rc = verify_pages(w, f, fd, blockno, w->buf, want);
         if (rc == 0)
@@ -659,6 +663,11 @@ static void usage(void)
            "                         when none is; else say who does and exit 0\n"
            "      --patroni-max-lag SIZE\n"
            "                         a replica lagging more is not healthy (default 16MB)\n"
+           "      --max-rate RATE    read the data directory at most RATE bytes a second\n"
+           "                         (50M, 1G; also CBFS_MAX_RATE or max_rate in the\n"
+           "                         configuration)\n"
+           "      --io-nice CLASS    I/O priority of the reads: idle (only when the disk is\n"
+           "                         otherwise idle) or 0-7 (best effort, 7 the lowest)\n"
            "      --node NAME        back up as this node of a repository holding several\n"
            "                         (a Citus coordinator or worker); its first backup or\n"
            "                         WAL file makes the node\n"
@@ -698,11 +707,13 @@ int cmd_backup(int argc, char **argv)
         {"standby-timeout", required_argument, NULL, OPT_STANDBY_TIMEOUT},
         {"patroni", required_argument, NULL, OPT_PATRONI},
         {"patroni-max-lag", required_argument, NULL, OPT_PATRONI_MAX_LAG},
+        {"max-rate", required_argument, NULL, OPT_MAX_RATE},
+        {"io-nice", required_argument, NULL, OPT_IO_NICE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *pgdata_arg = NULL, *conninfo = NULL, *label_arg = NULL, *node = NULL;
-    const char *patroni = NULL;
+    const char *patroni = NULL, *max_rate = NULL, *io_nice = NULL;
     uint64_t patroni_max_lag = 16u << 20;
     long jobs = 2, standby_timeout = 60;
     char pgdata[PATH_MAX], label[CBFS_LABEL_MAX + 1], pg_major[16] = "";
@@ -752,6 +763,12 @@ int cmd_backup(int argc, char **argv)
                 return cmd_usage_error("backup", "invalid value for --patroni-max-lag: \"%s\"",
                                        optarg);
             break;
+        case OPT_MAX_RATE:
+            max_rate = optarg;
+            break;
+        case OPT_IO_NICE:
+            io_nice = optarg;
+            break;
         case OPT_STANDBY_TIMEOUT:
             if (cbfs_parse_int(optarg, 0, 86400, &standby_timeout) < 0)
                 return cmd_usage_error("backup", "invalid value for --standby-timeout: \"%s\"",
@@ -771,6 +788,10 @@ int cmd_backup(int argc, char **argv)
         return cmd_usage_error("backup", "--pgdata is required");
     if (label_arg && !cbfs_label_valid(label_arg))
         return cmd_usage_error("backup", "invalid label \"%s\"", label_arg);
+    if ((rc = cmd_max_rate("backup", max_rate)) != 0)
+        return rc;
+    if (io_nice && (rc = cmd_io_nice("backup", io_nice)) != 0)
+        return rc;
 
     /* one cron line on every member: only the chosen one backs up */
     if (patroni) {

@@ -68,14 +68,19 @@ workload() {
 	ddl)
 		psql_at "$p" postgres "create database scratch" >/dev/null
 		for i in 1 2 3 4; do
-			psql_at "$p" postgres "
+			# on standard input: each statement its own transaction (VACUUM
+			# refuses to run in one; psql -c would make the batch one)
+			as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$W/sock" -p "$p" -d postgres >/dev/null <<-EOF || die "the ddl workload failed"
 				create table d$i as select g, md5(g::text) t, g % 97 k from generate_series(1, 60000) g;
-				create index on d$i (k); create index on d$i (t);
+				create index on d$i (k);
+				create index on d$i (t);
 				vacuum full d$i;
 				alter table d$i alter column k type bigint;
-				create table e$i (like d$i including all); insert into e$i select * from d$i;
+				create table e$i (like d$i including all);
+				insert into e$i select * from d$i;
 				cluster d$i using d${i}_k_idx;
-				drop table e$i;" >/dev/null
+				drop table e$i;
+			EOF
 		done
 		psql_at "$p" postgres "drop table d1, d2, d3, d4" >/dev/null
 		psql_at "$p" postgres "drop database scratch" >/dev/null

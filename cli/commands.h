@@ -38,6 +38,8 @@ int cmd_pin(int argc, char **argv);
 int cmd_unpin(int argc, char **argv);
 int cmd_expire(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_copy(int argc, char **argv);
+int cmd_mounts(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 
 /* Shared by the commands: print err as one line and return its exit code. */
@@ -48,6 +50,15 @@ int cmd_fail(const CbfsError *err);
 int cmd_open_repo(const char *spec, bool allow_point, CbfsRepo **ret, char **ret_point);
 /* "try \"cbfs CMD --help\"" after a usage error; returns CBFS_EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* --max-rate RATE (arg, NULL if not given), else $CBFS_MAX_RATE or
+ * max_rate in the configuration: the command's bulk reads are held to it
+ * (ratelimit.h).  0, or the exit code after printing the error. */
+int cmd_max_rate(const char *cmd, const char *arg);
+
+/* --io-nice CLASS: this process's (and its later threads') I/O priority,
+ * idle or best effort 0-7.  0, or the exit code of a usage error. */
+int cmd_io_nice(const char *cmd, const char *cls);
 
 /* Fork a detached worker (double fork, own session, stdio on /dev/null,
  * SIGPIPE ignored): true in the worker, which must end with _exit(); false

@@ -2,16 +2,20 @@
  * common.c - helpers every command entry point shares (also linked into
  * mount.cbfs).
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cbfs/config.h"
 #include "cbfs/error.h"
 #include "cbfs/log.h"
+#include "cbfs/ratelimit.h"
 #include "cbfs/util.h"
 #include "commands.h"
 
@@ -85,4 +89,39 @@ int cmd_open_repo(const char *spec, bool allow_point, CbfsRepo **ret, char **ret
         *ret = NULL;
     }
     return rc < 0 ? cmd_fail(&err) : 0;
+}
+
+int cmd_max_rate(const char *cmd, const char *arg)
+{
+    static const char *const envs[] = {"CBFS_MAX_RATE", NULL};
+    CbfsRateLimit *rl;
+    CbfsError err;
+    const char *v = arg;
+
+    cbfs_error_init(&err);
+    if (!v && cbfs_config_get("max_rate", envs, false, &v, &err) < 0)
+        return cmd_fail(&err);
+    if (!v)
+        return 0;
+    if (cbfs_ratelimit_parse(v, &rl, &err) < 0)
+        return cmd_usage_error(cmd, "%s", err.msg);
+    cbfs_ratelimit_set_global(rl); /* lives as long as the process */
+    return 0;
+}
+
+int cmd_io_nice(const char *cmd, const char *cls)
+{
+    /* ioprio_set(2): no wrapper in glibc */
+    enum { IOPRIO_CLASS_BE = 2, IOPRIO_CLASS_IDLE = 3, IOPRIO_WHO_PROCESS = 1 };
+    long level = 0;
+    int prio;
+    if (strcmp(cls, "idle") == 0)
+        prio = IOPRIO_CLASS_IDLE << 13;
+    else if (cbfs_parse_int(cls, 0, 7, &level) == 0)
+        prio = (IOPRIO_CLASS_BE << 13) | (int) level;
+    else
+        return cmd_usage_error(cmd, "invalid --io-nice \"%s\" (idle, or 0 to 7)", cls);
+    if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio) < 0)
+        cbfs_warning("could not set the I/O priority: %s", strerror(errno));
+    return 0;
 }

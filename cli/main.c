@@ -31,6 +31,8 @@ static const struct {
     {"unpin", cmd_unpin, "let the retention policy decide about a backup again"},
     {"expire", cmd_expire, "remove backups and WAL outside the retention policy"},
     {"gc", cmd_gc, "free the space no backup uses (packs, manifests)"},
+    {"copy", cmd_copy, "copy backups, WAL and points into a second repository"},
+    {"mounts", cmd_mounts, "list the mounts registered in a repository; prune dead ones"},
     {"key", cmd_key, "change the passphrase of an encrypted repository; forget cached keys"},
 };
 

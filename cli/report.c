@@ -12,9 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cbfs/clusterpoint.h"
 #include "cbfs/json.h"
+#include "cbfs/lock.h"
+#include "cbfs/pin.h"
 #include "cbfs/point.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
@@ -44,7 +47,13 @@ static const char *field_value(const CbfsKv *rec, const char *key)
     return v;
 }
 
-static void json_record(CbfsJson *j, const CbfsKv *rec, const char *node)
+/* What keeps a backup beyond the policy: a pin, a live mount (or copy). */
+typedef struct Marks {
+    bool pinned;
+    unsigned mounted; /* live registrations (lock.h) */
+} Marks;
+
+static void json_record(CbfsJson *j, const CbfsKv *rec, const char *node, const Marks *mk)
 {
     cbfs_json_begin_object(j);
     for (size_t i = 0; i < CBFS_ARRAY_LEN(fields); i++) {
@@ -58,6 +67,12 @@ static void json_record(CbfsJson *j, const CbfsKv *rec, const char *node)
     }
     cbfs_json_key(j, "node");
     cbfs_json_string(j, node);
+    if (mk) {
+        cbfs_json_key(j, "pinned");
+        cbfs_json_bool(j, mk->pinned);
+        cbfs_json_key(j, "mounted");
+        cbfs_json_bool(j, mk->mounted > 0);
+    }
     cbfs_json_end_object(j);
 }
 
@@ -164,12 +179,13 @@ typedef struct NodeList {
     CbfsRepo *view;
     CbfsKv **backups, **points;
     size_t nbackups, npoints;
+    Marks *marks; /* one per backup */
 } NodeList;
 
 static void print_backups(const NodeList *nl)
 {
-    printf("%-24s %-20s %-13s %-13s %3s %9s %10s %10s %4s\n", "label", "stop time", "start lsn",
-           "stop lsn", "tli", "files", "size", "stored", "bad");
+    printf("%-24s %-20s %-13s %-13s %3s %9s %10s %10s %4s  %s\n", "label", "stop time",
+           "start lsn", "stop lsn", "tli", "files", "size", "stored", "bad", "kept");
     for (size_t i = 0; i < nl->nbackups; i++) {
         const CbfsKv *b = nl->backups[i];
         uint64_t files = 0, size = 0, stored = 0, bad = 0;
@@ -180,10 +196,12 @@ static void print_backups(const NodeList *nl)
         cbfs_kv_get_u64(b, "bad_pages", &bad);
         cbfs_format_size(size, s1, sizeof(s1));
         cbfs_format_size(stored, s2, sizeof(s2));
-        printf("%-24s %-20s %-13s %-13s %3s %9llu %10s %10s %4llu\n", cbfs_kv_get(b, "label"),
-               cbfs_kv_get(b, "stop_time"), cbfs_kv_get(b, "start_lsn"), cbfs_kv_get(b, "stop_lsn"),
-               cbfs_kv_get(b, "timeline"), (unsigned long long) files, s1, s2,
-               (unsigned long long) bad);
+        const Marks *mk = &nl->marks[i];
+        printf("%-24s %-20s %-13s %-13s %3s %9llu %10s %10s %4llu  %s%s%s\n",
+               cbfs_kv_get(b, "label"), cbfs_kv_get(b, "stop_time"), cbfs_kv_get(b, "start_lsn"),
+               cbfs_kv_get(b, "stop_lsn"), cbfs_kv_get(b, "timeline"), (unsigned long long) files,
+               s1, s2, (unsigned long long) bad, mk->pinned ? "pinned" : "",
+               mk->pinned && mk->mounted ? "," : "", mk->mounted ? "mounted" : "");
     }
     if (nl->npoints > 0) {
         printf("\n%-24s %-20s %-13s %3s\n", "restore point", "time", "lsn", "tli");
@@ -210,17 +228,41 @@ static void print_cluster_points(const CbfsClusterPoint *cps, size_t n)
 
 static int read_node(CbfsRepo *view, NodeList *nl, CbfsError *err)
 {
+    char **pins = NULL;
+    size_t npins = 0, nmounts = 0;
+    CbfsHolder *mounts = NULL;
+    time_t now = time(NULL);
+    int rc;
+
     memset(nl, 0, sizeof(*nl));
     nl->view = view;
     if (cbfs_repo_list_backups(view, &nl->backups, &nl->nbackups, err) < 0)
         return -1;
-    return cbfs_point_list(view, &nl->points, &nl->npoints, err);
+    nl->marks = cbfs_xcalloc(nl->nbackups ? nl->nbackups : 1, sizeof(Marks));
+    if (cbfs_pin_list(view, &pins, &npins, err) < 0 ||
+        cbfs_mount_list(view, &mounts, &nmounts, err) < 0)
+        return -1;
+    for (size_t i = 0; i < nl->nbackups; i++) {
+        const char *label = cbfs_kv_get(nl->backups[i], "label");
+        nl->marks[i].pinned = label && cbfs_pin_in(pins, npins, label);
+        /* as expire counts them: another host's until removed */
+        for (size_t k = 0; label && k < nmounts; k++)
+            if (strcmp(mounts[k].label, label) == 0 && cbfs_holder_alive(&mounts[k], 0, now))
+                nl->marks[i].mounted++;
+    }
+    for (size_t i = 0; i < npins; i++)
+        free(pins[i]);
+    free(pins);
+    free(mounts);
+    rc = cbfs_point_list(view, &nl->points, &nl->npoints, err);
+    return rc;
 }
 
 static void release_node(NodeList *nl)
 {
     cbfs_repo_free_backups(nl->backups, nl->nbackups);
     cbfs_repo_free_backups(nl->points, nl->npoints);
+    free(nl->marks);
 }
 
 int cmd_list(int argc, char **argv)
@@ -284,7 +326,7 @@ int cmd_list(int argc, char **argv)
                     if (o.points)
                         json_point(&j, nls[k].points[i], names[k]);
                     else
-                        json_record(&j, nls[k].backups[i], names[k]);
+                        json_record(&j, nls[k].backups[i], names[k], &nls[k].marks[i]);
         cbfs_json_end_array(&j);
         printf("%s\n", j.out.data);
         cbfs_json_release(&j);
@@ -443,7 +485,7 @@ int cmd_info(int argc, char **argv)
     if (o.json) {
         CbfsJson j;
         cbfs_json_init(&j);
-        json_record(&j, rec, cbfs_repo_node_name(repo));
+        json_record(&j, rec, cbfs_repo_node_name(repo), NULL);
         printf("%s\n", j.out.data);
         cbfs_json_release(&j);
     } else {

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "blockcache.h"
+#include "cbfs/ratelimit.h"
 #include "cbfs/block.h"
 #include "cbfs/codec.h"
 #include "cbfs/pack.h"
@@ -344,6 +345,14 @@ static void *prefetcher(void *arg)
             continue;
         pthread_mutex_unlock(&c->lock);
         load_run(c, es, refs, n, codec_for_thread(c));
+        {
+            /* -o max_rate: accounted after the run, so that a reader
+             * waiting for one of its blocks never waits for the limit */
+            uint64_t bytes = 0;
+            for (size_t i = 0; i < n; i++)
+                bytes += refs[i].stored_len;
+            cbfs_ratelimit_take(cbfs_ratelimit_global(), bytes);
+        }
         pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);

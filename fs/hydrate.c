@@ -15,6 +15,7 @@
 #include "cbfs/log.h"
 #include "cbfs/util.h"
 #include "hydrate.h"
+#include "cbfs/ratelimit.h"
 
 #define POLL_MS   500
 #define QUIET_NS  50000000 /* no foreground read for this long before a block */
@@ -131,6 +132,7 @@ static int throttle(void *ctx, uint64_t bytes)
         }
     }
     h->tokens -= (double) bytes;
+    cbfs_ratelimit_take(cbfs_ratelimit_global(), bytes); /* -o max_rate */
     if (now - h->status_ns >= STATUS_NS) {
         h->status_ns = now;
         write_status(h);

@@ -52,6 +52,7 @@ typedef struct MountOptions {
     uint64_t headroom;
     bool hydrate;
     uint64_t hydrate_rate;
+    bool max_rate; /* -o max_rate= given (the limit is set: ratelimit.h) */
     bool allow_other;
     bool debug;
     bool foreground;
@@ -93,6 +94,9 @@ static void mount_usage(void)
            "                        background, behind PostgreSQL's reads, at most RATE\n"
            "                        bytes a second (50M); goes on at every mount of this\n"
            "                        overlay until done (cbfs hydrate MOUNTPOINT --status)\n"
+"  max_rate=RATE         hydration and read-ahead read at most RATE bytes a\n"
+           "                        second (50M; also CBFS_MAX_RATE or max_rate in the\n"
+           "                        configuration); PostgreSQL's own reads are not held\n"
            "  target_action=pause   pause at the point instead of promoting\n"
            "  node=NAME             a node of a repository that holds several (also\n"
            "                        --node NAME)\n"
@@ -214,6 +218,11 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
                 rc = cmd_usage_error(cmd, "invalid hydrate rate \"%s\" (bytes a second: 50M)", v);
             continue;
         }
+        if (strcmp(o, "max_rate") == 0 && v) {
+            rc = cmd_max_rate(cmd, v);
+            mo->max_rate = true;
+            continue;
+        }
         if (strcmp(o, "headroom") == 0 && v) {
             if (cbfs_parse_size(v, &mo->headroom) < 0 || mo->headroom < (1u << 20))
                 rc = cmd_usage_error(cmd, "invalid headroom \"%s\" (at least 1M)", v);
@@ -245,50 +254,6 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
     return rc;
 }
 
-/* Register the mount of label so that expire keeps the backup (lock.h),
- * then make sure no expire removed it meanwhile: an expire that took the
- * lock before the registration was stored may not have seen it, so wait
- * for such an expire to end, then look for the backup's record (the order
- * pin and expire meet in, pin.h).  A registration the repository refuses
- * (read-only credentials) is a warning: the mount works, unprotected. */
-static int register_mount(CbfsRepo *repo, const char *label, CbfsHolder *reg, bool *registered,
-                          CbfsError *err)
-{
-    CbfsError e;
-    CbfsKv *rec = NULL;
-    int rc;
-
-    cbfs_error_init(&e);
-    if (cbfs_mount_register(repo, label, reg, &e) < 0) {
-        cbfs_warning("%s; expire may remove backup \"%s\" while it is mounted", e.msg, label);
-        return 0;
-    }
-    *registered = true;
-    for (int tries = 0;; tries++) {
-        CbfsHolder h;
-        char who[256];
-        cbfs_error_init(&e);
-        if (cbfs_lock_read(repo, &h, &e) < 0 || strcmp(h.command, "expire") != 0 ||
-            !cbfs_holder_alive(&h, 3600, time(NULL)))
-            break;
-        if (tries == 600) { /* 60 s: expire takes seconds */
-            cbfs_holder_describe(&h, who, sizeof(who));
-            return cbfs_error_set(err, EBUSY, CBFS_EXIT_ERROR,
-                                  "could not mount backup \"%s\": repository \"%s\" is locked "
-                                  "by %s",
-                                  label, repo->display, who);
-        }
-        usleep(100 * 1000);
-    }
-    rc = cbfs_repo_read_backup(repo, label, &rec, err);
-    cbfs_kv_free(rec);
-    if (rc == -ENOENT)
-        return cbfs_error_set(err, ENOENT, CBFS_EXIT_ERROR,
-                              "could not mount backup \"%s\": it was expired meanwhile", label);
-    return rc;
-}
-
-/* Everything the daemon runs; reports readiness (or the error) on ready_fd. */
 /* Is the kernel's FUSE over io_uring turned on (fuse.enable_uring)? */
 static bool kernel_uring(void)
 {
@@ -302,6 +267,7 @@ static bool kernel_uring(void)
     return c == 'Y' || c == '1';
 }
 
+/* Everything the daemon runs; reports readiness (or the error) on ready_fd. */
 static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, const char *identity,
                  const CbfsKv *rec, const char *cache, const char *overlay_dir, bool temp_overlay,
                  int ready_fd)
@@ -370,7 +336,8 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
     if (rc == 0 && created)
         rc = fs_inject(fs, self, &err);
     if (rc == 0)
-        rc = register_mount(repo, target->label, &reg, &registered, &err);
+        rc = cbfs_reader_register(repo, target->label, "mount", mo->mountpoint, &reg, &registered,
+                                  &err);
     if (rc < 0)
         goto report;
 
@@ -525,6 +492,8 @@ int cmd_mount(int argc, char **argv)
         return cmd_usage_error(cmd, "usage: mount.cbfs REPO[@POINT] MOUNTPOINT [-o OPTIONS]");
     mo.source = pos[0];
     mo.mountpoint = pos[1];
+    if (!mo.max_rate && (rc = cmd_max_rate(cmd, NULL)) != 0)
+        return rc;
     if (mo.uid != getuid())
         mo.allow_other = true;
 

@@ -50,6 +50,20 @@ void cbfs_kv_set(CbfsKv *kv, const char *key, const char *value)
     kv->n++;
 }
 
+void cbfs_kv_unset(CbfsKv *kv, const char *key)
+{
+    for (size_t i = 0; i < kv->n; i++) {
+        if (strcmp(kv->keys[i], key) == 0) {
+            free(kv->keys[i]);
+            free(kv->values[i]);
+            memmove(&kv->keys[i], &kv->keys[i + 1], (kv->n - i - 1) * sizeof(char *));
+            memmove(&kv->values[i], &kv->values[i + 1], (kv->n - i - 1) * sizeof(char *));
+            kv->n--;
+            return;
+        }
+    }
+}
+
 void cbfs_kv_set_u64(CbfsKv *kv, const char *key, uint64_t value)
 {
     char buf[32];

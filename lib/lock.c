@@ -84,6 +84,8 @@ static char *holder_format(const CbfsHolder *h)
     cbfs_kv_set_u64(kv, "since", (uint64_t) h->since);
     cbfs_kv_set(kv, "since_utc", when);
     cbfs_kv_set(kv, "token", h->token);
+    if (h->where[0])
+        cbfs_kv_set(kv, "mountpoint", h->where);
     text = cbfs_kv_format(kv);
     cbfs_kv_free(kv);
     return text;
@@ -106,6 +108,8 @@ static int holder_read(CbfsRepo *r, const char *key, CbfsHolder *h, CbfsError *e
     STR(boot_id);
     STR(token);
 #undef STR
+    snprintf(h->where, sizeof(h->where), "%s",
+             cbfs_kv_get(kv, "mountpoint") ? cbfs_kv_get(kv, "mountpoint") : "");
     if (!h->command[0] || cbfs_kv_get_u64(kv, "pid", &pid) < 0 ||
         cbfs_kv_get_u64(kv, "pid_start", &start) < 0 || cbfs_kv_get_u64(kv, "since", &since) < 0)
         rc = cbfs_error_set(err, EINVAL, CBFS_EXIT_CORRUPT, "object \"%s\" is damaged", key);
@@ -199,7 +203,7 @@ void cbfs_lock_release(CbfsRepo *r, const CbfsHolder *mine)
 
 /* Store a registration folder/<label>.<random> of this process. */
 static int holder_register(CbfsRepo *r, const char *folder, const char *command, const char *label,
-                           CbfsHolder *ret, CbfsError *err)
+                           const char *where, CbfsHolder *ret, CbfsError *err)
 {
     uint8_t rnd[8];
     char hex[17], *key, *text;
@@ -209,6 +213,8 @@ static int holder_register(CbfsRepo *r, const char *folder, const char *command,
     cbfs_hex_encode(rnd, sizeof(rnd), hex);
     key = cbfs_xasprintf("%s%s.%s", folder, label, hex);
     holder_init(ret, key, command, label);
+    if (where)
+        snprintf(ret->where, sizeof(ret->where), "%s", where);
     text = holder_format(ret);
     rc = cbfs_store_put(r->store, key, text, strlen(text), err);
     if (rc == -EEXIST)
@@ -223,12 +229,52 @@ static int holder_register(CbfsRepo *r, const char *folder, const char *command,
 
 int cbfs_running_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err)
 {
-    return holder_register(r, "running/", "backup", label, ret, err);
+    return holder_register(r, "running/", "backup", label, NULL, ret, err);
 }
 
 int cbfs_mount_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err)
 {
-    return holder_register(r, "mounts/", "mount", label, ret, err);
+    return holder_register(r, "mounts/", "mount", label, NULL, ret, err);
+}
+
+int cbfs_reader_register(CbfsRepo *r, const char *label, const char *command, const char *where,
+                         CbfsHolder *ret, bool *registered, CbfsError *err)
+{
+    CbfsError e;
+    CbfsKv *rec = NULL;
+    int rc;
+
+    cbfs_error_init(&e);
+    if (holder_register(r, "mounts/", command, label, where, ret, &e) < 0) {
+        cbfs_warning("%s; expire may remove backup \"%s\" while the %s reads it", e.msg, label,
+                     command);
+        return 0;
+    }
+    *registered = true;
+    /* an expire that listed the readers before this one was stored may be
+     * about to remove the backup: wait for it, then look */
+    for (int tries = 0;; tries++) {
+        CbfsHolder h;
+        char who[256];
+        cbfs_error_init(&e);
+        if (cbfs_lock_read(r, &h, &e) < 0 || strcmp(h.command, "expire") != 0 ||
+            !cbfs_holder_alive(&h, 3600, time(NULL)))
+            break;
+        if (tries == 600) { /* 60 s: expire takes seconds */
+            cbfs_holder_describe(&h, who, sizeof(who));
+            return cbfs_error_set(err, EBUSY, CBFS_EXIT_ERROR,
+                                  "could not %s backup \"%s\": repository \"%s\" is locked by %s",
+                                  command, label, r->display, who);
+        }
+        usleep(100 * 1000);
+    }
+    rc = cbfs_repo_read_backup(r, label, &rec, err);
+    cbfs_kv_free(rec);
+    if (rc == -ENOENT)
+        return cbfs_error_set(err, ENOENT, CBFS_EXIT_ERROR,
+                              "could not %s backup \"%s\": it was expired meanwhile", command,
+                              label);
+    return rc;
 }
 
 int cbfs_running_check(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err)

@@ -416,6 +416,45 @@ int cbfs_manifest_add_bad_page(CbfsManifest *m, int64_t file, uint64_t page, uin
     return rc;
 }
 
+int cbfs_manifest_foreach_meta(CbfsManifest *m, cbfs_manifest_meta_cb cb, void *ctx, CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, "SELECT key, value FROM meta ORDER BY key", &st, err);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int r = cb((const char *) sqlite3_column_text(st, 0),
+                   (const char *) sqlite3_column_text(st, 1), ctx);
+        if (r != 0) {
+            sqlite3_finalize(st);
+            return r;
+        }
+    }
+    rc = rc == SQLITE_DONE ? 0 : db_error(m, err, "read");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cbfs_manifest_foreach_bad_page(CbfsManifest *m, cbfs_manifest_bad_page_cb cb, void *ctx,
+                                   CbfsError *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(m, "SELECT file, page, lsn FROM bad_pages ORDER BY file, page", &st, err);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int r = cb(sqlite3_column_int64(st, 0), (uint64_t) sqlite3_column_int64(st, 1),
+                   (uint64_t) sqlite3_column_int64(st, 2), ctx);
+        if (r != 0) {
+            sqlite3_finalize(st);
+            return r;
+        }
+    }
+    rc = rc == SQLITE_DONE ? 0 : db_error(m, err, "read");
+    sqlite3_finalize(st);
+    return rc;
+}
+
 #define FILE_COLUMNS "id, path, type, mode, uid, gid, size, mtime, target, parent"
 
 static void row_entry(sqlite3_stmt *st, CbfsFileEntry *f)

@@ -27,6 +27,7 @@
 
 static char *file_current; /* --passphrase-file */
 static char *file_new;     /* --new-passphrase-file */
+static char *file_dest;    /* --dest-passphrase-file (cbfs copy) */
 static char *file_env;     /* $CBFS_PASSPHRASE_FILE made absolute */
 static char *file_env_src; /* ... and as it was */
 
@@ -48,6 +49,12 @@ void cbfs_passphrase_set_new_file(const char *path)
 {
     free(file_new);
     file_new = absolute(path);
+}
+
+void cbfs_passphrase_set_dest_file(const char *path)
+{
+    free(file_dest);
+    file_dest = absolute(path);
 }
 
 static const char *env(const char *name)
@@ -244,6 +251,19 @@ int cbfs_passphrase_read(enum cbfs_passphrase_kind kind, const char *prompt_for,
     bool current = kind == CBFS_PASSPHRASE_CURRENT;
     const char *file = current ? file_current : file_new;
     const char *v;
+
+    if (kind == CBFS_PASSPHRASE_DEST) {
+        /* the destination's own, else the same as the source's */
+        if (file_dest)
+            return read_file(file_dest, ret, err);
+        if ((v = env("CBFS_DEST_PASSPHRASE")) != NULL) {
+            *ret = cbfs_xstrdup(v);
+            return 0;
+        }
+        if ((v = env("CBFS_DEST_PASSPHRASE_FILE")) != NULL)
+            return read_file(v, ret, err);
+        return cbfs_passphrase_read(CBFS_PASSPHRASE_CURRENT, prompt_for, confirm, ret, err);
+    }
 
     if (file)
         return read_file(file, ret, err);

@@ -617,6 +617,8 @@ static void usage(void)
         "                             verify its checksum; \"--read-data 10\" works too\n"
         "                             when the next argument is a number\n"
         "  -j, --jobs N               parallel requests (default: 4)\n"
+        "      --max-rate RATE        read blocks at most RATE bytes a second (50M, 1G;\n"
+        "                             also CBFS_MAX_RATE or max_rate in the configuration)\n"
         "      --json                 print the report as JSON:\n"
         "                               {\"repository\", \"ok\", \"duration_seconds\",\n"
         "                                \"backups\": [{\"label\", \"ok\", \"files\", \"blocks\",\n"
@@ -672,6 +674,7 @@ static int parse_options(int argc, char **argv, Options *o)
         {"read-data", optional_argument, NULL, 'R'},
         {"jobs", required_argument, NULL, 'j'},
         {"json", no_argument, NULL, 'J'},
+        {"max-rate", required_argument, NULL, 'r'},
         {"metrics-file", required_argument, NULL, 'M'},
         {"passphrase-file", required_argument, NULL, CMD_OPT_PASSPHRASE_FILE},
         {"node", required_argument, NULL, CMD_OPT_NODE},
@@ -701,6 +704,12 @@ static int parse_options(int argc, char **argv, Options *o)
         case 'J':
             o->json = true;
             break;
+        case 'r': {
+            int rc = cmd_max_rate("check", optarg);
+            if (rc != 0)
+                return rc;
+            break;
+        }
         case 'M':
             o->metrics = optarg;
             break;

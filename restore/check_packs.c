@@ -19,6 +19,7 @@
 #include "cbfs/pack.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
+#include "cbfs/ratelimit.h"
 #include "check.h"
 
 #define RUN_MAX CBFS_BLOCK_RUN_MAX /* stored bytes read from a pack in one request */
@@ -312,6 +313,7 @@ static void read_task(Worker *w, size_t i)
         refs[k].stored_len = p->entries[r->first + k].stored_len;
     }
     cbfs_error_init(&err);
+    cbfs_ratelimit_take(cbfs_ratelimit_global(), r->len);
     rc = cbfs_block_read_stored(c->repo->store, refs, r->count, w->run, NULL, &err);
     free(refs);
     for (size_t k = r->first; k < r->first + r->count; k++) {

@@ -30,12 +30,14 @@
 #include "cbfs/pack.h"
 #include "cbfs/pgfile.h"
 #include "cbfs/point.h"
+#include "cbfs/ratelimit.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "commands.h"
 #include "delta.h"
 
 #define OPT_DELTA            0x2001
+#define OPT_MAX_RATE         0x2010
 #define OPT_STANDBY          0x2002
 #define OPT_PRIMARY_CONNINFO 0x2003
 #define OPT_PRIMARY_SLOT     0x2004
@@ -193,6 +195,7 @@ static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, Scratch *
             s->at = cbfs_xrealloc(s->at, (j - i) * sizeof(CbfsBlockLoc));
             s->at_cap = j - i;
         }
+        cbfs_ratelimit_take(cbfs_ratelimit_global(), len);
         rc = cbfs_block_read_stored(r->repo->store, refs + i, j - i, s->run, s->at, err);
         for (k = i, pos = 0; k < j && rc == 0; pos += refs[k].stored_len, k++) {
             uint64_t off = refs[k].blockno * r->block_size;
@@ -421,6 +424,9 @@ static void usage(void)
         "\n"
         "Options:\n"
         "  -j, --jobs N                    parallel download threads (default: 2)\n"
+        "      --max-rate RATE             read the repository at most RATE bytes a second\n"
+        "                                  (50M, 1G; also CBFS_MAX_RATE or max_rate in the\n"
+        "                                  configuration)\n"
         "  -T, --tablespace-map OID_OR_NAME=DIR\n"
         "                                  restore a tablespace into DIR (repeatable)\n"
         "      --archive-mode off|preserve off (default) turns archiving off in the copy,\n"
@@ -451,6 +457,7 @@ int cmd_restore(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"jobs", required_argument, NULL, 'j'},
+        {"max-rate", required_argument, NULL, OPT_MAX_RATE},
         {"tablespace-map", required_argument, NULL, 'T'},
         {"archive-mode", required_argument, NULL, 'A'},
         {"target-action", required_argument, NULL, 'P'},
@@ -506,6 +513,10 @@ int cmd_restore(int argc, char **argv)
         case 'j':
             if (cbfs_parse_int(optarg, 1, 256, &jobs) < 0)
                 return cmd_usage_error("restore", "invalid value for --jobs: \"%s\"", optarg);
+            break;
+        case OPT_MAX_RATE:
+            if ((rc = cmd_max_rate("restore", optarg)) != 0)
+                return rc;
             break;
         case 'T':
             if (!strchr(optarg, '=') || strchr(optarg, '=') == optarg ||

@@ -25,6 +25,8 @@ char *cbfs_kv_format(const CbfsKv *kv);
 
 /* Set (replace) a value. */
 void cbfs_kv_set(CbfsKv *kv, const char *key, const char *value);
+/* Remove key (absent: nothing). */
+void cbfs_kv_unset(CbfsKv *kv, const char *key);
 void cbfs_kv_set_u64(CbfsKv *kv, const char *key, uint64_t value);
 /* Borrowed until the key is set again or kv freed; NULL if absent. */
 const char *cbfs_kv_get(const CbfsKv *kv, const char *key);

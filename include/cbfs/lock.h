@@ -41,6 +41,7 @@ typedef struct CbfsHolder {
     uint64_t pid_start;
     time_t since;
     char token[33];
+    char where[512]; /* a mount's registration: its mount point, else "" */
 } CbfsHolder;
 
 /* Take the repository lock for command ("gc", "expire", ...).  A lock left
@@ -68,6 +69,14 @@ int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *e
  * backup while the registration lives. */
 int cbfs_mount_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsError *err);
 int cbfs_mount_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err);
+/* A reader of backup label that expire must keep it for (command "mount",
+ * "copy"; where: the mount point, or NULL): registered as a mount (a repository that refuses the
+ * registration gets a warning, and *registered stays false), then, once no
+ * live expire holds the lock (waited for up to 60 s), the backup's record
+ * read again: gone is "could not COMMAND backup \"L\": it was expired
+ * meanwhile", CBFS_EXIT_ERROR.  Remove with cbfs_registration_remove. */
+int cbfs_reader_register(CbfsRepo *r, const char *label, const char *command, const char *where,
+                         CbfsHolder *ret, bool *registered, CbfsError *err);
 
 /* See above.  timeout: seconds after which another host's holder is taken
  * to be gone. */

@@ -29,6 +29,9 @@
 enum cbfs_passphrase_kind {
     CBFS_PASSPHRASE_CURRENT, /* the repository's passphrase */
     CBFS_PASSPHRASE_NEW,     /* a new one (cbfs key change) */
+    CBFS_PASSPHRASE_DEST,    /* cbfs copy's destination: --dest-passphrase-file,
+                                $CBFS_DEST_PASSPHRASE, $CBFS_DEST_PASSPHRASE_FILE,
+                                else the current one */
 };
 
 /* The passphrase files named on the command line (process-wide; they win
@@ -36,6 +39,7 @@ enum cbfs_passphrase_kind {
  * restore_command reads it from elsewhere. */
 void cbfs_passphrase_set_file(const char *path);
 void cbfs_passphrase_set_new_file(const char *path);
+void cbfs_passphrase_set_dest_file(const char *path);
 
 /* The file the current passphrase is read from, if that is where it comes
  * from (source 1, or 3 when $CBFS_PASSPHRASE is not set); else NULL.

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cbfs/kv.h"
+#include "cbfs/ratelimit.h"
 #include "cbfs/util.h"
 #include "tap.h"
 
@@ -253,9 +254,59 @@ static void test_sizes(void)
     }
 }
 
+/* Rates (ratelimit.h): sizes a second, at least 1k; and the limiter's
+ * accounting (no timing: a rate far above what is taken never sleeps). */
+static void test_rates(void)
+{
+    static const struct {
+        const char *in;
+        int rc;
+        uint64_t want;
+    } cases[] = {
+        {"50M", 0, 50u << 20}, {"1k", 0, 1024},      {"1G", 0, 1u << 30}, {"1023", -EINVAL, 0},
+        {"0", -EINVAL, 0},     {"fast", -EINVAL, 0}, {"-5M", -EINVAL, 0}, {"", -EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t v = 0;
+        CbfsError err;
+        int rc;
+        cbfs_error_init(&err);
+        rc = cbfs_rate_parse(cases[i].in, &v, &err);
+        ok(rc == cases[i].rc && (rc < 0 || v == cases[i].want), "rate \"%s\": %d, %llu",
+           cases[i].in, rc, (unsigned long long) v);
+        if (rc < 0) {
+            char want[128];
+            snprintf(want, sizeof(want),
+                     "invalid rate \"%s\" (bytes a second, at least 1k: 50M, 1G)", cases[i].in);
+            is_str(err.msg, want, "... the message for \"%s\"", cases[i].in);
+        }
+    }
+    {
+        CbfsRateLimit *rl = cbfs_ratelimit_new(1ull << 40);
+        cbfs_ratelimit_take(rl, 1u << 20);
+        cbfs_ratelimit_take(NULL, 1u << 20); /* no limit: nothing */
+        is_int(cbfs_ratelimit_rate(rl), 1ull << 40, "a limiter keeps its rate");
+        cbfs_ratelimit_free(rl);
+    }
+}
+
+static void test_unset(void)
+{
+    CbfsKv *kv = parse("a = 1\nb = 2\nc = 3\n");
+    char *text;
+    cbfs_kv_unset(kv, "b");
+    cbfs_kv_unset(kv, "nope");
+    text = cbfs_kv_format(kv);
+    is_str(text, "a = 1\nc = 3\n", "unset removes one key, keeps the others in order");
+    free(text);
+    cbfs_kv_free(kv);
+}
+
 int main(void)
 {
     test_sizes();
+    test_rates();
+    test_unset();
     test_round_trip();
     test_format();
     test_parse();
