@@ -139,10 +139,12 @@ static int parse_owner(const char *v, bool user, unsigned *ret)
 static int parse_o(MountOptions *mo, const char *list, const char *cmd)
 {
     char *copy = cbfs_xstrdup(list), *save = NULL;
-    static const char *const ignored[] = {"rw",     "defaults", "auto",   "noauto",   "_netdev",
-                                          "nofail", "user",     "users",  "nouser",   "noatime",
-                                          "atime",  "relatime", "nodev",  "nosuid",   "dev",
-                                          "suid",   "exec",     "noexec", "lazytime", "async"};
+    /* what mount(8) gives a helper from an fstab line (fstab(5), mount(8)
+     * "FILESYSTEM-INDEPENDENT MOUNT OPTIONS"): nothing to do here */
+    static const char *const ignored[] = {
+        "rw",     "defaults", "auto",  "noauto",  "_netdev",  "nofail",   "user",   "users",
+        "nouser", "owner",    "group", "noatime", "atime",    "relatime", "nodev",  "nosuid",
+        "dev",    "suid",     "exec",  "noexec",  "lazytime", "async",    "silent", "loud"};
     int rc = 0;
 
     for (char *o = strtok_r(copy, ",", &save); o && rc == 0; o = strtok_r(NULL, ",", &save)) {
@@ -244,6 +246,11 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
             mo->debug = mo->foreground = true;
             continue;
         }
+        /* comments and options meant for others (x-systemd.*, x-gvfs-*),
+         * and the user a user mount was made for (user=NAME) */
+        if (strcmp(o, "comment") == 0 || strncmp(o, "x-", 2) == 0 || strncmp(o, "X-", 2) == 0 ||
+            (strcmp(o, "user") == 0 && v))
+            continue;
         for (size_t i = 0; i < CBFS_ARRAY_LEN(ignored); i++)
             if (strcmp(o, ignored[i]) == 0 && !v)
                 known = true;
@@ -477,9 +484,19 @@ int cmd_mount(int argc, char **argv)
             mo.node = cbfs_xstrdup(v);
         } else if (strcmp(argv[i], "-f") == 0) {
             mo.foreground = true;
-        } else if (strcmp(argv[i], "-n") == 0 || strcmp(argv[i], "-s") == 0 ||
-                   strcmp(argv[i], "-v") == 0) {
-            /* mount(8) helper flags: nothing to do */
+        } else if (argv[i][0] == '-' && argv[i][1] &&
+                   strspn(argv[i] + 1, "nsv") == strlen(argv[i] + 1)) {
+            /* mount(8)'s helper flags -n (no mtab), -s (sloppy: unknown
+             * options are refused all the same), -v: nothing to do */
+        } else if (strcmp(argv[i], "-t") == 0 || strncmp(argv[i], "-t", 2) == 0) {
+            /* mount(8) passes -t TYPE.SUBTYPE when there is a subtype */
+            const char *t = argv[i][2] ? argv[i] + 2 : i + 1 < argc ? argv[++i] : "";
+            if (strcmp(t, "cbfs") != 0 && strcmp(t, "fuse.cbfs") != 0)
+                return cmd_usage_error(cmd, "file system type \"%s\" is not cbfs", t);
+        } else if (strcmp(argv[i], "-N") == 0 || strncmp(argv[i], "-N", 2) == 0) {
+            /* mount -N NS: the helper should switch to that namespace */
+            return cmd_usage_error(cmd, "-N is not supported: run mount.cbfs in that mount "
+                                        "namespace (nsenter -m)");
         } else if (argv[i][0] == '-') {
             return cmd_usage_error(cmd, "unknown option \"%s\"", argv[i]);
         } else if (npos < 2) {
