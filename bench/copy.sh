@@ -37,12 +37,15 @@ need_tools pgbackrest rsync
 [[ -x $TOP/build/cli/cbfs ]] || die "build first (ninja -C build)"
 fresh_work
 trap 'stop_servers; [[ $KEEP_WORK == 1 ]] || rm -rf "$W"/src "$W"/r1 "$W"/r2 "$W"/pgbr1 "$W"/pgbr2 "$W"/rsync-copy; true' EXIT
-mkdir -p "$W/bin" "$W/cache" "$W/pgbr-log" "$W/pgbr-lock" "$W/pgbr1" "$W/pgbr2" "$W/rsync-copy"
+mkdir -p "$W/bin" "$W/cache" "$W/pgbr-log" "$W/pgbr-lock" "$W/pgbr1" "$W/pgbr2" "$W/rsync-copy" \
+	"$W/r1" "$W/r2" "$W/src"
 cp "$TOP/build/cli/cbfs" "$W/bin/"
 chmod 755 "$W/bin" "$W/bin/cbfs"
 CBFS=$W/bin/cbfs
 export CBFS_CACHE_DIR=$W/cache
-chown postgres: "$W/cache" "$W/pgbr-log" "$W/pgbr-lock" "$W/pgbr1" "$W/pgbr2" "$W/rsync-copy"
+chown postgres: "$W/cache" "$W/pgbr-log" "$W/pgbr-lock" "$W/pgbr1" "$W/pgbr2" "$W/rsync-copy" \
+	"$W/r1" "$W/r2" "$W/src"
+chmod 700 "$W/src"
 R1=$W/r1
 R2=$W/r2
 PCONF=$W/pgbackrest.conf
@@ -139,11 +142,25 @@ while (($(date +%s) < end)); do
 done
 wait "$PGB"
 as_pg "$CBFS" copy "$R1" "$R2" >>"$W/log/copy-lag.out" 2>&1 || die "cbfs copy (lag) failed"
-LAG=$(cd "$R1/wal" && find . -type f -newermt "@$((end - LAG_SECS))" -printf '%P %T@\n' |
-	while read -r f t1; do
-		[[ -e $R2/wal/$f ]] && echo "$(stat -c %Y "$R2/wal/$f") $t1"
-	done | awk '{ d = $1 - $2; if (d < 0) d = 0; n++; s += d; if (d > m) m = d; v[n] = d }
-		END { asort(v); printf "%d WAL files, lag mean %.0f s, median %.0f s, max %.0f s", n, s / n, v[int((n + 1) / 2)], m }')
+LAG=$(/usr/bin/python3 - "$R1/wal" "$R2/wal" "$((end - LAG_SECS))" <<-'EOF'
+	import os, sys
+	r1, r2, since = sys.argv[1], sys.argv[2], float(sys.argv[3])
+	lags = []
+	for d, _, files in os.walk(r1):
+	    for f in files:
+	        p1 = os.path.join(d, f)
+	        t1 = os.stat(p1).st_mtime
+	        p2 = os.path.join(r2, os.path.relpath(p1, r1))
+	        if t1 >= since and os.path.exists(p2):
+	            lags.append(max(0.0, os.stat(p2).st_mtime - t1))
+	lags.sort()
+	if lags:
+	    print("%d WAL files, lag mean %.0f s, median %.0f s, max %.0f s"
+	          % (len(lags), sum(lags) / len(lags), lags[len(lags) // 2], lags[-1]))
+	else:
+	    print("no WAL files")
+	EOF
+)
 note "lag: $LAG"
 pg_down "$SRC"
 

@@ -63,8 +63,9 @@ static bool confirm(size_t n)
     bool yes = false;
     if (!isatty(STDIN_FILENO) || !(tty = fopen("/dev/tty", "r+")))
         return false;
-    fprintf(tty, "remove %zu registration%s of mounts on other hosts (they count as alive "
-                 "until removed)? [y/N] ",
+    fprintf(tty,
+            "remove %zu registration%s of mounts on other hosts (they count as alive "
+            "until removed)? [y/N] ",
             n, n == 1 ? "" : "s");
     fflush(tty);
     if (fgets(line, sizeof(line), tty))
@@ -199,8 +200,8 @@ int cmd_mounts(int argc, char **argv)
         for (size_t i = 0; i < n; i++) {
             char when[32];
             cbfs_format_time(hs[i].since, when, sizeof(when));
-            printf("%-24s %-6s %-20s %8ld %-20s %-10s %s\n", hs[i].label, hs[i].command,
-                   hs[i].host, hs[i].pid, when, state_names[state_of(&hs[i], host)],
+            printf("%-24s %-6s %-20s %8ld %-20s %-10s %s\n", hs[i].label, hs[i].command, hs[i].host,
+                   hs[i].pid, when, state_names[state_of(&hs[i], host)],
                    hs[i].where[0] ? hs[i].where : "-");
         }
     }

@@ -184,8 +184,8 @@ typedef struct NodeList {
 
 static void print_backups(const NodeList *nl)
 {
-    printf("%-24s %-20s %-13s %-13s %3s %9s %10s %10s %4s  %s\n", "label", "stop time",
-           "start lsn", "stop lsn", "tli", "files", "size", "stored", "bad", "kept");
+    printf("%-24s %-20s %-13s %-13s %3s %9s %10s %10s %4s  %s\n", "label", "stop time", "start lsn",
+           "stop lsn", "tli", "files", "size", "stored", "bad", "kept");
     for (size_t i = 0; i < nl->nbackups; i++) {
         const CbfsKv *b = nl->backups[i];
         uint64_t files = 0, size = 0, stored = 0, bad = 0;

@@ -94,7 +94,7 @@ static void mount_usage(void)
            "                        background, behind PostgreSQL's reads, at most RATE\n"
            "                        bytes a second (50M); goes on at every mount of this\n"
            "                        overlay until done (cbfs hydrate MOUNTPOINT --status)\n"
-"  max_rate=RATE         hydration and read-ahead read at most RATE bytes a\n"
+           "  max_rate=RATE         hydration and read-ahead read at most RATE bytes a\n"
            "                        second (50M; also CBFS_MAX_RATE or max_rate in the\n"
            "                        configuration); PostgreSQL's own reads are not held\n"
            "  target_action=pause   pause at the point instead of promoting\n"

@@ -66,6 +66,15 @@ void cbfs_ratelimit_take(CbfsRateLimit *rl, uint64_t bytes)
     }
 }
 
+uint64_t cbfs_ratelimit_chunk(const CbfsRateLimit *rl, uint64_t max)
+{
+    uint64_t c;
+    if (!rl)
+        return max;
+    c = rl->rate / 8 > (64u << 10) ? rl->rate / 8 : (64u << 10);
+    return c < max ? c : max;
+}
+
 uint64_t cbfs_ratelimit_rate(const CbfsRateLimit *rl)
 {
     return rl ? rl->rate : 0;

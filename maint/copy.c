@@ -37,8 +37,8 @@
 #include "cbfs/walarchive.h"
 #include "commands.h"
 
-#define FETCH_BYTES (8u << 20) /* stored bytes fetched from SOURCE in one batch */
-#define BATCH_BLOCKS 512   /* ... and at most this many blocks */
+#define FETCH_BYTES  (8u << 20) /* stored bytes fetched from SOURCE in one batch */
+#define BATCH_BLOCKS 512        /* ... and at most this many blocks */
 
 typedef struct CopyFile {
     int64_t src_id, dst_id;
@@ -48,11 +48,11 @@ typedef struct CopyFile {
 typedef struct Copy {
     CbfsRepo *src, *dst;
     const char *label;
-    bool same_ids;      /* neither side encrypted: a block's id is the same on both */
+    bool same_ids; /* neither side encrypted: a block's id is the same on both */
     const char *src_manifest_path;
-    CbfsManifest *dst_m;  /* guarded by lock */
+    CbfsManifest *dst_m; /* guarded by lock */
     CbfsBlockIndex *index;
-    CbfsRateLimit *rate;  /* bytes read from SOURCE, or NULL */
+    CbfsRateLimit *rate; /* bytes read from SOURCE, or NULL */
     CopyFile *files;
     size_t nfiles, next; /* next: the next file a worker takes (guarded by lock) */
     pthread_mutex_t lock;
@@ -114,8 +114,7 @@ static int put_block(Worker *w, CbfsBlockRef *ref, const uint8_t *sb, const Cbfs
     __atomic_add_fetch(&c->bytes_raw, ref->raw_len, __ATOMIC_RELAXED);
     if (!c->same_ids) {
         cbfs_codec_block_id(w->dst_codec, w->raw, ref->raw_len, mine.id);
-        if (cbfs_blockindex_lookup(c->index, mine.id, &mine) == 0 &&
-            mine.raw_len == ref->raw_len) {
+        if (cbfs_blockindex_lookup(c->index, mine.id, &mine) == 0 && mine.raw_len == ref->raw_len) {
             mine.file = ref->file;
             mine.blockno = ref->blockno;
             *ref = mine;
@@ -132,8 +131,8 @@ static int put_block(Worker *w, CbfsBlockRef *ref, const uint8_t *sb, const Cbfs
     }
     if (!w->pack) {
         w->pack = cbfs_pack_writer_new();
-        if ((rc = cbfs_blockindex_pack_begin(c->index, cbfs_pack_writer_name(w->pack),
-                                             &w->err)) < 0)
+        if ((rc = cbfs_blockindex_pack_begin(c->index, cbfs_pack_writer_name(w->pack), &w->err)) <
+            0)
             return rc;
     }
     mine.offset = cbfs_pack_writer_append(w->pack, mine.id, out, (uint32_t) n, ref->raw_len);
@@ -190,7 +189,8 @@ static int copy_file(Worker *w, const CopyFile *f)
     idx = cbfs_xmalloc((n ? n : 1) * sizeof(*idx));
     for (size_t i = 0; i < n && rc == 0; i++) {
         CbfsBlockRef *r = &refs[i];
-        if (r->raw_len > c->dst->block_size || r->stored_len > cbfs_codec_bound(c->dst->block_size) + 64) {
+        if (r->raw_len > c->dst->block_size ||
+            r->stored_len > cbfs_codec_bound(c->dst->block_size) + 64) {
             rc = cbfs_error_set(&w->err, EBADMSG, CBFS_EXIT_CORRUPT,
                                 "backup \"%s\" in repository \"%s\" names a block of %u bytes",
                                 c->label, c->src->display, r->raw_len);
@@ -206,7 +206,8 @@ static int copy_file(Worker *w, const CopyFile *f)
                 continue;
             }
         }
-        if (nidx == BATCH_BLOCKS || bytes + r->stored_len > FETCH_BYTES) {
+        if (nidx == BATCH_BLOCKS ||
+            bytes + r->stored_len > cbfs_ratelimit_chunk(c->rate, FETCH_BYTES)) {
             rc = put_batch(w, refs, idx, nidx, bytes);
             nidx = bytes = 0;
         }
@@ -295,8 +296,8 @@ static int file_cb(const CbfsFileEntry *f, void *ctx)
     if (!f->path || !cbfs_manifest_path_valid(f->path) || f->id <= 0 ||
         (size_t) f->id >= fw->map_len)
         return cbfs_error_set(fw->err, EBADMSG, CBFS_EXIT_CORRUPT,
-                              "backup \"%s\" in repository \"%s\" names an invalid path",
-                              c->label, c->src->display);
+                              "backup \"%s\" in repository \"%s\" names an invalid path", c->label,
+                              c->src->display);
     if (map_id(fw, f->parent, &g.parent) < 0)
         return -EBADMSG;
     if (cbfs_manifest_add_file(fw->dst_m, &g, &id, fw->err) < 0)
@@ -573,14 +574,21 @@ static int copy_wal(CbfsRepo *src, CbfsRepo *dst, uint64_t from, uint32_t seg_si
             continue;
         if (wal_segno(name, seg_size, &segno) && segno < from)
             continue;
+        if (rate) { /* what is read: the stored object */
+            char *key = cbfs_wal_key(name);
+            uint64_t size = 0;
+            CbfsError e;
+            cbfs_error_init(&e);
+            if (cbfs_store_stat(src->store, key, &size, &e) == 0)
+                cbfs_ratelimit_take(rate, size);
+            free(key);
+        }
         rc = cbfs_wal_read(src, name, &buf, &len, err);
         if (rc == -ENOENT) { /* expired meanwhile */
             cbfs_error_init(err);
             rc = 0;
             continue;
         }
-        if (rc == 0 && rate)
-            cbfs_ratelimit_take(rate, len);
         if (rc == 0)
             rc = cbfs_wal_push_buffer(dst, name, buf, len, err);
         free(buf);
@@ -604,7 +612,8 @@ static int copy_points(CbfsRepo *src, CbfsRepo *dst, uint64_t sysid, Totals *tot
         time_t when;
         CbfsKv *old;
         if (!name || !ts || cbfs_parse_time(ts, &when, NULL) < 0 ||
-            cbfs_lsn_parse(cbfs_kv_get(pts[i], "lsn") ? cbfs_kv_get(pts[i], "lsn") : "", &lsn) < 0 ||
+            cbfs_lsn_parse(cbfs_kv_get(pts[i], "lsn") ? cbfs_kv_get(pts[i], "lsn") : "", &lsn) <
+                0 ||
             cbfs_kv_get_u64(pts[i], "timeline", &tli) < 0)
             continue; /* point.c reads only valid ones */
         if (cbfs_point_read(dst, name, &old, err) == 0) {
@@ -823,8 +832,8 @@ int cmd_copy(int argc, char **argv)
             cbfs_error_set(&err, EINVAL, CBFS_EXIT_USAGE,
                            "could not copy into repository \"%s\": it holds database system "
                            "%llu, not %llu of repository \"%s\"",
-                           dst->display, (unsigned long long) owner,
-                           (unsigned long long) src_sysid, src->display);
+                           dst->display, (unsigned long long) owner, (unsigned long long) src_sysid,
+                           src->display);
             goto fail;
         }
     }
@@ -851,8 +860,7 @@ int cmd_copy(int argc, char **argv)
         uint64_t stop = 0;
         CbfsKv *have;
         cbfs_kv_get_u64(backups[i], "stop_time", &stop);
-        if (since && (stop < since_stop ||
-                      (stop == since_stop && strcmp(label, since) < 0)))
+        if (since && (stop < since_stop || (stop == since_stop && strcmp(label, since) < 0)))
             continue;
         if (cbfs_repo_read_backup(dst, label, &have, &err) == 0) {
             cbfs_kv_free(have);

@@ -349,7 +349,8 @@ static size_t collect_runs(Check *c, Pack *p, size_t nruns)
         }
         while (j < p->n && (p->marks[j] & (MARK_SELECTED | MARK_READ)) == MARK_SELECTED &&
                p->entries[j].offset == p->entries[j - 1].offset + p->entries[j - 1].stored_len &&
-               len + p->entries[j].stored_len <= RUN_MAX)
+               len + p->entries[j].stored_len <=
+                   cbfs_ratelimit_chunk(cbfs_ratelimit_global(), RUN_MAX))
             len += p->entries[j++].stored_len;
         c->runs = cbfs_xrealloc(c->runs, (nruns + 1) * sizeof(Run));
         c->runs[nruns++] = (Run){p, i, j - i, len};

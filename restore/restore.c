@@ -185,7 +185,8 @@ static int restore_file(Restore *r, CbfsManifest *m, CbfsCodec *codec, Scratch *
         size_t j = i + 1, len = refs[i].stored_len, k, pos;
         while (j < n && strcmp(refs[j].pack, refs[i].pack) == 0 &&
                refs[j].offset == refs[j - 1].offset + refs[j - 1].stored_len &&
-               len + refs[j].stored_len <= CBFS_BLOCK_RUN_MAX)
+               len + refs[j].stored_len <=
+                   cbfs_ratelimit_chunk(cbfs_ratelimit_global(), CBFS_BLOCK_RUN_MAX))
             len += refs[j++].stored_len;
         if (len > s->run_cap) {
             s->run = cbfs_xrealloc(s->run, len);

@@ -129,7 +129,8 @@ int cbfs_manifest_foreach_block(CbfsManifest *m, cbfs_manifest_block_cb cb, void
 /* Every meta key and value (a value may be NULL), in key order; a non-zero
  * return of cb stops and is returned. */
 typedef int (*cbfs_manifest_meta_cb)(const char *key, const char *value, void *ctx);
-int cbfs_manifest_foreach_meta(CbfsManifest *m, cbfs_manifest_meta_cb cb, void *ctx, CbfsError *err);
+int cbfs_manifest_foreach_meta(CbfsManifest *m, cbfs_manifest_meta_cb cb, void *ctx,
+                               CbfsError *err);
 /* Every page recorded as bad (file id, page number, LSN), likewise. */
 typedef int (*cbfs_manifest_bad_page_cb)(int64_t file, uint64_t page, uint64_t lsn, void *ctx);
 int cbfs_manifest_foreach_bad_page(CbfsManifest *m, cbfs_manifest_bad_page_cb cb, void *ctx,

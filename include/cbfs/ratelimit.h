@@ -29,6 +29,10 @@ CbfsRateLimit *cbfs_ratelimit_new(uint64_t bytes_per_second);
 /* Account for bytes, sleeping first as long as the rate asks.  Thread-safe. */
 void cbfs_ratelimit_take(CbfsRateLimit *rl, uint64_t bytes);
 uint64_t cbfs_ratelimit_rate(const CbfsRateLimit *rl);
+/* The most a caller should read with one take: max, or under a limit an
+ * eighth of a second's worth (at least 64 KiB), so that the bytes read in
+ * any 10 s stay within a few percent of the rate. */
+uint64_t cbfs_ratelimit_chunk(const CbfsRateLimit *rl, uint64_t max);
 void cbfs_ratelimit_free(CbfsRateLimit *rl);
 
 /* The command's limit (--max-rate, or max_rate in the configuration), for
