@@ -302,6 +302,9 @@ static int serve(MountOptions *mo, CbfsRepo *repo, const CbfsTarget *target, con
         if (n > 0 && strcmp(strrchr(self, '/') + 1, "mount.cbfs") == 0) {
             char *slash = strrchr(self, '/');
             snprintf(slash + 1, sizeof(self) - (size_t) (slash + 1 - self), "cbfs");
+            /* installed apart (mount.cbfs in sbin, cbfs in bin) */
+            if (access(self, X_OK) != 0 && access(CBFS_BINDIR "/cbfs", X_OK) == 0)
+                snprintf(self, sizeof(self), "%s", CBFS_BINDIR "/cbfs");
         }
     }
     rc = overlay_open(overlay_dir, repo->id, identity, &created, &ov, &err);
