@@ -682,6 +682,7 @@ static int parse_options(int argc, char **argv, Options *o)
         {NULL, 0, NULL, 0},
     };
     int ch;
+    bool rate_given = false;
 
     *o = (Options){4, 0, false, NULL, NULL, NULL};
     while ((ch = getopt_long(argc, argv, "j:h", opts, NULL)) != -1) {
@@ -708,6 +709,7 @@ static int parse_options(int argc, char **argv, Options *o)
             int rc = cmd_max_rate("check", optarg);
             if (rc != 0)
                 return rc;
+            rate_given = true;
             break;
         }
         case 'M':
@@ -729,6 +731,12 @@ static int parse_options(int argc, char **argv, Options *o)
     if (optind + 1 != argc)
         return cmd_usage_error("check",
                                optind >= argc ? "no repository given" : "too many arguments");
+    /* else $CBFS_MAX_RATE or max_rate in the configuration */
+    if (!rate_given) {
+        int rc = cmd_max_rate("check", NULL);
+        if (rc != 0)
+            return rc;
+    }
     o->repo = argv[optind];
     return 0;
 }

@@ -216,6 +216,9 @@ static void load_task(Worker *w, size_t i)
     cbfs_error_init(&err);
     rc = cbfs_pack_read_index_sized(c->repo->store, c->repo->crypt, p->name, p->size, &p->entries,
                                     &p->n, &err);
+    if (rc == 0) /* --max-rate holds what check reads, indexes too */
+        cbfs_ratelimit_take(cbfs_ratelimit_global(),
+                            (uint64_t) p->n * CBFS_PACK_ENTRY_LEN + CBFS_PACK_TRAILER_LEN);
     p->loaded = true;
     if (rc == -ENOENT) { /* gone since the listing */
         p->stored = false;

@@ -509,6 +509,7 @@ int cmd_restore(int argc, char **argv)
     memset(&r, 0, sizeof(r));
     memset(&col, 0, sizeof(col));
     pthread_mutex_init(&r.lock, NULL);
+    bool rate_given = false;
     while ((c = getopt_long(argc, argv, "j:T:h", opts, NULL)) != -1) {
         switch (c) {
         case 'j':
@@ -518,6 +519,7 @@ int cmd_restore(int argc, char **argv)
         case OPT_MAX_RATE:
             if ((rc = cmd_max_rate("restore", optarg)) != 0)
                 return rc;
+            rate_given = true;
             break;
         case 'T':
             if (!strchr(optarg, '=') || strchr(optarg, '=') == optarg ||
@@ -604,6 +606,9 @@ int cmd_restore(int argc, char **argv)
             return cmd_usage_error("restore", NULL);
         }
     }
+    /* else $CBFS_MAX_RATE or max_rate in the configuration */
+    if (!rate_given && (rc = cmd_max_rate("restore", NULL)) != 0)
+        return rc;
     /* REPO DIR, or REPO --datadir DIR (as Patroni calls) */
     if (datadir && optind + 1 == argc)
         dir = datadir;

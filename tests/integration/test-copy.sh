@@ -55,7 +55,7 @@ PACKS=$(find "$R2/packs" -type f | wc -l)
 table_hashes src postgres >"$TMP/src.tables"
 pg_stop src
 mv "$R1" "$TMP/r1.away" # the destination alone
-if cbfs_restore "$R2@p1" at_p1 && pg_start at_p1 && pg_wait_promoted at_p1; then
+if cbfs_restore "$R2@p1" at_p1 --max-rate 500M && pg_start at_p1 && pg_wait_promoted at_p1; then
 	pass "restore of the copy to restore point p1, with the copy's WAL"
 	is "$(psql_as at_p1 postgres "select count(*) from pg_class where relname = 'after_p1'")" 0 \
 		"... the point's state (the table made after it is not there)"
@@ -126,7 +126,7 @@ cmp_ok "${COPIED:-999999999}" -le "$((BACKED + BACKED / 20 + 65536))" \
 	"... b3: the copy stored $COPIED bytes, what its backup stored in the source ($BACKED): only what changed"
 
 # ---------------------------------------------------------------- killed, then again
-backup src "$R1" b4 || bail "backup b4"
+backup src "$R1" b4 --io-nice idle --max-rate 100M || bail "backup b4"
 bg_cbfs killed copy-commit copy "$R1" "$R2"
 if wait_reached copy-commit; then
 	kill -9 "$BG_PID"
@@ -141,7 +141,7 @@ cbfs copy "$R1" "$R2"
 is "$RC/$ERR" "0/" "the copy run again"
 like "$OUT" "copied backup b4: [0-9]+ blocks, 0 new " "... stores no block twice (b4's packs are found)"
 is "$(find "$R2/packs" -type f | wc -l)" "$P1" "... and no new pack"
-ok_cbfs "check --read-data after the killed copy" check "$R2" --read-data
+ok_cbfs "check --read-data after the killed copy" check "$R2" --read-data --max-rate 500M
 
 # ---------------------------------------------------------------- encrypted, with its own key, both ways
 printf 'dest secret\n' >"$TMP/p3"
@@ -205,6 +205,18 @@ for r in 0 fast -5M; do
 	is "$RC:$(head -n 1 <<<"$ERR")" "2:cbfs: invalid rate \"$r\" (bytes a second, at least 1k: 50M, 1G)" \
 		"--max-rate $r: refused"
 done
+cbfs backup "$R1" --pgdata "$(datadir src)" --dbname "$(conninfo src)" --io-nice 9
+is "$RC:$(head -n 1 <<<"$ERR")" '2:cbfs: invalid --io-nice "9" (idle, or 0 to 7)' "backup --io-nice 9: refused"
+for cmd in "backup $R1 --pgdata $(datadir src)" "restore $R1 $TMP/never" "check $R1 --read-data"; do
+	# shellcheck disable=SC2086 # words intended
+	cbfs $cmd --max-rate 0
+	is "$RC:$(head -n 1 <<<"$ERR")" '2:cbfs: invalid rate "0" (bytes a second, at least 1k: 50M, 1G)' \
+		"${cmd%% *} --max-rate 0: refused"
+done
+ok "... nothing restored" test ! -e "$TMP/never"
+CBFS_MAX_RATE=fast cbfs check "$R1"
+is "$RC:$(head -n 1 <<<"$ERR")" '2:cbfs: invalid rate "fast" (bytes a second, at least 1k: 50M, 1G)' \
+	"a malformed CBFS_MAX_RATE: refused"
 cbfs_pg init "$TMP/big" --block-size 128k
 cbfs copy "$R1" "$TMP/big"
 check_error "another block size" 2 \
