@@ -11,7 +11,7 @@
 # to the last is compared with the limit:
 #   backup  --max-rate BACKUP_RATE   (reads the data directory)
 #   restore --max-rate REPO_RATE     (reads the repository's packs)
-#   check --read-data --max-rate REPO_RATE
+#   check --read-data --max-rate REPO_RATE  (strace too, as copy)
 #   copy    --max-rate REPO_RATE     (counted from an strace of its reads of
 #                                     files under SOURCE: its rchar also
 #                                     holds DESTINATION's SQLite index and
@@ -92,28 +92,15 @@ watch() {
 		}' "$W/log/$name.samples"
 }
 
-R=()
-note "backup --max-rate $BACKUP_RATE"
-"$CBFS" backup "$W/repo" --pgdata "$W/src" --dbname "host=$W/sock port=$P user=postgres" \
-	--label b1 --max-rate "$BACKUP_RATE" >"$W/log/backup.out" 2>&1 &
-R+=("$(watch $! "$BACKUP_RATE" backup)")
-wait $! 2>/dev/null
-pg_down "$W/src"
-
-note "restore --max-rate $REPO_RATE"
-"$CBFS" restore "$W/repo@b1" "$W/restored" --max-rate "$REPO_RATE" >"$W/log/restore.out" 2>&1 &
-R+=("$(watch $! "$REPO_RATE" restore)")
-
-note "check --read-data --max-rate $REPO_RATE"
-"$CBFS" check "$W/repo" --read-data --max-rate "$REPO_RATE" >"$W/log/check.out" 2>&1 &
-R+=("$(watch $! "$REPO_RATE" "check --read-data")")
-
-note "copy --max-rate $REPO_RATE"
-need_tools strace
-strace -f -ttt -y -e trace=read,pread64 -e signal=none -o "$W/log/copy.strace" \
-	"$CBFS" copy "$W/repo" "$W/repo2" --max-rate "$REPO_RATE" >"$W/log/copy.out" 2>&1 ||
-	die "copy failed"
-R+=("$(/usr/bin/python3 - "$W/log/copy.strace" "$W/repo/" "$(numfmt --from=iec "$REPO_RATE")" "$REPO_RATE" <<-'EOF'
+# traced NAME LIMIT REPO-DIR CMD...: CMD under strace; the 10 s windows of
+# what it read from files under REPO-DIR (its rchar would also count its
+# local files: SQLite indexes and manifests)
+traced() {
+	local name=$1 limit=$2 dir=$3
+	shift 3
+	strace -f -ttt -y -e trace=read,pread64 -e signal=none -o "$W/log/$name.strace" \
+		"$@" >"$W/log/$name.out" 2>&1 || die "$name failed"
+	/usr/bin/python3 - "$W/log/$name.strace" "$dir" "$(numfmt --from=iec "$limit")" "$limit" "$name" <<-'EOF'
 	import re, sys
 	log, src, lim, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 	ev = []
@@ -136,10 +123,30 @@ R+=("$(/usr/bin/python3 - "$W/log/copy.strace" "$W/repo/" "$(numfmt --from=iec "
 	    r = (cum[j] - cum[i]) / (t[j] - t[i])
 	    lo, hi, n = min(lo, r), max(hi, r), n + 1
 	total = cum[-1] / (t[-1] - t[0])
-	print("| copy (reads of SOURCE's files, strace) | %s | %.1f s | %.2f MB/s (%+.1f%%) | %.2f MB/s (%+.1f%%) | %.2f MB/s (%+.1f%%) | %d |"
-	      % (limit, t[-1] - t[0], total / 1e6, 100 * (total / lim - 1), lo / 1e6, 100 * (lo / lim - 1), hi / 1e6, 100 * (hi / lim - 1), n))
+	print("| %s (its reads of the repository's files, strace) | %s | %.1f s | %.2f MB/s (%+.1f%%) | %.2f MB/s (%+.1f%%) | %.2f MB/s (%+.1f%%) | %d |"
+	      % (sys.argv[5], limit, t[-1] - t[0], total / 1e6, 100 * (total / lim - 1), lo / 1e6, 100 * (lo / lim - 1), hi / 1e6, 100 * (hi / lim - 1), n))
 	EOF
-)")
+}
+
+R=()
+note "backup --max-rate $BACKUP_RATE"
+"$CBFS" backup "$W/repo" --pgdata "$W/src" --dbname "host=$W/sock port=$P user=postgres" \
+	--label b1 --max-rate "$BACKUP_RATE" >"$W/log/backup.out" 2>&1 &
+R+=("$(watch $! "$BACKUP_RATE" backup)")
+wait $! 2>/dev/null
+pg_down "$W/src"
+
+note "restore --max-rate $REPO_RATE"
+"$CBFS" restore "$W/repo@b1" "$W/restored" --max-rate "$REPO_RATE" >"$W/log/restore.out" 2>&1 &
+R+=("$(watch $! "$REPO_RATE" restore)")
+
+note "check --read-data --max-rate $REPO_RATE"
+need_tools strace
+R+=("$(traced "check --read-data" "$REPO_RATE" "$W/repo/" "$CBFS" check "$W/repo" --read-data --max-rate "$REPO_RATE")")
+
+note "copy --max-rate $REPO_RATE"
+need_tools strace
+R+=("$(traced copy "$REPO_RATE" "$W/repo/" "$CBFS" copy "$W/repo" "$W/repo2" --max-rate "$REPO_RATE")")
 
 note "mount -o hydrate,max_rate=$HYDRATE_RATE"
 "$W/bin/mount.cbfs" "$W/repo@b1" "$MNT" -o "overlay=$W/ov,max_rate=$HYDRATE_RATE" || die "mount failed"

@@ -25,6 +25,7 @@
 #include "cbfs/moved.h"
 #include "cbfs/pack.h"
 #include "cbfs/point.h"
+#include "cbfs/ratelimit.h"
 #include "cbfs/repo.h"
 #include "cbfs/util.h"
 #include "cbfs/wal.h"
@@ -337,6 +338,11 @@ static void check_backup(Check *c, Backup *b)
     CbfsError err;
 
     cbfs_error_init(&err);
+    {
+        uint64_t size = 0; /* --max-rate holds the manifests check reads too */
+        if (cbfs_kv_get_u64(b->rec, "manifest_size", &size) == 0)
+            cbfs_ratelimit_take(cbfs_ratelimit_global(), size);
+    }
     if (cbfs_repo_fetch_manifest(c->repo, b->rec, c->tmpdir, &local, &err) < 0 ||
         cbfs_manifest_open(local, &m, &err) < 0 || cbfs_manifest_quick_check(m, &err) < 0) {
         check_problem_add(&b->problems, K_BAD_MANIFEST, key, NULL, -1, "%s",
