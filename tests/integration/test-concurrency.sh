@@ -91,7 +91,8 @@ mount_read() { # mounts a's latest backup, reads every file, unmounts
 _mounts+=("$TMP/mr")
 LOAD=() LOOPS=()
 for n in "${NODES[@]}"; do
-	background pgbench_as "$n" -n -c 2 -T "$((SECONDS_RUN + 60))" postgres
+	# its report (when it outlives the run) is not TAP: kept apart
+	background pgbench_as "$n" -n -c 2 -T "$((SECONDS_RUN + 60))" postgres >"$TMP/pgbench-$n.out" 2>&1
 	LOAD+=("$BG_PID")
 done
 background loop backup-a backups a
