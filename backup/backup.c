@@ -1132,12 +1132,8 @@ done : {
 fail:
     rc = cmd_fail(&err);
 out:
-    if (registered) {
-        CbfsError e;
-        cbfs_error_init(&e);
-        if (cbfs_registration_remove(b.repo, &reg, &e) < 0)
-            cbfs_warning("could not remove the backup's registration: %s", e.msg);
-    }
+    if (registered)
+        cbfs_registration_release(b.repo, &reg);
     if (workers) {
         for (long i = 0; i < jobs; i++) {
             cbfs_codec_free(workers[i].codec);

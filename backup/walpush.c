@@ -159,11 +159,6 @@ static void marker_remove(const Queue *q, const char *name)
     free(ok);
 }
 
-static int cmp_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 /* Up to max segments that archive_status marks ready and that have no
  * marker yet, oldest first, after `after`.  Returns the count; *ret is an
  * array of names (caller frees with free_names). */
@@ -188,7 +183,7 @@ static size_t unmarked_ready(const Queue *q, const char *after, size_t max, char
     if (d)
         closedir(d);
     if (n > 1)
-        qsort(names, n, sizeof(char *), cmp_name);
+        qsort(names, n, sizeof(char *), cbfs_cmp_strp);
     for (size_t i = 0; i < n; i++) {
         char *ok = cbfs_xasprintf("%s/%s.ok", q->spool, names[i]);
         struct stat st;

@@ -264,14 +264,15 @@ static int parse_o(MountOptions *mo, const char *list, const char *cmd)
 /* Is the kernel's FUSE over io_uring turned on (fuse.enable_uring)? */
 static bool kernel_uring(void)
 {
-    char c = 0;
-    int fd = open("/sys/module/fuse/parameters/enable_uring", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    if (read(fd, &c, 1) != 1)
-        c = 0;
-    close(fd);
-    return c == 'Y' || c == '1';
+    uint8_t *v = NULL;
+    size_t len = 0;
+    CbfsError err;
+    bool on;
+    cbfs_error_init(&err);
+    on = cbfs_read_file("/sys/module/fuse/parameters/enable_uring", &v, &len, &err) == 0 &&
+         len > 0 && (v[0] == 'Y' || v[0] == '1');
+    free(v);
+    return on;
 }
 
 /* Everything the daemon runs; reports readiness (or the error) on ready_fd. */
@@ -428,12 +429,8 @@ report:
         fuse_session_destroy(se);
     }
     fuse_opt_free_args(&args);
-    if (registered) {
-        CbfsError e;
-        cbfs_error_init(&e);
-        if (cbfs_registration_remove(repo, &reg, &e) < 0)
-            cbfs_warning("%s", e.msg);
-    }
+    if (registered)
+        cbfs_registration_release(repo, &reg);
     fs_free(fs);
     overlay_close(ov);
     /* an overlay whose files were moved out is spent */

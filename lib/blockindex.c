@@ -76,11 +76,6 @@ static int collect_pack(const char *key, uint64_t size, void *ctx)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 /* Bring the index in step with the packs the store holds. */
 static int sync_packs(CbfsBlockIndex *bi, CbfsRepo *r, size_t *ret_synced, CbfsError *err)
 {
@@ -93,7 +88,7 @@ static int sync_packs(CbfsBlockIndex *bi, CbfsRepo *r, size_t *ret_synced, CbfsE
     if (rc < 0)
         goto out;
     if (listed.n)
-        qsort(listed.names, listed.n, sizeof(char *), cmp_str);
+        qsort(listed.names, listed.n, sizeof(char *), cbfs_cmp_strp);
 
     if (sqlite3_exec(bi->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
         /* only stored packs can be "gone": an unstored one may belong to a
@@ -112,7 +107,8 @@ static int sync_packs(CbfsBlockIndex *bi, CbfsRepo *r, size_t *ret_synced, CbfsE
         NameList gone = {0};
         while (sqlite3_step(known) == SQLITE_ROW) {
             char *name = (char *) sqlite3_column_text(known, 0);
-            if (!listed.n || !bsearch(&name, listed.names, listed.n, sizeof(char *), cmp_str)) {
+            if (!listed.n ||
+                !bsearch(&name, listed.names, listed.n, sizeof(char *), cbfs_cmp_strp)) {
                 gone.names = cbfs_xrealloc(gone.names, (gone.n + 1) * sizeof(char *));
                 gone.names[gone.n++] = cbfs_xstrdup(name);
             }
@@ -336,7 +332,7 @@ int cbfs_blockindex_lookup(CbfsBlockIndex *bi, const uint8_t id[CBFS_BLOCK_ID_LE
     if (sqlite3_step(st) == SQLITE_ROW) {
         const char *pack = (const char *) sqlite3_column_text(st, 0);
         if (pack && cbfs_pack_name_valid(pack) &&
-            !(bi->navoid && bsearch(&pack, bi->avoid, bi->navoid, sizeof(char *), cmp_str))) {
+            !(bi->navoid && bsearch(&pack, bi->avoid, bi->navoid, sizeof(char *), cbfs_cmp_strp))) {
             memcpy(ref->id, id, CBFS_BLOCK_ID_LEN);
             strcpy(ref->pack, pack);
             ref->offset = (uint64_t) sqlite3_column_int64(st, 1);

@@ -114,11 +114,6 @@ bad:
     return cbfs_error_set(err, EBADMSG, CBFS_EXIT_CORRUPT, "object \"%s\" is damaged", key);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 int cbfs_doomed_packs(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
 {
     char **keys = NULL, **packs = NULL;
@@ -144,7 +139,7 @@ int cbfs_doomed_packs(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
         return rc;
     }
     if (npacks)
-        qsort(packs, npacks, sizeof(char *), cmp_str);
+        qsort(packs, npacks, sizeof(char *), cbfs_cmp_strp);
     for (size_t i = 0; i < npacks; i++) {
         if (out && strcmp(packs[out - 1], packs[i]) == 0)
             free(packs[i]);

@@ -289,6 +289,14 @@ int cbfs_registration_remove(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err
     return rc == -ENOENT ? 0 : rc;
 }
 
+void cbfs_registration_release(CbfsRepo *r, const CbfsHolder *mine)
+{
+    CbfsError e;
+    cbfs_error_init(&e);
+    if (cbfs_registration_remove(r, mine, &e) < 0)
+        cbfs_warning("could not remove the %s's registration: %s", mine->command, e.msg);
+}
+
 /* Every registration under folder ("running/", "mounts/"). */
 static int holder_list(CbfsRepo *r, const char *folder, const char *command, CbfsHolder **ret,
                        size_t *ret_n, CbfsError *err)

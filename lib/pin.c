@@ -68,11 +68,6 @@ int cbfs_pin_remove(CbfsRepo *r, const char *label, CbfsError *err)
     return rc;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 int cbfs_pin_list(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
 {
     char **names;
@@ -93,5 +88,5 @@ int cbfs_pin_list(CbfsRepo *r, char ***ret, size_t *ret_n, CbfsError *err)
 
 bool cbfs_pin_in(char *const *pins, size_t n, const char *label)
 {
-    return n && bsearch(&label, pins, n, sizeof(char *), cmp_str) != NULL;
+    return n && bsearch(&label, pins, n, sizeof(char *), cbfs_cmp_strp) != NULL;
 }

@@ -240,11 +240,6 @@ static const CbfsKv *backup_before(CbfsKv **list, size_t n, uint64_t lsn, time_t
     return NULL;
 }
 
-static int name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 /* Every WAL segment recovery reads from backup's start to lsn on timeline
  * tli is archived (following tli's history when it branched off the
  * backup's timeline): 0, or -ENOENT and *missing the first one missing.
@@ -305,11 +300,11 @@ static int wal_complete(CbfsRepo *r, const CbfsKv *backup, uint32_t tli, uint64_
         snprintf(prefix, sizeof(prefix), "wal/%08X/", hops[h].tli);
         if ((rc = cbfs_store_list_names(r->store, prefix, "", &names, &n, err)) < 0)
             break;
-        qsort(names, n, sizeof(char *), name_cmp);
+        qsort(names, n, sizeof(char *), cbfs_cmp_strp);
         for (uint64_t seg = hops[h].lo; seg <= hops[h].hi && rc == 0; seg++) {
             char name[CBFS_WAL_NAME_MAX], *key = name;
             cbfs_wal_segname(hops[h].tli, seg, (uint32_t) seg_size, name, sizeof(name));
-            if (!bsearch(&key, names, n, sizeof(char *), name_cmp)) {
+            if (!bsearch(&key, names, n, sizeof(char *), cbfs_cmp_strp)) {
                 snprintf(missing, len, "%s", name);
                 rc = -ENOENT;
             }

@@ -79,11 +79,6 @@ static int collect_name(const char *key, uint64_t size, void *ctx)
     return 0;
 }
 
-static int cmp_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 int cbfs_store_list_names(CbfsStore *st, const char *prefix, const char *suffix, char ***ret,
                           size_t *ret_n, CbfsError *err)
 {
@@ -94,7 +89,7 @@ int cbfs_store_list_names(CbfsStore *st, const char *prefix, const char *suffix,
         return rc;
     }
     if (ns.n > 1)
-        qsort(ns.v, ns.n, sizeof(char *), cmp_name);
+        qsort(ns.v, ns.n, sizeof(char *), cbfs_cmp_strp);
     *ret = ns.v;
     *ret_n = ns.n;
     return 0;

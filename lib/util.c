@@ -564,3 +564,8 @@ hit:
     free(reached);
     free(go);
 }
+
+int cbfs_cmp_strp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}

@@ -112,7 +112,11 @@ static int put_block(Worker *w, CbfsBlockRef *ref, const uint8_t *sb, const Cbfs
     if (rc < 0)
         return rc;
     __atomic_add_fetch(&c->bytes_raw, ref->raw_len, __ATOMIC_RELAXED);
-    if (!c->same_ids) {
+    if (c->same_ids) {
+        /* checked above: the stored bytes go over as they are */
+        out = sb;
+        n = ref->stored_len;
+    } else {
         cbfs_codec_block_id(w->dst_codec, w->raw, ref->raw_len, mine.id);
         if (cbfs_blockindex_lookup(c->index, mine.id, &mine) == 0 && mine.raw_len == ref->raw_len) {
             mine.file = ref->file;
@@ -120,12 +124,6 @@ static int put_block(Worker *w, CbfsBlockRef *ref, const uint8_t *sb, const Cbfs
             *ref = mine;
             return 0;
         }
-    }
-    if (c->same_ids) {
-        /* checked above: the stored bytes go over as they are */
-        out = sb;
-        n = ref->stored_len;
-    } else {
         n = cbfs_codec_encode(w->dst_codec, mine.id, w->raw, ref->raw_len, w->enc, w->enc_cap);
         out = w->enc;
     }
@@ -477,18 +475,10 @@ static int copy_backup(CbfsRepo *src, CbfsRepo *dst, const CbfsKv *rec, const ch
     }
     free(workers);
     free(threads);
-    if (dst_registered) {
-        CbfsError e;
-        cbfs_error_init(&e);
-        if (cbfs_registration_remove(dst, &dst_reg, &e) < 0)
-            cbfs_warning("could not remove the copy's registration: %s", e.msg);
-    }
-    if (src_registered) {
-        CbfsError e;
-        cbfs_error_init(&e);
-        if (cbfs_registration_remove(src, &src_reg, &e) < 0)
-            cbfs_warning("could not remove the copy's registration: %s", e.msg);
-    }
+    if (dst_registered)
+        cbfs_registration_release(dst, &dst_reg);
+    if (src_registered)
+        cbfs_registration_release(src, &src_reg);
     cbfs_blockindex_free(c.index);
     cbfs_kv_free(out);
     free(text);
@@ -526,18 +516,6 @@ static int wal_cb(const char *key, uint64_t size, void *ctx)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
-static void wal_list_free(WalList *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->names[i]);
-    free(l->names);
-}
-
 /* The segment number a WAL file name starts at (history files: none). */
 static bool wal_segno(const char *name, uint32_t seg_size, uint64_t *ret)
 {
@@ -562,15 +540,15 @@ static int copy_wal(CbfsRepo *src, CbfsRepo *dst, uint64_t from, uint32_t seg_si
     if (rc == 0)
         rc = cbfs_store_list(dst->store, "wal/", wal_cb, &have, err);
     if (rc == 0 && have.n)
-        qsort(have.names, have.n, sizeof(char *), cmp_str);
+        qsort(have.names, have.n, sizeof(char *), cbfs_cmp_strp);
     if (rc == 0 && want.n)
-        qsort(want.names, want.n, sizeof(char *), cmp_str);
+        qsort(want.names, want.n, sizeof(char *), cbfs_cmp_strp);
     for (size_t i = 0; rc == 0 && i < want.n; i++) {
         const char *name = want.names[i];
         uint64_t segno;
         uint8_t *buf = NULL;
         size_t len;
-        if (have.n && bsearch(&name, have.names, have.n, sizeof(char *), cmp_str))
+        if (have.n && bsearch(&name, have.names, have.n, sizeof(char *), cbfs_cmp_strp))
             continue;
         if (wal_segno(name, seg_size, &segno) && segno < from)
             continue;
@@ -595,8 +573,8 @@ static int copy_wal(CbfsRepo *src, CbfsRepo *dst, uint64_t from, uint32_t seg_si
         if (rc == 0)
             tot->wal++;
     }
-    wal_list_free(&have);
-    wal_list_free(&want);
+    cbfs_store_free_names(have.names, have.n);
+    cbfs_store_free_names(want.names, want.n);
     return rc;
 }
 

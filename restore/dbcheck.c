@@ -236,11 +236,6 @@ static int list_database(DbCheck *c, size_t db, CbfsError *err)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 static int cmp_task(const void *a, const void *b)
 {
     const DbcTask *x = *(DbcTask *const *) a, *y = *(DbcTask *const *) b;
@@ -267,7 +262,7 @@ static void build_queue(DbCheck *c)
             c->queue[c->nqueue++] = &c->tasks[i];
     qsort(c->queue + 1, c->nqueue - 1, sizeof(*c->queue), cmp_task);
     if (c->ncovered > 1)
-        qsort(c->covered, c->ncovered, sizeof(*c->covered), cmp_str);
+        qsort(c->covered, c->ncovered, sizeof(*c->covered), cbfs_cmp_strp);
     /* the user's SQL last: it may rely on a healthy database */
     for (size_t i = 0; i < c->ntasks; i++)
         if (c->tasks[i].kind == TASK_SQL)
@@ -444,7 +439,7 @@ static bool is_covered(DbCheck *c, const char *rel)
         base[dot - rel] = '\0';
         key = base;
     }
-    return bsearch(&key, c->covered, c->ncovered, sizeof(*c->covered), cmp_str) != NULL;
+    return bsearch(&key, c->covered, c->ncovered, sizeof(*c->covered), cbfs_cmp_strp) != NULL;
 }
 
 static int read_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)

@@ -61,6 +61,10 @@ int cbfs_running_register(CbfsRepo *r, const char *label, CbfsHolder *ret, CbfsE
 int cbfs_running_check(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err);
 /* Remove a registration, a backup's or a mount's (already gone: 0). */
 int cbfs_registration_remove(CbfsRepo *r, const CbfsHolder *mine, CbfsError *err);
+/* The same at the end of a command: a failure is a warning ("could not
+ * remove the backup's registration: ..."), as the next gc or expire
+ * removes a dead holder's. */
+void cbfs_registration_release(CbfsRepo *r, const CbfsHolder *mine);
 /* Every registration (unreadable ones are warned about and skipped).
  * *ret: caller frees. */
 int cbfs_running_list(CbfsRepo *r, CbfsHolder **ret, size_t *ret_n, CbfsError *err);

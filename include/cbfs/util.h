@@ -78,6 +78,8 @@ bool cbfs_dir_empty(const char *path, bool *ret_exists);
 /* Is something mounted on path (its device differs from its parent's)?
  * False when path cannot be read, as a mount whose daemon died. */
 bool cbfs_is_mount_point(const char *path);
+/* qsort/bsearch comparison of two char * (an array of strings). */
+int cbfs_cmp_strp(const void *a, const void *b);
 int cbfs_read_file(const char *path, uint8_t **ret_buf, size_t *ret_len, CbfsError *err);
 /* Write data to path through a temp file in the same directory, fsync, rename,
  * fsync the directory.  The file is either absent or complete. */

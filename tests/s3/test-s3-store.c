@@ -446,11 +446,6 @@ static int seen_cb(const char *key, uint64_t size, void *ctx)
     return s->stop_at && s->calls == s->stop_at ? 42 : 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 /* The keys under prefix, sorted, "k1,k2," (caller frees). */
 static char *list_sorted(CbfsStore *st, const char *prefix, int *ret_rc)
 {
@@ -468,7 +463,7 @@ static char *list_sorted(CbfsStore *st, const char *prefix, int *ret_rc)
         items[n++] = cbfs_xasprintf("%.*s", (int) (e - p), p);
         p = e + 1;
     }
-    qsort(items, n, sizeof(char *), cmp_str);
+    qsort(items, n, sizeof(char *), cbfs_cmp_strp);
     cbfs_buf_init(&b);
     for (size_t i = 0; i < n; i++) {
         cbfs_buf_printf(&b, "%s,", items[i]);

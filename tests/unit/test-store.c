@@ -56,11 +56,6 @@ static int list_cb(const char *key, uint64_t size, void *ctx)
     return l->stop_at && (int) l->n == l->stop_at ? 42 : 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 /* List prefix; returns "k1:s1,k2:s2," sorted by key (caller frees). */
 static char *list_keys(CbfsStore *st, const char *prefix, int *ret_rc)
 {
@@ -78,7 +73,7 @@ static char *list_keys(CbfsStore *st, const char *prefix, int *ret_rc)
     if (ret_rc)
         *ret_rc = rc;
     n = l.n < CBFS_ARRAY_LEN(l.items) ? l.n : CBFS_ARRAY_LEN(l.items);
-    qsort(l.items, n, sizeof(char *), cmp_str);
+    qsort(l.items, n, sizeof(char *), cbfs_cmp_strp);
     cbfs_buf_init(&b);
     for (size_t i = 0; i < n; i++) {
         cbfs_buf_printf(&b, "%s,", l.items[i]);
