@@ -183,6 +183,43 @@ else
 fi
 ok_cbfs "check --read-data of the destination after it all" check "$R2" --read-data
 
+# ---------------------------------------------------------------- a source gc has rewritten
+# b1 unpinned and expired: its packs, which b5 still uses in part, are
+# rewritten by gc (relocation maps); a copy into a new repository reads
+# the kept backup through them
+cbfs unpin "$R1@b1"
+cbfs expire "$R1" --keep-last 1
+like "$OUT" "expire +b1" "b1 unpinned and expired in the source"
+cbfs gc "$R1" --max-waste 0
+is "$RC" 0 "gc of the source after the expire"
+cmp_ok "$(find "$R1/moved" -type f 2>/dev/null | wc -l)" -gt 0 "... it rewrote packs (relocation maps)"
+repo_init "$TMP/r6"
+cbfs copy "$R1" "$TMP/r6"
+is "$RC/$ERR" "0/" "a copy of the rewritten source into a new repository"
+is "$(labels "$TMP/r6" | tr '\n' ' ')" "$(labels "$R1" | tr '\n' ' ')" "... every kept backup"
+ok_cbfs "check --read-data of that copy" check "$TMP/r6" --read-data
+if cbfs_restore "$TMP/r6@b5" from_r6 && pg_start from_r6 && pg_wait_promoted from_r6; then
+	pass "the newest backup restored from it starts"
+	is "$(psql_as from_r6 postgres "select count(*) from after_p1")" 1000 "... with its data"
+	amcheck_ok from_r6 postgres
+	pg_stop from_r6
+else
+	fail "restore from the copy of the rewritten source" "$ERR"
+fi
+
+# ---------------------------------------------------------------- one node of several
+NR=$TMP/nodes
+repo_init "$NR"
+cbfs backup "$NR" --node n1 --pgdata "$(datadir src)" --dbname "$(conninfo src)" --label n1b1
+is "$RC" 0 "a backup as node n1 of a repository of nodes"
+repo_init "$TMP/nodes2"
+cbfs copy "$NR" "$TMP/nodes2" --node n1
+is "$RC/$ERR" "0/" "copy --node n1"
+cbfs list "$TMP/nodes2" --node n1 --json
+is "$(json_get "$OUT" '" ".join(b["label"] + ":" + b["node"] for b in j)')" "n1b1:n1" "... its backup is node n1's there"
+cbfs restore "$TMP/nodes2@n1b1" "$TMP/n1-restored" --node n1
+is "$RC" 0 "... and restores from there"
+
 # ---------------------------------------------------------------- bad input
 D1=$(cd "$R1" && pwd)
 cbfs copy "$R1" "$R1"
